@@ -1,0 +1,60 @@
+"""The estate: everything policy is computed from, as one immutable value.
+
+Workloads, label rules, IP lists, services, tiers, rules and the settings that keep the data plane
+safe (control-plane endpoints that are never blocked, the quarantine allow list). Built by the
+policy-file loader or the server; consumed by the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from microseg.model import addresses
+from microseg.model.iplists import IpList
+from microseg.model.labelrules import LabelRule
+from microseg.model.rules import Rule
+from microseg.model.services import PortRange, Protocol, Service
+from microseg.model.tiers import BUILTIN_TIERS, Tier
+from microseg.model.workloads import Workload
+
+
+@dataclass(frozen=True, order=True)
+class Endpoint:
+    """An address:port the data plane must always allow (the agent's control-plane channel)."""
+
+    network: addresses.Network
+    port: PortRange
+    protocol: Protocol = Protocol.TCP
+
+    def __str__(self) -> str:
+        return f"{self.network} {self.port}/{self.protocol.value}"
+
+
+@dataclass(frozen=True)
+class Estate:
+    """Inventory plus policy. Names are unique per kind; the loader and engine check references."""
+
+    workloads: tuple[Workload, ...] = ()
+    label_rules: tuple[LabelRule, ...] = ()
+    ip_lists: tuple[IpList, ...] = ()
+    services: tuple[Service, ...] = ()
+    tiers: tuple[Tier, ...] = BUILTIN_TIERS
+    rules: tuple[Rule, ...] = ()
+    control_plane: tuple[Endpoint, ...] = ()
+    quarantine_allow: str | None = None
+    """Name of the IP list (forensics, management) a quarantined workload may still talk to."""
+    version: str = "draft"
+    """Policy version label carried into ruleset documents."""
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def workload(self, name: str) -> Workload | None:
+        """The workload called `name`, if any."""
+        return next((w for w in self.workloads if w.name == name), None)
+
+    def with_workloads(self, workloads: tuple[Workload, ...]) -> Estate:
+        """The same policy over other workloads."""
+        return replace(self, workloads=workloads)
+
+    def with_rules(self, rules: tuple[Rule, ...]) -> Estate:
+        """The same inventory under other rules."""
+        return replace(self, rules=rules)

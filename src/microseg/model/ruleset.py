@@ -1,0 +1,234 @@
+"""The ruleset document: what the control plane sends one workload's agent (the open JSON contract).
+
+Compiled by the engine, rendered to nftables / iptables by `microseg.render`, and described by the
+versioned JSON Schema in `docs/ruleset-v1.schema.json`. A document holds:
+
+- the workload (name, addresses, mode) and the policy version;
+- the tiers in evaluation order and the control-plane endpoints that are always allowed;
+- named address sets (collapsed CIDRs) that entries refer to;
+- `ingress` and `egress`: ordered entries. An entry matches when the peer address is in one of
+  `peer_sets` (None = any peer), the local address is in one of `local_sets` (None = any local
+  address of this workload), the protocol/port matches one of `ports`, and the time is inside
+  [not_before, not_after). Inside a tier the first matching entry decides; `pass` and no match go to
+  the next tier; after the last tier the default is deny.
+
+`hash` is `sha256:` over the canonical JSON of everything else, so any change shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from microseg.errors import ValidationError
+from microseg.model import addresses as ip
+from microseg.model.estate import Endpoint
+from microseg.model.rules import Action
+from microseg.model.services import PortRange, PortSpec, Protocol
+from microseg.model.workloads import Mode
+
+SCHEMA = "microseg.io/ruleset/v1"
+
+
+@dataclass(frozen=True)
+class AddressSet:
+    """A named, collapsed list of networks; `description` says what it stands for (a selector)."""
+
+    name: str
+    networks: tuple[ip.Network, ...]
+    description: str = ""
+
+    @property
+    def v4(self) -> tuple[ip.Network, ...]:
+        """The IPv4 members."""
+        return tuple(n for n in self.networks if n.version == 4)
+
+    @property
+    def v6(self) -> tuple[ip.Network, ...]:
+        """The IPv6 members."""
+        return tuple(n for n in self.networks if n.version == 6)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One ordered entry of an ingress or egress list; `ref` is the deciding rule's `tier/name`."""
+
+    ref: str
+    tier: str
+    action: Action
+    peer_sets: tuple[str, ...] | None
+    local_sets: tuple[str, ...] | None
+    ports: tuple[PortSpec, ...]
+    process: str | None = None
+    user: str | None = None
+    not_before: int | None = None
+    not_after: int | None = None
+
+
+@dataclass(frozen=True)
+class RulesetDocument:
+    """Everything one agent needs to enforce policy on one workload."""
+
+    workload: str
+    addresses: tuple[ip.Network, ...]
+    mode: Mode
+    policy_version: str
+    tiers: tuple[str, ...]
+    control_plane: tuple[Endpoint, ...]
+    address_sets: tuple[AddressSet, ...]
+    ingress: tuple[Entry, ...]
+    egress: tuple[Entry, ...]
+    hash: str = field(default="", compare=False)
+
+    def address_set(self, name: str) -> AddressSet:
+        """The set called `name` (documents are validated to contain every referenced set)."""
+        for s in self.address_sets:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def with_hash(self) -> RulesetDocument:
+        """A copy whose `hash` is computed from its content."""
+        return replace(self, hash=content_hash(self))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (see docs/ruleset-v1.schema.json)."""
+        return {**_body(self), "hash": self.hash or content_hash(self)}
+
+    def to_json(self) -> str:
+        """Stable, indented JSON text."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RulesetDocument:
+        """Parse the JSON form; raise ValidationError on anything malformed or a hash mismatch."""
+        try:
+            if data.get("schema") != SCHEMA:
+                raise ValidationError(f"unknown ruleset schema {data.get('schema')!r}, expected {SCHEMA}")
+            wl = data["workload"]
+            doc = cls(
+                workload=wl["name"],
+                addresses=tuple(ip.network(a) for a in wl["addresses"]),
+                mode=Mode(wl["mode"]),
+                policy_version=data["policyVersion"],
+                tiers=tuple(data["tiers"]),
+                control_plane=tuple(
+                    Endpoint(ip.network(e["cidr"]), _range_parse(e["port"]), Protocol(e["protocol"]))
+                    for e in data["controlPlane"]
+                ),
+                address_sets=tuple(
+                    AddressSet(
+                        name, tuple(ip.network(n) for n in s["networks"]), s.get("description", "")
+                    )
+                    for name, s in sorted(data["addressSets"].items())
+                ),
+                ingress=tuple(_entry_parse(e) for e in data["ingress"]),
+                egress=tuple(_entry_parse(e) for e in data["egress"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, ValidationError):
+                raise
+            raise ValidationError(f"malformed ruleset document: {exc!r}") from exc
+        check_references(doc)
+        expected = content_hash(doc)
+        given = data.get("hash")
+        if given and given != expected:
+            raise ValidationError(f"ruleset hash mismatch: document says {given}, content is {expected}")
+        return replace(doc, hash=expected)
+
+    @classmethod
+    def from_json(cls, text: str) -> RulesetDocument:
+        """Parse JSON text."""
+        return cls.from_dict(json.loads(text))
+
+
+def check_references(doc: RulesetDocument) -> None:
+    """Every set an entry names exists and every entry's tier is listed."""
+    names = {s.name for s in doc.address_sets}
+    for entry in (*doc.ingress, *doc.egress):
+        for name in (*(entry.peer_sets or ()), *(entry.local_sets or ())):
+            if name not in names:
+                raise ValidationError(f"entry {entry.ref}: unknown address set {name!r}")
+        if entry.tier not in doc.tiers:
+            raise ValidationError(f"entry {entry.ref}: tier {entry.tier!r} is not in the tier list")
+
+
+def content_hash(doc: RulesetDocument) -> str:
+    """sha256 over the canonical JSON of the document without its hash."""
+    canonical = json.dumps(_body(doc), sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _body(doc: RulesetDocument) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "workload": {
+            "name": doc.workload,
+            "addresses": [str(a) for a in doc.addresses],
+            "mode": doc.mode.value,
+        },
+        "policyVersion": doc.policy_version,
+        "tiers": list(doc.tiers),
+        "controlPlane": [
+            {"cidr": str(e.network), "port": _range_json(e.port), "protocol": e.protocol.value}
+            for e in doc.control_plane
+        ],
+        "addressSets": {
+            s.name: {"description": s.description, "networks": [str(n) for n in s.networks]}
+            for s in sorted(doc.address_sets, key=lambda s: s.name)
+        },
+        "ingress": [_entry_json(e) for e in doc.ingress],
+        "egress": [_entry_json(e) for e in doc.egress],
+    }
+
+
+def _range_json(r: PortRange) -> int | list[int]:
+    return r.first if r.first == r.last else [r.first, r.last]
+
+
+def _range_parse(value: int | list[int]) -> PortRange:
+    if isinstance(value, int):
+        return PortRange(value, value)
+    first, last = value
+    return PortRange(int(first), int(last))
+
+
+def _entry_json(e: Entry) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "ref": e.ref,
+        "tier": e.tier,
+        "action": e.action.value,
+        "peerSets": None if e.peer_sets is None else list(e.peer_sets),
+        "localSets": None if e.local_sets is None else list(e.local_sets),
+        "ports": [
+            {"protocol": p.protocol.value, "ports": [_range_json(r) for r in p.ports]} for p in e.ports
+        ],
+    }
+    for key, value in (
+        ("process", e.process),
+        ("user", e.user),
+        ("notBefore", e.not_before),
+        ("notAfter", e.not_after),
+    ):
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _entry_parse(d: dict[str, Any]) -> Entry:
+    return Entry(
+        ref=d["ref"],
+        tier=d["tier"],
+        action=Action(d["action"]),
+        peer_sets=None if d["peerSets"] is None else tuple(d["peerSets"]),
+        local_sets=None if d["localSets"] is None else tuple(d["localSets"]),
+        ports=tuple(
+            PortSpec(Protocol(p["protocol"]), tuple(_range_parse(r) for r in p["ports"])) for p in d["ports"]
+        ),
+        process=d.get("process"),
+        user=d.get("user"),
+        not_before=d.get("notBefore"),
+        not_after=d.get("notAfter"),
+    )

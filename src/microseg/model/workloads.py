@@ -1,0 +1,91 @@
+"""Workloads: anything with addresses that policy is about.
+
+A workload has a stable name (unique in an estate), a kind, addresses (host addresses are /32 or
+/128; an `unmanaged` device may be known by wider CIDRs), free labels, reported attributes
+(hostname, os, ...) and an enforcement mode. Effective labels (explicit labels plus those derived
+by label rules) are computed by `microseg.model.labelrules`, not stored here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from microseg.errors import ValidationError
+from microseg.model import addresses as ip
+from microseg.model.labels import Labels
+
+
+class WorkloadKind(StrEnum):
+    """What a workload is; `unmanaged` has no agent and is known by its addresses only."""
+
+    HOST = "host"
+    VM = "vm"
+    CONTAINER = "container"
+    POD = "pod"
+    UNMANAGED = "unmanaged"
+
+
+class Mode(StrEnum):
+    """Enforcement mode: visibility observes, alert logs what would be blocked, enforce blocks."""
+
+    VISIBILITY = "visibility"
+    ALERT = "alert"
+    ENFORCE = "enforce"
+
+
+QUARANTINE_LABEL = "quarantine"
+"""A workload labelled `quarantine=true` is isolated by the built-in quarantine tier."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One workload. Equality is by value; the engine keys workloads by `name`."""
+
+    name: str
+    kind: WorkloadKind = WorkloadKind.VM
+    addresses: tuple[ip.Network, ...] = ()
+    labels: Labels = field(default_factory=Labels)
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    mode: Mode = Mode.ENFORCE
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValidationError("a workload needs a name", "name")
+        if not self.addresses:
+            raise ValidationError(f"workload {self.name}: needs at least one address", "addresses")
+        if self.kind is not WorkloadKind.UNMANAGED:
+            for net in self.addresses:
+                if net.num_addresses != 1:
+                    raise ValidationError(
+                        f"workload {self.name}: {net} is a network; only unmanaged workloads may have CIDRs",
+                        "addresses",
+                    )
+        object.__setattr__(self, "addresses", tuple(sorted(set(self.addresses), key=_net_key)))
+        object.__setattr__(self, "attributes", dict(sorted(self.attributes.items())))
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.kind, self.addresses, self.labels, self.mode))
+
+    @property
+    def managed(self) -> bool:
+        """Whether an agent enforces on this workload."""
+        return self.kind is not WorkloadKind.UNMANAGED
+
+    @property
+    def quarantined(self) -> bool:
+        """Whether the workload carries `quarantine=true`."""
+        return self.labels.get(QUARANTINE_LABEL) == "true"
+
+    def with_labels(self, new: Labels) -> Workload:
+        """The same workload with other labels."""
+        return replace(self, labels=new)
+
+    def with_addresses(self, new: tuple[ip.Network, ...]) -> Workload:
+        """The same workload with other addresses."""
+        return replace(self, addresses=new)
+
+
+def _net_key(net: ip.Network) -> tuple[int, int, int]:
+    return (net.version, int(net.network_address), net.prefixlen)
