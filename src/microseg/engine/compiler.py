@@ -1,0 +1,136 @@
+"""The ruleset compiler: per identity, the ordered ingress and egress entries.
+
+Fed by the rule book (ordered rules and masks) and the label index (selectors an identity
+matches); feeds ruleset documents. A rule becomes an ingress entry of identity I when its `to`
+side can be I (a selector matching I, `any`, or an address peer -- then the local address must be
+in that peer's set), and an egress entry when its `from` side can be I, symmetrically. Entries
+refer to address sets by name; who is in a set is not the compiler's business, so re-addressing
+a workload recompiles nothing.
+
+Entries of one rule are built once per variant and shared by every identity (Cilium's "one
+computation per identity", and less).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from microseg.engine import rulebook
+from microseg.model import rules, ruleset, services
+
+
+@dataclass(frozen=True)
+class IdentityRuleset:
+    """What one identity's workloads enforce, before address-set members are filled in."""
+
+    ingress: tuple[ruleset.Entry, ...]
+    egress: tuple[ruleset.Entry, ...]
+
+    @property
+    def set_names(self) -> frozenset[str]:
+        """Every address set the entries refer to."""
+        names: set[str] = set()
+        for entry in (*self.ingress, *self.egress):
+            names.update(entry.peer_sets or ())
+            names.update(entry.local_sets or ())
+        return frozenset(names)
+
+
+class RulesetCompiler:
+    """Compiles identities against one rule book."""
+
+    def __init__(self, book: rulebook.RuleBook) -> None:
+        self._book = book
+        self._entry_cache: dict[tuple[int, bool, bool], tuple[ruleset.Entry, ...]] = {}
+
+    def compile(self, matched_selectors: frozenset[str]) -> IdentityRuleset:
+        """The ordered entries for an identity matching `matched_selectors`."""
+        book = self._book
+        dst_sel = _or(book.dst_by_selector.get(k, 0) for k in matched_selectors)
+        src_sel = _or(book.src_by_selector.get(k, 0) for k in matched_selectors)
+        dst_addr = _or(bit for _, bit in book.dst_by_address)
+        src_addr = _or(bit for _, bit in book.src_by_address)
+        ingress = self._entries(dst_sel | book.dst_any, dst_addr & ~(dst_sel | book.dst_any), ingress=True)
+        egress = self._entries(src_sel | book.src_any, src_addr & ~(src_sel | book.src_any), ingress=False)
+        return IdentityRuleset(ingress, egress)
+
+    def _entries(self, whole: int, address_only: int, *, ingress: bool) -> tuple[ruleset.Entry, ...]:
+        out: list[ruleset.Entry] = []
+        candidates = whole | address_only
+        while candidates:
+            low = candidates & -candidates
+            index = low.bit_length() - 1
+            candidates ^= low
+            key = (index, ingress, bool(whole & low))
+            entries = self._entry_cache.get(key)
+            if entries is None:
+                entries = _rule_entries(self._book.rules[index], ingress, local_any=key[2])
+                self._entry_cache[key] = entries
+            out.extend(entries)
+        return tuple(out)
+
+
+def _or(values: Iterable[int]) -> int:
+    result = 0
+    for v in values:
+        result |= v
+    return result
+
+
+def _rule_entries(br: rulebook.BookRule, ingress: bool, local_any: bool) -> tuple[ruleset.Entry, ...]:
+    rule = br.rule
+    peers, locals_ = (br.sources, br.destinations) if ingress else (br.destinations, br.sources)
+    peer_sets = None if any(p.set_name is None for p in peers) else _names(peers)
+    local_sets = (
+        None if local_any else tuple(p.set_name for p in locals_ if p.selector is None and p.set_name)
+    )
+    return tuple(
+        ruleset.Entry(
+            ref=rule.ref,
+            tier=rule.tier,
+            action=rule.action,
+            peer_sets=peer_sets,
+            local_sets=local_sets,
+            ports=ports,
+            process=process,
+            user=user,
+            not_before=rules.epoch(rule.not_before),
+            not_after=rules.epoch(rule.not_after),
+        )
+        for (process, user), ports in _service_groups(rule.services, ingress).items()
+    )
+
+
+def _names(peers: tuple[rulebook.PeerRef, ...]) -> tuple[str, ...]:
+    return tuple(sorted({p.set_name for p in peers if p.set_name}))
+
+
+def _service_groups(
+    svcs: tuple[services.Service, ...], ingress: bool
+) -> dict[tuple[str | None, str | None], tuple[services.PortSpec, ...]]:
+    """Port specs grouped by the process constraint of the enforcing side, in a stable order."""
+    groups: dict[tuple[str | None, str | None], set[services.PortSpec]] = defaultdict(set)
+    for svc in svcs:
+        key = (svc.process, svc.user) if ingress else (svc.client_process, svc.client_user)
+        groups[key].update(svc.specs)
+    return {
+        key: _merge_specs(specs)
+        for key, specs in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1] or ""))
+    }
+
+
+def _merge_specs(specs: set[services.PortSpec]) -> tuple[services.PortSpec, ...]:
+    if any(s.protocol is services.Protocol.ANY for s in specs):
+        return (services.PortSpec(services.Protocol.ANY),)
+    by_proto: dict[services.Protocol, set[services.PortRange]] = defaultdict(set)
+    whole: set[services.Protocol] = set()
+    for spec in specs:
+        if spec.ports:
+            by_proto[spec.protocol].update(spec.ports)
+        else:
+            whole.add(spec.protocol)
+    out = [services.PortSpec(p) for p in whole]
+    out += [services.PortSpec(p, tuple(r)) for p, r in by_proto.items() if p not in whole]
+    return tuple(sorted(out))

@@ -1,0 +1,182 @@
+"""The rule book: every rule of an estate in evaluation order, as bit positions.
+
+Fed by the estate (rules, tiers, IP lists, quarantine settings); feeds the label index (which
+selectors exist), the compiler (which entries a rule becomes) and the evaluator (which rules can
+match a flow). Rule i of the book is bit i of every mask, so "rules whose `from` matches this
+workload" is one integer, and candidate rules for a flow are one AND.
+
+What it deliberately does not do: match workloads (the label index does) or know addresses of
+workloads (address sets do). It fails closed: a rule in an unknown tier, or naming an unknown IP
+list, is left out or matches nothing, never everything; each such case is listed in `problems`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+from microseg.model import addresses, rules, ruleset, selectors, services, tiers
+from microseg.model.estate import Estate
+from microseg.model.workloads import QUARANTINE_LABEL
+
+QUARANTINED = selectors.LabelSelector.of({QUARANTINE_LABEL: "true"})
+
+
+@dataclass(frozen=True)
+class PeerRef:
+    """One peer of a rule side, reduced to what matching needs."""
+
+    set_name: str | None
+    """Address set standing for this peer; None for `any`."""
+    selector: selectors.LabelSelector | None = None
+    """For selector peers: the selector (matched against labels by the label index)."""
+    networks: tuple[addresses.Network, ...] = ()
+    """For IP list and CIDR peers: the static addresses."""
+    text: str = ""
+    """How explanations name this peer."""
+
+
+@dataclass(frozen=True)
+class BookRule:
+    """A rule at its place in the book, with both sides reduced to peer refs."""
+
+    index: int
+    rule: rules.Rule
+    sources: tuple[PeerRef, ...]
+    destinations: tuple[PeerRef, ...]
+
+    @property
+    def bit(self) -> int:
+        """This rule's bit in every mask."""
+        return 1 << self.index
+
+
+def selector_key(selector: selectors.LabelSelector) -> str:
+    """The canonical text of a selector; equal selectors share one key, one set, one index entry."""
+    return str(selector)
+
+
+def selector_set_name(selector: selectors.LabelSelector) -> str:
+    """Deterministic, short set name for a selector (hash of its canonical text)."""
+    return "sel_" + hashlib.sha256(selector_key(selector).encode()).hexdigest()[:10]
+
+
+def _named_set(prefix: str, name: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_]", "_", name)[:16]
+    return f"{prefix}_{safe}_{hashlib.sha256(name.encode()).hexdigest()[:6]}"
+
+
+class RuleBook:
+    """Ordered rules plus the masks the compiler and evaluator share."""
+
+    def __init__(self, estate: Estate) -> None:
+        self.problems: list[str] = []
+        self.tiers: tuple[str, ...] = tuple(t.name for t in sorted(estate.tiers))
+        self._ip_lists = {i.name: i for i in estate.ip_lists}
+        self.static_sets: dict[str, ruleset.AddressSet] = {}
+        self.selectors: dict[str, selectors.LabelSelector] = {}
+        ordered = self._order([*_quarantine_rules(estate), *estate.rules])
+        self.rules: tuple[BookRule, ...] = tuple(
+            BookRule(i, r, self._peers(r, r.sources), self._peers(r, r.destinations))
+            for i, r in enumerate(ordered)
+        )
+        self.tier_masks = self._tier_masks()
+        self.src_by_selector, self.src_any, self.src_by_address = self._side_masks(sources=True)
+        self.dst_by_selector, self.dst_any, self.dst_by_address = self._side_masks(sources=False)
+
+    def _order(self, candidates: list[rules.Rule]) -> list[rules.Rule]:
+        position = {name: i for i, name in enumerate(self.tiers)}
+        kept = []
+        for rule in candidates:
+            if not rule.enabled:
+                continue
+            if rule.tier not in position:
+                self.problems.append(
+                    f"rule {rule.ref}: unknown tier {rule.tier!r}; rule ignored (fails closed)"
+                )
+                continue
+            kept.append(rule)
+        return sorted(kept, key=lambda r: (position[r.tier], r.priority, r.name))
+
+    def _peers(self, rule: rules.Rule, peers: tuple[selectors.Peer, ...]) -> tuple[PeerRef, ...]:
+        return tuple(self._peer(rule, p) for p in peers)
+
+    def _peer(self, rule: rules.Rule, peer: selectors.Peer) -> PeerRef:
+        if isinstance(peer, selectors.AnyPeer):
+            return PeerRef(None, text="any")
+        if isinstance(peer, selectors.SelectorPeer):
+            self.selectors[selector_key(peer.selector)] = peer.selector
+            return PeerRef(selector_set_name(peer.selector), selector=peer.selector, text=str(peer))
+        if isinstance(peer, selectors.IpListPeer):
+            iplist = self._ip_lists.get(peer.name)
+            if iplist is None:
+                self.problems.append(f"rule {rule.ref}: unknown ip list {peer.name!r}; it matches nothing")
+                nets: tuple[addresses.Network, ...] = ()
+            else:
+                nets = tuple(iplist.networks)
+            return self._static(_named_set("ipl", peer.name), nets, f"ip list {peer.name}", str(peer))
+        nets = tuple(peer.networks)
+        digest = hashlib.sha256(str(peer).encode()).hexdigest()[:10]
+        return self._static(f"net_{digest}", nets, str(peer), str(peer))
+
+    def _static(self, name: str, nets: tuple[addresses.Network, ...], description: str, text: str) -> PeerRef:
+        self.static_sets[name] = ruleset.AddressSet(name, nets, description)
+        return PeerRef(name, networks=nets, text=text)
+
+    def _tier_masks(self) -> dict[str, int]:
+        masks: dict[str, int] = defaultdict(int)
+        for br in self.rules:
+            masks[br.rule.tier] |= br.bit
+        return dict(masks)
+
+    def _side_masks(self, *, sources: bool) -> tuple[dict[str, int], int, list[tuple[PeerRef, int]]]:
+        by_selector: dict[str, int] = defaultdict(int)
+        any_mask = 0
+        by_address: list[tuple[PeerRef, int]] = []
+        for br in self.rules:
+            for peer in br.sources if sources else br.destinations:
+                if peer.set_name is None:
+                    any_mask |= br.bit
+                elif peer.selector is not None:
+                    by_selector[selector_key(peer.selector)] |= br.bit
+                else:
+                    by_address.append((peer, br.bit))
+        return dict(by_selector), any_mask, by_address
+
+    def address_mask(self, address: addresses.Address, *, sources: bool) -> int:
+        """Rules whose source (or destination) side has an IP list or CIDR containing `address`."""
+        mask = 0
+        for peer, bit in self.src_by_address if sources else self.dst_by_address:
+            if not mask & bit and addresses.contains(peer.networks, address):
+                mask |= bit
+        return mask
+
+
+def _quarantine_rules(estate: Estate) -> list[rules.Rule]:
+    """Built-in rules of the quarantine tier: keep the forensics list, isolate everything else."""
+    target = (selectors.SelectorPeer(QUARANTINED),)
+    everything = (selectors.AnyPeer(),)
+    any_service = (services.ANY_SERVICE,)
+    out: list[rules.Rule] = []
+    if estate.quarantine_allow:
+        forensics = (selectors.IpListPeer(estate.quarantine_allow),)
+        out += [
+            rules.Rule("allow-forensics-in", tiers.QUARANTINE, -40, rules.Action.ALLOW, forensics, target,
+                       any_service, reason="quarantined workloads stay reachable from the forensics list"),
+            rules.Rule("allow-forensics-out", tiers.QUARANTINE, -30, rules.Action.ALLOW, target, forensics,
+                       any_service, reason="quarantined workloads may reach the forensics list"),
+        ]  # fmt: skip
+    out += [
+        rules.Rule("isolate-in", tiers.QUARANTINE, -20, rules.Action.DENY, everything, target, any_service,
+                   reason="quarantine=true: isolated"),
+        rules.Rule("isolate-out", tiers.QUARANTINE, -10, rules.Action.DENY, target, everything, any_service,
+                   reason="quarantine=true: isolated"),
+    ]  # fmt: skip
+    return out
+
+
+def label_keys_used(book: RuleBook) -> frozenset[str]:
+    """Label keys any selector looks at (labels outside this set never change a verdict)."""
+    return frozenset(k for s in book.selectors.values() for k in s.keys)
