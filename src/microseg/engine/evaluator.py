@@ -90,6 +90,17 @@ class Evaluator:
                 return self._rule_verdict(br, svc, (src, dst), notes)
         return self._default_verdict(src, dst, passed)
 
+    def equivalence_key(self, endpoint: verdicts.Endpoint) -> tuple[object, ...]:
+        """Endpoints with equal keys get equal verdicts against any third endpoint.
+
+        The key holds everything `evaluate` reads about an endpoint: its rule masks on both sides,
+        its effective mode, and whether it is a control-plane address. The matrix and the semantic
+        diff evaluate one representative per key instead of every workload.
+        """
+        ep = self._resolve(endpoint)
+        on_control_plane = any(ep.address in cp.network for cp in self._control_plane)
+        return (self._mask(ep, sources=True), self._mask(ep, sources=False), self._mode(ep), on_control_plane)
+
     # -- endpoints ---------------------------------------------------------------------------
 
     def _resolve(self, endpoint: verdicts.Endpoint) -> verdicts.Endpoint:
