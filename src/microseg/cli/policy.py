@@ -1,0 +1,202 @@
+"""Offline policy commands: validate, render, matrix, diff (explain lives in its own module)."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from microseg import errors, settings
+from microseg.cli import loading, output
+from microseg.engine import engine, reachability
+from microseg.model import estate
+from microseg.render import iptables, nftables
+
+
+def validate(files: output.Files = None, fmt: output.Output = output.Format.TABLE) -> None:
+    """Load and check policy files: every problem at once with file, line and field."""
+    est = loading.load(files)
+    eng = engine.PolicyEngine(est)
+    counts = summary_counts(est)
+    if fmt is output.Format.JSON:
+        output.emit_json({"valid": True, "counts": counts, "warnings": eng.problems})
+        return
+    output.console.print("[green]valid[/]: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    for problem in eng.problems:
+        output.console.print(f"[yellow]warning[/]: {problem}")
+
+
+def summary_counts(est: estate.Estate) -> dict[str, int]:
+    """How many of each kind an estate holds."""
+    return {
+        "workloads": len(est.workloads),
+        "label rules": len(est.label_rules),
+        "ip lists": len(est.ip_lists),
+        "services": len(est.services),
+        "tiers": len(est.tiers),
+        "rules": len(est.rules),
+    }
+
+
+class RenderFormat(StrEnum):
+    """What `render` produces."""
+
+    NFTABLES = "nftables"
+    IPTABLES = "iptables"
+    JSON = "json"
+
+
+def render(
+    workload: Annotated[str, typer.Option("--workload", "-w", help="workload to render the ruleset of")],
+    files: output.Files = None,
+    target: Annotated[RenderFormat, typer.Option("--format", help="what to print")] = RenderFormat.NFTABLES,
+    fmt: output.Output = output.Format.TABLE,
+) -> None:
+    """Print a workload's ruleset: the JSON document, or what the agent would load."""
+    doc = loading.build(files).document(workload)
+    render_settings = settings.Settings.from_env().render
+    if target is RenderFormat.JSON:
+        output.emit_json(doc.to_dict())
+        return
+    if target is RenderFormat.NFTABLES:
+        nft = nftables.render(doc, render_settings)
+        texts, warnings = {"nftables": nft.text}, nft.warnings
+    else:
+        ipt = iptables.render(doc, render_settings)
+        texts, warnings = {"ipset": ipt.ipset, "iptables": ipt.v4, "ip6tables": ipt.v6}, ipt.warnings
+    if fmt is output.Format.JSON:
+        output.emit_json({**texts, "hash": doc.hash, "warnings": list(warnings)})
+        return
+    for name, text in texts.items():
+        if len(texts) > 1:
+            output.console.print(f"# --- {name} ---")
+        output.console.print(text, markup=False)
+    for warning in warnings:
+        output.err_console.print(f"warning: {warning}")
+
+
+def matrix(
+    files: output.Files = None,
+    group_by: Annotated[str, typer.Option("--group-by", help="label keys that form groups")] = "env,app,role",
+    ports: Annotated[
+        list[str] | None, typer.Option("--port", help="PORT/PROTO to probe (default: every port rules name)")
+    ] = None,
+    fmt: output.Output = output.Format.TABLE,
+) -> None:
+    """Reachability between label groups: which ports each group reaches in each other group."""
+    eng = loading.build(files)
+    keys = tuple(k.strip() for k in group_by.split(",") if k.strip())
+    probes = [reachability.parse_probe(p) for p in ports] if ports else reachability.probes_of(eng)
+    cells = reachability.matrix(eng, keys, probes)
+    rows = matrix_rows(cells)
+    if fmt is output.Format.JSON:
+        output.emit_json({"groupBy": list(keys), "probes": [reachability.probe_text(p) for p in probes],
+                          "cells": rows})  # fmt: skip
+        return
+    output.console.print(matrix_table(rows))
+
+
+def matrix_rows(cells: dict[tuple[str, str], reachability.Cell]) -> list[dict[str, Any]]:
+    """Cells as JSON-ready rows."""
+    return [
+        {
+            "from": src,
+            "to": dst,
+            "pairs": cell.pairs,
+            "all": [p for p in cell.allowed if cell.state(p) == "all"],
+            "some": [p for p in cell.allowed if cell.state(p) == "some"],
+        }
+        for (src, dst), cell in cells.items()
+    ]
+
+
+def matrix_table(rows: list[dict[str, Any]]) -> Table:
+    """Only reachable group pairs, one row each."""
+    table = Table(title="Reachability between label groups (pairs of distinct workloads)")
+    for col in ("from", "to", "reaches (every pair)", "reaches (some pairs)"):
+        table.add_column(col)
+    for row in rows:
+        if row["all"] or row["some"]:
+            table.add_row(row["from"], row["to"], ", ".join(row["all"]), ", ".join(row["some"]))
+    return table
+
+
+def diff(
+    files: Annotated[
+        list[Path], typer.Option("-f", "--file", help="OLD then NEW policy (file or directory)")
+    ],
+    group_by: Annotated[str, typer.Option("--group-by", help="label keys for the summary")] = "env,app,role",
+    fmt: output.Output = output.Format.TABLE,
+) -> None:
+    """Semantic diff: which workload pairs and ports gain or lose reachability, and why."""
+    if len(files) != 2:
+        output.fail(errors.UserError("diff needs exactly two -f: the old policy, then the new one"))
+    old, new = loading.load([files[0]]), loading.load([files[1]])
+    old_eng, new_eng = engine.PolicyEngine(old), engine.PolicyEngine(new)
+    probes = sorted(set(reachability.probes_of(old_eng)) | set(reachability.probes_of(new_eng)),
+                    key=lambda p: (p[0].value, p[1] or 0))  # fmt: skip
+    changes = reachability.semantic_diff(old_eng, new_eng, probes)
+    rules_changed = rule_changes(old, new)
+    if fmt is output.Format.JSON:
+        output.emit_json({"rules": rules_changed, "reachability": [change_json(c) for c in changes]})
+        return
+    print_diff(rules_changed, changes, new_eng, tuple(group_by.split(",")))
+
+
+def rule_changes(old: estate.Estate, new: estate.Estate) -> dict[str, list[str]]:
+    """Rule references added, removed or changed."""
+    before, after = {r.ref: r for r in old.rules}, {r.ref: r for r in new.rules}
+    return {
+        "added": sorted(after.keys() - before.keys()),
+        "removed": sorted(before.keys() - after.keys()),
+        "changed": sorted(k for k in before.keys() & after.keys() if before[k] != after[k]),
+    }
+
+
+def change_json(change: reachability.Change) -> dict[str, object]:
+    """One reachability change for `-o json`."""
+    return {
+        "from": change.source,
+        "to": change.destination,
+        "port": change.probe,
+        "before": change.before.to_dict(),
+        "after": change.after.to_dict(),
+        "change": "gained" if change.gained else "lost",
+    }
+
+
+def print_diff(
+    rules_changed: dict[str, list[str]],
+    changes: list[reachability.Change],
+    eng: engine.PolicyEngine,
+    keys: tuple[str, ...],
+) -> None:
+    """Rule-level changes, then reachability changes grouped by label groups."""
+    con = output.console
+    for kind, refs in rules_changed.items():
+        for ref in refs:
+            con.print(f"rule {kind}: {ref}")
+    if not changes:
+        con.print("no reachability change between known workloads")
+        return
+    grouped: dict[tuple[str, str, str, str, str], list[reachability.Change]] = defaultdict(list)
+    for c in changes:
+        src_group = reachability.group_of(eng, c.source, keys)
+        dst_group = reachability.group_of(eng, c.destination, keys)
+        because = c.after.rule or c.before.rule or "default deny"
+        key = (src_group, dst_group, c.probe, "gained" if c.gained else "lost", because)
+        grouped[key].append(c)
+    table = Table(title=f"Reachability changes ({len(changes)} workload pairs x ports)")
+    for col in ("change", "from group", "to group", "port", "pairs", "because of", "example"):
+        table.add_column(col)
+    for (src, dst, probe, kind, ref), items in sorted(grouped.items()):
+        style = "green" if kind == "gained" else "red"
+        example = f"{items[0].source} -> {items[0].destination}"
+        table.add_row(f"[{style}]{kind}[/]", src, dst, probe, str(len(items)), ref, example)
+    con.print(table)
+    totals = Counter("gained" if c.gained else "lost" for c in changes)
+    con.print(f"{totals['gained']} gained, {totals['lost']} lost")
