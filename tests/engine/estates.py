@@ -135,9 +135,23 @@ def peers(draw: st.DrawFn) -> selectors.Peer:
 SERVICES = (HTTP, MYSQL, DNS, SSH, services.ANY_SERVICE, svc("range", TCP, 8000))
 
 
+REFERENCE_TIME = datetime(2026, 6, 1, tzinfo=UTC)
+WINDOW_EDGES = (None, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC),
+                datetime(2026, 12, 1, tzinfo=UTC))  # fmt: skip
+
+
+@st.composite
+def windows(draw: st.DrawFn) -> dict[str, datetime | None]:
+    """No window, or a window before, around or after REFERENCE_TIME (edges included)."""
+    start, end = draw(st.sampled_from(WINDOW_EDGES)), draw(st.sampled_from(WINDOW_EDGES))
+    if start is not None and end is not None and start >= end:
+        return {}
+    return {"not_before": start, "not_after": end}
+
+
 @st.composite
 def rule_lists(draw: st.DrawFn) -> tuple[rules.Rule, ...]:
-    """Random rules in two tiers, unique priorities, every action."""
+    """Random rules in three tiers, unique priorities, every action, some time windows."""
     out = []
     for i in range(draw(st.integers(0, 10))):
         out.append(
@@ -149,6 +163,7 @@ def rule_lists(draw: st.DrawFn) -> tuple[rules.Rule, ...]:
                 sources=tuple(draw(st.lists(peers(), min_size=1, max_size=2))),
                 destinations=tuple(draw(st.lists(peers(), min_size=1, max_size=2))),
                 services=tuple(draw(st.lists(st.sampled_from(SERVICES), min_size=1, max_size=2, unique=True))),
+                **draw(windows()),
             )
         )
     return tuple(out)
@@ -158,12 +173,14 @@ def rule_lists(draw: st.DrawFn) -> tuple[rules.Rule, ...]:
 def workload_lists(draw: st.DrawFn, max_size: int = 8) -> tuple[workloads.Workload, ...]:
     """Workloads on distinct host addresses in 10.77.0.0/24, random labels and modes."""
     hosts = draw(st.lists(st.integers(1, 254), min_size=1, max_size=max_size, unique=True))
+    quarantined = draw(st.sets(st.integers(0, len(hosts) - 1), max_size=1))
     return tuple(
         workloads.Workload(
             f"w{i}",
             addresses=(addresses.network(f"10.77.0.{h}"),),
-            labels=labels.Labels(draw(label_sets)),
+            labels=labels.Labels({**draw(label_sets), **({"quarantine": "true"} if i in quarantined else {})}),
             mode=draw(st.sampled_from(list(workloads.Mode))),
+            kind=draw(st.sampled_from((workloads.WorkloadKind.VM,) * 5 + (workloads.WorkloadKind.UNMANAGED,))),
         )
         for i, h in enumerate(hosts)
     )
@@ -173,7 +190,9 @@ def workload_lists(draw: st.DrawFn, max_size: int = 8) -> tuple[workloads.Worklo
 def estates(draw: st.DrawFn) -> estate.Estate:
     """Random estates: workloads, rules, two IP lists, sometimes a quarantined workload."""
     ws = draw(workload_lists())
+    control = draw(st.sampled_from(((), (estate.Endpoint(_cidr(draw), services.PortRange(8440, 8440)),))))
     return estate.Estate(
+        control_plane=control,
         workloads=ws,
         rules=draw(rule_lists()),
         ip_lists=(
