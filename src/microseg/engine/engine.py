@@ -185,6 +185,10 @@ class PolicyEngine:
         """Labels after label rules."""
         return self._effective[name]
 
+    def identity(self, name: str) -> labels.Labels:
+        """Security-relevant labels of a workload (its identity)."""
+        return self.identities.identity_of[name]
+
     def matched_selectors(self, name: str) -> frozenset[str]:
         """Selector keys the workload's identity matches."""
         return self.index.matching(self.identities.identity_of[name])

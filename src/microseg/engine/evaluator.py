@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol as TypingProtocol
 
@@ -34,11 +35,30 @@ class Inventory(TypingProtocol):
     def workload(self, name: str) -> Workload:
         """The workload called `name`."""
 
-    def effective_labels(self, name: str) -> labels.Labels:
-        """Its labels after label rules."""
+    def identity(self, name: str) -> labels.Labels:
+        """Its security-relevant labels (what selectors can see)."""
 
     def matched_selectors(self, name: str) -> frozenset[str]:
         """Selector keys its identity matches."""
+
+
+@dataclass(frozen=True, eq=False)
+class Profile:
+    """Everything the evaluator reads about one endpoint. Interned: endpoints the policy cannot tell
+    apart share one Profile object, so verdicts are cached per (profile, profile, port, protocol)."""
+
+    src_mask: int
+    dst_mask: int
+    mode: Mode | None
+    labels: labels.Labels | None
+    src_peers: frozenset[rulebook.PeerRef]
+    dst_peers: frozenset[rulebook.PeerRef]
+    on_control_plane: bool
+    loopback: bool
+
+
+VERDICT_CACHE_LIMIT = 1_000_000
+"""Cached verdicts before the cache is dropped and refilled (bounds memory on huge probe sets)."""
 
 
 class Evaluator:
@@ -53,8 +73,15 @@ class Evaluator:
         self._book = book
         self._inventory = inventory
         self._control_plane = control_plane
-        self._selector_masks: dict[tuple[frozenset[str], bool], int] = {}
-        self._address_masks: dict[tuple[addresses.Address, bool], int] = {}
+        self._selector_masks: dict[frozenset[str], tuple[int, int]] = {}
+        self._address_matches: dict[addresses.Address, tuple[int, frozenset[rulebook.PeerRef], int,
+                                                             frozenset[rulebook.PeerRef]]] = {}  # fmt: skip
+        self._profiles: dict[str, tuple[Workload, addresses.Address, Profile]] = {}
+        self._outside: dict[addresses.Address, Profile] = {}
+        self._interned: dict[tuple[object, ...], Profile] = {}
+        self._verdicts: dict[tuple[Profile, Profile, int | None, services.Protocol], verdicts.Verdict] = {}
+        self._defaults: dict[tuple[object, ...], verdicts.Verdict] = {}
+        self._reasons: dict[tuple[int, services.Service], str] = {}
 
     def evaluate(
         self,
@@ -69,37 +96,64 @@ class Evaluator:
     ) -> verdicts.Verdict:
         """The verdict for a new connection from `source` to `destination`."""
         src, dst = self._resolve(source), self._resolve(destination)
-        system = self._system_verdict(src, dst, port, protocol)
-        if system is not None:
-            return system
-        moment = at or datetime.now(UTC)
-        candidates = self._mask(src, sources=True) & self._mask(dst, sources=False)
+        sp, dp = self.profile(src), self.profile(dst)
+        if (src.workload is not None and src.workload == dst.workload) or dp.loopback:
+            return self._system(sp, dp, "loopback", "loopback: traffic within one host is always allowed")
+        if dp.on_control_plane:
+            system = self._control_plane_verdict(sp, dp, dst.address, port, protocol)
+            if system is not None:
+                return system
+        if self._book.timed or process is not None or client_process is not None:
+            return self._decide(sp, dp, port, protocol, (process, client_process, at or datetime.now(UTC)))
+        key = (sp, dp, port, protocol)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            if len(self._verdicts) >= VERDICT_CACHE_LIMIT:
+                self._verdicts.clear()
+            verdict = self._verdicts[key] = self._decide(sp, dp, port, protocol, (None, None, None))
+        return verdict
+
+    def equivalence_key(self, endpoint: verdicts.Endpoint) -> Profile:
+        """Endpoints with equal keys get equal verdicts against any third endpoint.
+
+        The matrix and the semantic diff evaluate one representative per key instead of every
+        workload (a workload still always reaches itself, which they account for).
+        """
+        return self.profile(self._resolve(endpoint))
+
+    def _decide(
+        self,
+        sp: Profile,
+        dp: Profile,
+        port: int | None,
+        protocol: services.Protocol,
+        context: tuple[str | None, str | None, datetime | None],
+    ) -> verdicts.Verdict:
+        process, client_process, moment = context
+        by_process = process is not None or client_process is not None
+        book, matchers = self._book, self._book.port_matchers
+        candidates = sp.src_mask & dp.dst_mask
         passed: list[str] = []
         while candidates:
             low = candidates & -candidates
-            br = self._book.rules[low.bit_length() - 1]
+            index = low.bit_length() - 1
+            br = book.rules[index]
             rule = br.rule
-            svc = _matching_service(rule, protocol, port, process, client_process)
-            if svc is None or not rule.active_at(moment):
+            if (
+                not rulebook.ports_match(matchers[index], protocol, port)
+                or (moment is not None and br.timed and not rule.active_at(moment))
+                or (by_process and _matching_service(rule, protocol, port, process, client_process) is None)
+            ):
                 candidates ^= low
             elif rule.action is rules.Action.PASS:
                 passed.append(rule.ref)
-                candidates &= ~self._book.tier_masks[rule.tier]
+                candidates &= ~book.tier_masks[rule.tier]
             else:
+                svc = _matching_service(rule, protocol, port, process, client_process)
+                assert svc is not None
                 notes = (*_pass_notes(passed), *_process_notes(svc, process, client_process))
-                return self._rule_verdict(br, svc, (src, dst), notes)
-        return self._default_verdict(src, dst, passed)
-
-    def equivalence_key(self, endpoint: verdicts.Endpoint) -> tuple[object, ...]:
-        """Endpoints with equal keys get equal verdicts against any third endpoint.
-
-        The key holds everything `evaluate` reads about an endpoint: its rule masks on both sides,
-        its effective mode, and whether it is a control-plane address. The matrix and the semantic
-        diff evaluate one representative per key instead of every workload.
-        """
-        ep = self._resolve(endpoint)
-        on_control_plane = any(ep.address in cp.network for cp in self._control_plane)
-        return (self._mask(ep, sources=True), self._mask(ep, sources=False), self._mode(ep), on_control_plane)
+                return self._rule_verdict(br, svc, (sp, dp), notes)
+        return self._default_verdict(sp, dp, passed)
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -108,127 +162,163 @@ class Evaluator:
             return endpoint
         return verdicts.Endpoint(endpoint.address, self._inventory.workload_at(endpoint.address))
 
-    def _mask(self, endpoint: verdicts.Endpoint, *, sources: bool) -> int:
-        book = self._book
-        mask = book.src_any if sources else book.dst_any
-        if endpoint.workload is not None:
-            matched = self._inventory.matched_selectors(endpoint.workload)
-            key = (matched, sources)
-            sel = self._selector_masks.get(key)
-            if sel is None:
-                table = book.src_by_selector if sources else book.dst_by_selector
-                sel = 0
-                for k in matched:
-                    sel |= table.get(k, 0)
-                self._selector_masks[key] = sel
-            mask |= sel
-        akey = (endpoint.address, sources)
-        amask = self._address_masks.get(akey)
-        if amask is None:
-            amask = book.address_mask(endpoint.address, sources=sources)
-            self._address_masks[akey] = amask
-        return mask | amask
+    def profile(self, endpoint: verdicts.Endpoint) -> Profile:
+        """The interned profile of a resolved endpoint (recomputed when its workload changed)."""
+        name = endpoint.workload
+        if name is None:
+            outside = self._outside.get(endpoint.address)
+            if outside is None:
+                outside = self._outside[endpoint.address] = self._build_profile(endpoint, None)
+            return outside
+        workload = self._inventory.workload(name)
+        cached = self._profiles.get(name)
+        # `is` and `==` on the address, not a hash: ipaddress hashes are slow on the hot path
+        if cached is not None and cached[0] is workload and cached[1] == endpoint.address:
+            return cached[2]
+        profile = self._build_profile(endpoint, workload)
+        self._profiles[name] = (workload, endpoint.address, profile)
+        return profile
 
-    def _mode(self, endpoint: verdicts.Endpoint) -> Mode | None:
-        if endpoint.workload is None:
-            return None
-        wl = self._inventory.workload(endpoint.workload)
-        if not wl.managed:
-            return None
-        return Mode.ENFORCE if wl.quarantined else wl.mode
+    def _build_profile(self, endpoint: verdicts.Endpoint, workload: Workload | None) -> Profile:
+        book = self._book
+        src_mask, dst_mask = book.src_any, book.dst_any
+        identity = None
+        if workload is not None:
+            identity = self._inventory.identity(workload.name)
+            sel_src, sel_dst = self._selector_mask(self._inventory.matched_selectors(workload.name))
+            src_mask, dst_mask = src_mask | sel_src, dst_mask | sel_dst
+        addr = self._address_match(endpoint.address)
+        mode = _effective_mode(workload)
+        fields = (
+            src_mask | addr[0],
+            dst_mask | addr[2],
+            mode,
+            identity,
+            addr[1],
+            addr[3],
+            any(endpoint.address in cp.network for cp in self._control_plane),
+            endpoint.address.is_loopback,
+        )
+        return self._interned.setdefault(fields, Profile(*fields))
+
+    def _selector_mask(self, matched: frozenset[str]) -> tuple[int, int]:
+        cached = self._selector_masks.get(matched)
+        if cached is None:
+            src = dst = 0
+            for key in matched:
+                src |= self._book.src_by_selector.get(key, 0)
+                dst |= self._book.dst_by_selector.get(key, 0)
+            cached = self._selector_masks[matched] = (src, dst)
+        return cached
+
+    def _address_match(
+        self, address: addresses.Address
+    ) -> tuple[int, frozenset[rulebook.PeerRef], int, frozenset[rulebook.PeerRef]]:
+        cached = self._address_matches.get(address)
+        if cached is None:
+            src = self._book.address_match(address, sources=True)
+            dst = self._book.address_match(address, sources=False)
+            cached = self._address_matches[address] = (*src, *dst)
+        return cached
 
     # -- verdicts ----------------------------------------------------------------------------
 
-    def _system_verdict(
+    def _control_plane_verdict(
         self,
-        src: verdicts.Endpoint,
-        dst: verdicts.Endpoint,
+        sp: Profile,
+        dp: Profile,
+        address: addresses.Address,
         port: int | None,
         protocol: services.Protocol,
     ) -> verdicts.Verdict | None:
-        if (src.workload is not None and src.workload == dst.workload) or dst.address.is_loopback:
-            reason = "loopback: traffic within one host is always allowed"
-            return self._system(src, dst, "loopback", reason)
         for cp in self._control_plane:
             if (
-                dst.address in cp.network
+                address in cp.network
                 and (cp.protocol is services.Protocol.ANY or cp.protocol is protocol)
                 and (port is None or port in cp.port)
             ):
-                reason = f"control-plane channel {cp} is never blocked"
-                return self._system(src, dst, "control-plane", reason)
+                return self._system(sp, dp, "control-plane", f"control-plane channel {cp} is never blocked")
         return None
 
-    def _system(
-        self, src: verdicts.Endpoint, dst: verdicts.Endpoint, name: str, reason: str
-    ) -> verdicts.Verdict:
+    def _system(self, sp: Profile, dp: Profile, name: str, reason: str) -> verdicts.Verdict:
         return verdicts.Verdict(
             decision=verdicts.Decision.ALLOW,
             outcome=verdicts.Outcome.ALLOWED,
             tier=verdicts.SYSTEM_TIER,
             rule=f"{verdicts.SYSTEM_TIER}/{name}",
             reason=reason,
-            source_mode=self._mode(src),
-            destination_mode=self._mode(dst),
+            source_mode=sp.mode,
+            destination_mode=dp.mode,
         )
 
     def _rule_verdict(
         self,
         br: rulebook.BookRule,
         svc: services.Service,
-        ends: tuple[verdicts.Endpoint, verdicts.Endpoint],
+        ends: tuple[Profile, Profile],
         notes: tuple[str, ...],
     ) -> verdicts.Verdict:
-        src, dst = ends
+        sp, dp = ends
         rule = br.rule
         decision = verdicts.Decision.ALLOW if rule.action is rules.Action.ALLOW else verdicts.Decision.DENY
-        src_mode, dst_mode = self._mode(src), self._mode(dst)
-        verb = "allows" if decision is verdicts.Decision.ALLOW else "denies"
-        reason = f"rule {rule.ref} {verb} {_side(br.sources)} -> {_side(br.destinations)} on {svc}"
-        if rule.reason:
-            reason += f" ({rule.reason})"
+        reason = self._reasons.get((br.index, svc))
+        if reason is None:
+            verb = "allows" if decision is verdicts.Decision.ALLOW else "denies"
+            reason = f"rule {rule.ref} {verb} {_side(br.sources)} -> {_side(br.destinations)} on {svc}"
+            if rule.reason:
+                reason += f" ({rule.reason})"
+            self._reasons[(br.index, svc)] = reason
         return verdicts.Verdict(
             decision=decision,
-            outcome=_outcome(decision, src_mode, dst_mode),
+            outcome=_outcome(decision, sp.mode, dp.mode),
             tier=rule.tier,
             rule=rule.ref,
             reason=reason,
-            source_labels_matched=self._matched(br.sources, src),
-            destination_labels_matched=self._matched(br.destinations, dst),
-            source_mode=src_mode,
-            destination_mode=dst_mode,
+            source_labels_matched=_matched(br.sources, sp.labels, sp.src_peers),
+            destination_labels_matched=_matched(br.destinations, dp.labels, dp.dst_peers),
+            source_mode=sp.mode,
+            destination_mode=dp.mode,
             notes=notes,
         )
 
-    def _default_verdict(
-        self, src: verdicts.Endpoint, dst: verdicts.Endpoint, passed: list[str]
-    ) -> verdicts.Verdict:
-        src_mode, dst_mode = self._mode(src), self._mode(dst)
-        tiers_walked = ", ".join(self._book.tiers)
-        return verdicts.Verdict(
-            decision=verdicts.Decision.DENY,
-            outcome=_outcome(verdicts.Decision.DENY, src_mode, dst_mode),
-            tier=None,
-            rule=None,
-            reason=f"no rule in tiers {tiers_walked} matched; default deny",
-            source_mode=src_mode,
-            destination_mode=dst_mode,
-            notes=_pass_notes(passed),
-        )
+    def _default_verdict(self, sp: Profile, dp: Profile, passed: list[str]) -> verdicts.Verdict:
+        key = (sp.mode, dp.mode, tuple(passed))
+        verdict = self._defaults.get(key)
+        if verdict is None:
+            verdict = self._defaults[key] = verdicts.Verdict(
+                decision=verdicts.Decision.DENY,
+                outcome=_outcome(verdicts.Decision.DENY, sp.mode, dp.mode),
+                tier=None,
+                rule=None,
+                reason=f"no rule in tiers {', '.join(self._book.tiers)} matched; default deny",
+                source_mode=sp.mode,
+                destination_mode=dp.mode,
+                notes=_pass_notes(passed),
+            )
+        return verdict
 
-    def _matched(self, peers: tuple[rulebook.PeerRef, ...], endpoint: verdicts.Endpoint) -> tuple[str, ...]:
-        """What about `endpoint` made a peer of the deciding rule match: labels, a list, or any."""
-        found: list[str] = []
-        own = self._inventory.effective_labels(endpoint.workload) if endpoint.workload else None
-        for peer in peers:
-            if peer.set_name is None:
-                found.append("any")
-            elif peer.selector is not None:
-                if own is not None and peer.selector.matches(own):
-                    found.extend(peer.selector.matched_by(own) or ("<all workloads>",))
-            elif addresses.contains(peer.networks, endpoint.address):
-                found.append(peer.text)
-        return tuple(dict.fromkeys(found))
+
+def _effective_mode(workload: Workload | None) -> Mode | None:
+    """None for outside addresses and unmanaged workloads; quarantine always enforces."""
+    if workload is None or not workload.managed:
+        return None
+    return Mode.ENFORCE if workload.quarantined else workload.mode
+
+
+def _matched(
+    peers: tuple[rulebook.PeerRef, ...], own: labels.Labels | None, address_peers: frozenset[rulebook.PeerRef]
+) -> tuple[str, ...]:
+    """What about an endpoint made a peer of the deciding rule match: labels, a list, or any."""
+    found: list[str] = []
+    for peer in peers:
+        if peer.set_name is None:
+            found.append("any")
+        elif peer.selector is not None:
+            if own is not None and peer.selector.matches(own):
+                found.extend(peer.selector.matched_by(own) or ("<all workloads>",))
+        elif peer in address_peers:
+            found.append(peer.text)
+    return tuple(dict.fromkeys(found))
 
 
 def _side(peers: tuple[rulebook.PeerRef, ...]) -> str:

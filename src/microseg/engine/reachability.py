@@ -54,8 +54,8 @@ def group_of(eng: engine.PolicyEngine, name: str, keys: tuple[str, ...]) -> str:
     return ",".join(f"{k}={own.get(k, '-')}" for k in keys)
 
 
-def _classes(eng: engine.PolicyEngine) -> dict[tuple[object, ...], list[str]]:
-    classes: dict[tuple[object, ...], list[str]] = defaultdict(list)
+def _classes(eng: engine.PolicyEngine) -> dict[object, list[str]]:
+    classes: dict[object, list[str]] = defaultdict(list)
     for name in eng.workload_names():
         classes[eng.evaluator.equivalence_key(eng.endpoint(name))].append(name)
     return classes
@@ -131,7 +131,7 @@ def semantic_diff(
 ) -> list[Change]:
     """Pairs of workloads present in both estates whose outcome changes for some probe."""
     common = sorted(set(old.workload_names()) & set(new.workload_names()))
-    signature: dict[tuple[object, ...], list[str]] = defaultdict(list)
+    signature: dict[tuple[object, object], list[str]] = defaultdict(list)
     for name in common:
         key = (
             old.evaluator.equivalence_key(old.endpoint(name)),

@@ -52,6 +52,39 @@ class BookRule:
         """This rule's bit in every mask."""
         return 1 << self.index
 
+    @property
+    def timed(self) -> bool:
+        """Whether the rule has a time window (its verdicts depend on the clock)."""
+        return self.rule.not_before is not None or self.rule.not_after is not None
+
+
+PortMatcher = dict[services.Protocol, tuple[tuple[int, int], ...]] | None
+"""Per protocol the port ranges a rule's services cover (empty: every port); None: every protocol."""
+
+
+def port_matcher(rule: rules.Rule) -> PortMatcher:
+    """The union of a rule's services as a lookup, equal to `any(s.matches(...) for s in services)`."""
+    ranges: dict[services.Protocol, set[tuple[int, int]] | None] = {}
+    for svc in rule.services:
+        for spec in svc.specs:
+            if spec.protocol is services.Protocol.ANY:
+                return None
+            if not spec.ports:
+                ranges[spec.protocol] = None
+            elif ranges.get(spec.protocol, set()) is not None:
+                ranges.setdefault(spec.protocol, set()).update((r.first, r.last) for r in spec.ports)  # type: ignore[union-attr]
+    return {proto: () if rs is None else tuple(sorted(rs)) for proto, rs in ranges.items()}
+
+
+def ports_match(matcher: PortMatcher, protocol: services.Protocol, port: int | None) -> bool:
+    """Whether a connection's protocol and destination port are covered."""
+    if matcher is None:
+        return True
+    ranges = matcher.get(protocol)
+    if ranges is None:
+        return False
+    return not ranges or (port is not None and any(lo <= port <= hi for lo, hi in ranges))
+
 
 def selector_key(selector: selectors.LabelSelector) -> str:
     """The canonical text of a selector; equal selectors share one key, one set, one index entry."""
@@ -83,6 +116,8 @@ class RuleBook:
             for i, r in enumerate(ordered)
         )
         self.tier_masks = self._tier_masks()
+        self.port_matchers: tuple[PortMatcher, ...] = tuple(port_matcher(br.rule) for br in self.rules)
+        self.timed = any(br.timed for br in self.rules)
         self.src_by_selector, self.src_any, self.src_by_address = self._side_masks(sources=True)
         self.dst_by_selector, self.dst_any, self.dst_by_address = self._side_masks(sources=False)
 
@@ -145,13 +180,16 @@ class RuleBook:
                     by_address.append((peer, br.bit))
         return dict(by_selector), any_mask, by_address
 
-    def address_mask(self, address: addresses.Address, *, sources: bool) -> int:
-        """Rules whose source (or destination) side has an IP list or CIDR containing `address`."""
+    def address_match(self, address: addresses.Address, *, sources: bool) -> tuple[int, frozenset[PeerRef]]:
+        """Rules whose source (or destination) side has an IP list or CIDR containing `address`,
+        and those peers (explanations name them)."""
         mask = 0
+        peers = set()
         for peer, bit in self.src_by_address if sources else self.dst_by_address:
-            if not mask & bit and addresses.contains(peer.networks, address):
+            if addresses.contains(peer.networks, address):
                 mask |= bit
-        return mask
+                peers.add(peer)
+        return mask, frozenset(peers)
 
 
 def _quarantine_rules(estate: Estate) -> list[rules.Rule]:

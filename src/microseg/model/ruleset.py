@@ -12,7 +12,9 @@ versioned JSON Schema in `docs/ruleset-v1.schema.json`. A document holds:
   [not_before, not_after). Inside a tier the first matching entry decides; `pass` and no match go to
   the next tier; after the last tier the default is deny.
 
-`hash` is `sha256:` over the canonical JSON of everything else, so any change shows.
+`hash` is `sha256:` over the canonical JSON of everything else, except that each address set's
+`networks` list is replaced by that set's own digest (`sha256:` over the canonical JSON array of its
+networks). Any change shows, and a set shared by thousands of documents is hashed once.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from microseg.errors import ValidationError
@@ -39,6 +42,11 @@ class AddressSet:
     name: str
     networks: tuple[ip.Network, ...]
     description: str = ""
+
+    @cached_property
+    def digest(self) -> str:
+        """`sha256:` over the canonical JSON array of the networks (computed once per set)."""
+        return _sha256(json.dumps([str(n) for n in self.networks], separators=(",", ":")))
 
     @property
     def v4(self) -> tuple[ip.Network, ...]:
@@ -119,9 +127,7 @@ class RulesetDocument:
                     for e in data["controlPlane"]
                 ),
                 address_sets=tuple(
-                    AddressSet(
-                        name, tuple(ip.network(n) for n in s["networks"]), s.get("description", "")
-                    )
+                    AddressSet(name, tuple(ip.network(n) for n in s["networks"]), s.get("description", ""))
                     for name, s in sorted(data["addressSets"].items())
                 ),
                 ingress=tuple(_entry_parse(e) for e in data["ingress"]),
@@ -156,12 +162,16 @@ def check_references(doc: RulesetDocument) -> None:
 
 
 def content_hash(doc: RulesetDocument) -> str:
-    """sha256 over the canonical JSON of the document without its hash."""
-    canonical = json.dumps(_body(doc), sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+    """sha256 over the canonical JSON of the document without its hash, sets by their digests."""
+    body = _body(doc, digests=True)
+    return _sha256(json.dumps(body, sort_keys=True, separators=(",", ":")))
 
 
-def _body(doc: RulesetDocument) -> dict[str, Any]:
+def _sha256(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _body(doc: RulesetDocument, *, digests: bool = False) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "workload": {
@@ -176,7 +186,9 @@ def _body(doc: RulesetDocument) -> dict[str, Any]:
             for e in doc.control_plane
         ],
         "addressSets": {
-            s.name: {"description": s.description, "networks": [str(n) for n in s.networks]}
+            s.name: {"description": s.description, "sha256": s.digest}
+            if digests
+            else {"description": s.description, "networks": [str(n) for n in s.networks]}
             for s in sorted(doc.address_sets, key=lambda s: s.name)
         },
         "ingress": [_entry_json(e) for e in doc.ingress],
