@@ -1,5 +1,5 @@
 """`python -m microseg` runs the same CLI as the `microseg` console script."""
 
-from microseg.cli import main
+import microseg.cli.main
 
-main.run()
+microseg.cli.main.run()

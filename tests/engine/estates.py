@@ -43,7 +43,11 @@ def rule(name: str, tier: str, prio: int, action: str, src: tuple[selectors.Peer
 HTTP = svc("http", TCP, 80, 443)
 MYSQL = svc("mysql", TCP, 3306, process="mysqld")
 DNS = services.Service(
-    "dns", (services.PortSpec(UDP, (services.PortRange(53, 53),)), services.PortSpec(TCP, (services.PortRange(53, 53),)))
+    "dns",
+    (
+        services.PortSpec(UDP, (services.PortRange(53, 53),)),
+        services.PortSpec(TCP, (services.PortRange(53, 53),)),
+    ),
 )
 SSH = svc("ssh", TCP, 22)
 
@@ -114,7 +118,9 @@ def label_selectors(draw: st.DrawFn) -> selectors.LabelSelector:
 
 def _cidr(draw: st.DrawFn) -> addresses.Network:
     prefix = draw(st.sampled_from((24, 26, 28, 30, 32)))
-    base = draw(st.integers(0, 255)) & ~((1 << (32 - prefix)) - 1) if prefix < 32 else draw(st.integers(0, 255))
+    base = (
+        draw(st.integers(0, 255)) & ~((1 << (32 - prefix)) - 1) if prefix < 32 else draw(st.integers(0, 255))
+    )
     return addresses.network(f"10.77.0.{base}/{prefix}")
 
 
@@ -162,7 +168,9 @@ def rule_lists(draw: st.DrawFn) -> tuple[rules.Rule, ...]:
                 action=draw(st.sampled_from(list(rules.Action))),
                 sources=tuple(draw(st.lists(peers(), min_size=1, max_size=2))),
                 destinations=tuple(draw(st.lists(peers(), min_size=1, max_size=2))),
-                services=tuple(draw(st.lists(st.sampled_from(SERVICES), min_size=1, max_size=2, unique=True))),
+                services=tuple(
+                    draw(st.lists(st.sampled_from(SERVICES), min_size=1, max_size=2, unique=True))
+                ),
                 **draw(windows()),
             )
         )
@@ -178,9 +186,13 @@ def workload_lists(draw: st.DrawFn, max_size: int = 8) -> tuple[workloads.Worklo
         workloads.Workload(
             f"w{i}",
             addresses=(addresses.network(f"10.77.0.{h}"),),
-            labels=labels.Labels({**draw(label_sets), **({"quarantine": "true"} if i in quarantined else {})}),
+            labels=labels.Labels(
+                {**draw(label_sets), **({"quarantine": "true"} if i in quarantined else {})}
+            ),
             mode=draw(st.sampled_from(list(workloads.Mode))),
-            kind=draw(st.sampled_from((workloads.WorkloadKind.VM,) * 5 + (workloads.WorkloadKind.UNMANAGED,))),
+            kind=draw(
+                st.sampled_from((workloads.WorkloadKind.VM,) * 5 + (workloads.WorkloadKind.UNMANAGED,))
+            ),
         )
         for i, h in enumerate(hosts)
     )

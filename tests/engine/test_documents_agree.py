@@ -57,7 +57,10 @@ def test_engine_verdicts_equal_document_semantics(est: estate.Estate) -> None:
                 outcome, refs = document_outcome(eng, src, dst, port, proto)
                 assert outcome == verdict.outcome.value, (src, dst, port, verdict.reason, refs)
                 if refs:
-                    assert refs <= expected_refs(verdict) | {semantics.CONTROL_PLANE_REF}, (verdict.reason, refs)
+                    assert refs <= expected_refs(verdict) | {semantics.CONTROL_PLANE_REF}, (
+                        verdict.reason,
+                        refs,
+                    )
 
 
 def test_documents_of_a_quarantined_workload_enforce() -> None:

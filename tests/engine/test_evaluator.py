@@ -26,16 +26,48 @@ CASES = [
     ("web reaches db on mysql", "web-1", "db-1", 3306, TCP, "allowed", "application/web-to-db"),
     ("web cannot reach db on 22", "web-1", "db-1", 22, TCP, "blocked", None),
     ("db cannot reach web (direction matters)", "db-1", "web-1", 3306, TCP, "blocked", None),
-    ("security deny beats application allow", "dev-web", "db-1", 3306, TCP, "blocked", "security/env-separation"),
-    ("priority: bastion-ssh (50) before env-separation", "bastion", "db-1", 22, TCP, "allowed", "security/bastion-ssh"),
+    (
+        "security deny beats application allow",
+        "dev-web",
+        "db-1",
+        3306,
+        TCP,
+        "blocked",
+        "security/env-separation",
+    ),
+    (
+        "priority: bastion-ssh (50) before env-separation",
+        "bastion",
+        "db-1",
+        22,
+        TCP,
+        "allowed",
+        "security/bastion-ssh",
+    ),
     ("ip list peer", "10.77.200.7", "lb-1", 443, TCP, "allowed", "security/corp-to-lb"),
     ("ip list peer, other port", "10.77.200.7", "lb-1", 22, TCP, "blocked", None),
     ("any source to dns over udp", "10.77.123.4", "dns-1", 53, UDP, "allowed", "application/all-dns"),
-    ("visibility destination, external source: nothing blocks", "10.77.123.4", "dns-1", 9999, TCP, "allowed", None),
+    (
+        "visibility destination, external source: nothing blocks",
+        "10.77.123.4",
+        "dns-1",
+        9999,
+        TCP,
+        "allowed",
+        None,
+    ),
     ("enforcing source blocks on egress", "web-1", "dns-1", 9999, TCP, "blocked", None),
     ("alert destination, external source: would-block", "10.77.123.4", "web-2", 22, TCP, "would-block", None),
     ("enforcing source blocks even to an alert destination", "lb-1", "web-2", 8080, TCP, "blocked", None),
-    ("unmanaged destination resolved by CIDR", "db-1", "10.77.9.5", 5000, TCP, "allowed", "application/db-to-legacy"),
+    (
+        "unmanaged destination resolved by CIDR",
+        "db-1",
+        "10.77.9.5",
+        5000,
+        TCP,
+        "allowed",
+        "application/db-to-legacy",
+    ),
     ("unmanaged to unmanaged: nobody enforces", "10.77.9.5", "10.77.123.9", 80, TCP, "allowed", None),
     ("cidr peer", "10.77.8.5", "web-1", 443, TCP, "allowed", "application/net-to-web"),
     ("cidr except carves out", "10.77.8.200", "web-1", 443, TCP, "blocked", None),
@@ -43,7 +75,15 @@ CASES = [
     ("pass skips the rest of its tier", "lb-1", "web-1", 80, TCP, "allowed", "application/lb-to-web"),
     ("quarantine isolates inbound", "lb-1", "bad-web", 443, TCP, "blocked", "quarantine/isolate-in"),
     ("quarantine isolates outbound", "bad-web", "db-1", 3306, TCP, "blocked", "quarantine/isolate-out"),
-    ("quarantine keeps forensics", "10.77.250.9", "bad-web", 22, TCP, "allowed", "quarantine/allow-forensics-in"),
+    (
+        "quarantine keeps forensics",
+        "10.77.250.9",
+        "bad-web",
+        22,
+        TCP,
+        "allowed",
+        "quarantine/allow-forensics-in",
+    ),
     ("control plane never blocked", "bad-web", "10.77.0.1", 8440, TCP, "allowed", "system/control-plane"),
     ("control plane only on its port", "db-1", "10.77.0.1", 22, TCP, "blocked", None),
     ("loopback always allowed", "db-1", "db-1", 1, TCP, "allowed", "system/loopback"),
@@ -53,7 +93,13 @@ CASES = [
 @pytest.mark.parametrize(("src", "dst", "port", "proto", "outcome", "ref"), [c[1:] for c in CASES],
                          ids=[c[0] for c in CASES])  # fmt: skip
 def test_truth_table(
-    crm: engine.PolicyEngine, src: str, dst: str, port: int, proto: services.Protocol, outcome: str, ref: str | None
+    crm: engine.PolicyEngine,
+    src: str,
+    dst: str,
+    port: int,
+    proto: services.Protocol,
+    outcome: str,
+    ref: str | None,
 ) -> None:
     verdict = crm.evaluate(crm.endpoint(src), crm.endpoint(dst), port, proto, at=MAR)
     assert (verdict.outcome.value, verdict.rule) == (outcome, ref), verdict.reason
@@ -102,7 +148,9 @@ def test_process_constraint(crm: engine.PolicyEngine, process: str | None, outco
 
 
 def test_quarantine_forces_enforce_mode() -> None:
-    est = estate.Estate(workloads=(wl("q", "10.77.0.5", "visibility", quarantine="true"), wl("x", "10.77.0.6")))
+    est = estate.Estate(
+        workloads=(wl("q", "10.77.0.5", "visibility", quarantine="true"), wl("x", "10.77.0.6"))
+    )
     eng = engine.PolicyEngine(est)
     verdict = eng.evaluate(eng.endpoint("x"), eng.endpoint("q"), 80, TCP)
     assert (verdict.outcome.value, verdict.rule) == ("blocked", "quarantine/isolate-in")

@@ -85,7 +85,9 @@ def change_sequences(draw: st.DrawFn) -> tuple[estate.Estate, list[tuple[str, wo
     return est, ops
 
 
-def final_workloads(est: estate.Estate, ops: list[tuple[str, workloads.Workload | str]]) -> tuple[workloads.Workload, ...]:
+def final_workloads(
+    est: estate.Estate, ops: list[tuple[str, workloads.Workload | str]]
+) -> tuple[workloads.Workload, ...]:
     current = {w.name: w for w in est.workloads}
     for op, arg in ops:
         if op == "remove":

@@ -17,10 +17,12 @@ def brute_matrix(eng: engine.PolicyEngine, keys: tuple[str, ...]) -> dict[tuple[
         for b in eng.workload_names():
             if a == b:
                 continue
-            cell = out.setdefault((reachability.group_of(eng, a, keys), reachability.group_of(eng, b, keys)), {})
+            cell = out.setdefault(
+                (reachability.group_of(eng, a, keys), reachability.group_of(eng, b, keys)), {}
+            )
             cell["pairs"] = cell.get("pairs", 0) + 1
             for proto, port in PROBES:
-                if eng.evaluate(eng.endpoint(a), eng.endpoint(b), port, proto).allowed:
+                if eng.evaluate(eng.endpoint(a), eng.endpoint(b), port, proto).decision.value == "allow":
                     probe = reachability.probe_text((proto, port))
                     cell[probe] = cell.get(probe, 0) + 1
     return out
@@ -47,7 +49,7 @@ def test_semantic_diff_equals_brute_force(a: estate.Estate, b: estate.Estate) ->
             for proto, port in PROBES:
                 before = old.evaluate(old.endpoint(x), old.endpoint(y), port, proto)
                 after = new.evaluate(new.endpoint(x), new.endpoint(y), port, proto)
-                if x != y and before.outcome is not after.outcome:
+                if x != y and (before.outcome, before.decision) != (after.outcome, after.decision):
                     expected.add((x, y, reachability.probe_text((proto, port))))
     assert found == expected
 

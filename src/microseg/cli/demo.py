@@ -64,22 +64,25 @@ def first(eng: engine.PolicyEngine, selector_text: str) -> str:
 
 
 def explained_flows(eng: engine.PolicyEngine) -> int:
-    """Explain a few telling flows; return how many."""
-    web, db = first(eng, "env=prod,role=web"), first(eng, "env=prod,role=db")
-    dev_web = first(eng, "env=dev,role=web")
+    """Explain a few telling flows, then quarantine a web server and explain again; return how many."""
+    web, app = first(eng, "env=prod,role=web"), first(eng, "env=prod,role=app")
+    db, dev_web = first(eng, "env=prod,role=db"), first(eng, "env=dev,role=web")
     flows = [
-        ("a least-privilege allow", web, db, "3306/tcp", "mysqld"),
-        ("a guard rail: dev never reaches prod", dev_web, db, "3306/tcp", None),
-        ("lateral movement attempt: default deny", web, db, "22/tcp", None),
-        ("the same connection from an unknown address", "10.77.123.45", db, "3306/tcp", None),
+        ("a least-privilege allow", explain.Flow(app, db, "3306/tcp", "mysqld")),
+        ("a guard rail: dev never reaches prod", explain.Flow(dev_web, db, "3306/tcp")),
+        ("lateral movement: the web tier tries the database directly", explain.Flow(web, db, "3306/tcp")),
+        ("an unknown address tries ssh", explain.Flow("10.77.123.45", db, "22/tcp")),
     ]
-    quarantined = labels.Labels({"quarantine": "true"})
-    victim = eng.workload(web)
-    eng.upsert_workload(victim.with_labels(victim.labels.merged(quarantined)))
-    flows.append((f"after `quarantine=true` on {web}", web, db, "3306/tcp", "mysqld"))
-    for title, src, dst, port, process in flows:
-        output.console.print(f"\n[bold]{title}[/]")
-        verdict, summary = explain.explain_flow(eng, explain.Flow(src, dst, port, process))
-        explain.print_verdict(summary, verdict)
+    for title, flow in flows:
+        _show(eng, title, flow)
+    victim = eng.workload(app)
+    eng.upsert_workload(victim.with_labels(victim.labels.merged(labels.Labels({"quarantine": "true"}))))
+    _show(eng, f"incident response: `quarantine=true` on {app}", explain.Flow(app, db, "3306/tcp", "mysqld"))
     eng.upsert_workload(victim)
-    return len(flows)
+    return len(flows) + 1
+
+
+def _show(eng: engine.PolicyEngine, title: str, flow: explain.Flow) -> None:
+    output.console.print(f"\n[bold]{title}[/]")
+    verdict, summary = explain.explain_flow(eng, flow)
+    explain.print_verdict(summary, verdict)

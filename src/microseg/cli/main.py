@@ -6,10 +6,28 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 import typer
 
 from microseg import __version__, errors
 from microseg.cli import demo, explain, output, policy
+
+
+def _reporting(command: Callable[..., None]) -> Callable[..., None]:
+    """Turn microseg's own errors into a message on stderr and an exit code (2 for user errors)."""
+
+    @functools.wraps(command)
+    def run_command(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except errors.MicrosegError as exc:
+            output.fail(exc)
+
+    return run_command
+
 
 app = typer.Typer(
     name="microseg",
@@ -18,12 +36,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command()(policy.validate)
-app.command()(explain.explain)
-app.command()(policy.render)
-app.command()(policy.matrix)
-app.command()(policy.diff)
-app.command()(demo.demo)
+app.command()(_reporting(policy.validate))
+app.command()(_reporting(explain.explain))
+app.command()(_reporting(policy.render))
+app.command()(_reporting(policy.matrix))
+app.command()(_reporting(policy.diff))
+app.command()(_reporting(demo.demo))
 
 
 @app.command()
@@ -34,7 +52,4 @@ def version() -> None:
 
 def run() -> None:
     """Console-script entry point."""
-    try:
-        app()
-    except errors.MicrosegError as exc:
-        output.fail(exc)
+    app()

@@ -67,7 +67,8 @@ def render(
         texts, warnings = {"nftables": nft.text}, nft.warnings
     else:
         ipt = iptables.render(doc, render_settings)
-        texts, warnings = {"ipset": ipt.ipset, "iptables": ipt.v4, "ip6tables": ipt.v6}, ipt.warnings
+        texts = {"ipset": ipt.ipset, "iptables": ipt.v4_install, "ip6tables": ipt.v6_install}
+        warnings = ipt.warnings
     if fmt is output.Format.JSON:
         output.emit_json({**texts, "hash": doc.hash, "warnings": list(warnings)})
         return
@@ -116,7 +117,7 @@ def matrix_rows(cells: dict[tuple[str, str], reachability.Cell]) -> list[dict[st
 
 def matrix_table(rows: list[dict[str, Any]]) -> Table:
     """Only reachable group pairs, one row each."""
-    table = Table(title="Reachability between label groups (pairs of distinct workloads)")
+    table = Table(title="Allowed by policy between label groups (pairs of distinct workloads)")
     for col in ("from", "to", "reaches (every pair)", "reaches (some pairs)"):
         table.add_column(col)
     for row in rows:

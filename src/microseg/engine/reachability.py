@@ -77,7 +77,10 @@ class Cell:
 def matrix(
     eng: engine.PolicyEngine, keys: tuple[str, ...], probes: list[Probe], at: datetime | None = None
 ) -> dict[tuple[str, str], Cell]:
-    """For every (source group, destination group): how many workload pairs each probe reaches."""
+    """For every (source group, destination group): how many workload pairs each probe reaches.
+
+    "Reaches" means policy allows it; a flow that only passes because an end is in alert or
+    visibility mode does not count (that is what `explain` and the diff's outcomes show)."""
     classes = _classes(eng)
     cells: dict[tuple[str, str], Cell] = defaultdict(Cell)
     for src_members in classes.values():
@@ -105,7 +108,8 @@ def _reached(
     reached = [
         probe_text(p)
         for p in probes
-        if eng.evaluate(eng.endpoint(src), eng.endpoint(rep), p[1], p[0], at=at).allowed
+        if eng.evaluate(eng.endpoint(src), eng.endpoint(rep), p[1], p[0], at=at).decision
+        is verdicts.Decision.ALLOW
     ]
     return {d: reached for d in dst_members}
 
@@ -122,14 +126,17 @@ class Change:
 
     @property
     def gained(self) -> bool:
-        """Whether the flow gets through after the change and did not before."""
+        """Whether policy allows the flow after the change and did not before (or, with the same
+        decision, whether it now gets through on the wire)."""
+        if self.before.decision is not self.after.decision:
+            return self.after.decision is verdicts.Decision.ALLOW
         return self.after.allowed and not self.before.allowed
 
 
 def semantic_diff(
     old: engine.PolicyEngine, new: engine.PolicyEngine, probes: list[Probe], at: datetime | None = None
 ) -> list[Change]:
-    """Pairs of workloads present in both estates whose outcome changes for some probe."""
+    """Pairs of workloads present in both estates whose decision or outcome changes for some probe."""
     common = sorted(set(old.workload_names()) & set(new.workload_names()))
     signature: dict[tuple[object, object], list[str]] = defaultdict(list)
     for name in common:
@@ -163,7 +170,7 @@ def _class_changes(
     for proto, port in probes:
         before = old.evaluate(old.endpoint(src), old.endpoint(rep), port, proto, at=at)
         after = new.evaluate(new.endpoint(src), new.endpoint(rep), port, proto, at=at)
-        if before.outcome is after.outcome:
+        if before.outcome is after.outcome and before.decision is after.decision:
             continue
         out.extend(
             Change(a, b, probe_text((proto, port)), before, after)

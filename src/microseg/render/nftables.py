@@ -1,0 +1,234 @@
+"""nftables rendering: one ruleset document -> one nft script that replaces our table atomically.
+
+Fed by a ruleset document (through `plan`); feeds the agent, which loads the text with one
+`nft -f` (one kernel transaction), and `nftverify`, which evaluates the same text in tests.
+
+Shape of the output:
+
+    table inet microseg                 create if missing, so that the delete cannot fail
+    delete table inet microseg          drops old rules *and* old set elements (`flush table` would not)
+    table inet microseg { sets; chain input; chain output; chain in_<tier>...; chain out_<tier>... }
+
+Every address set becomes `<set>_v4` and `<set>_v6` interval sets, declared even when empty, and
+rules naming a set exist for both families (see `plan`), so the agent may later change elements
+without touching rules.
+
+`input` / `output` are base chains with policy accept; the default deny is an explicit last rule
+so that it is counted and logged. Before any tier: loopback, established/related, invalid (dropped in
+enforce mode, counted and accepted otherwise: alert and visibility never block), IPv6 neighbour
+discovery and MLD (conntrack leaves them untracked; without them IPv6 dies under a default deny)
+and the control-plane endpoints. Only new (or untracked) packets reach the tier chains, so logs and
+per-rule counters count connections, not packets. `pass` is `return` from the tier chain.
+
+Why no concatenated sets or verdict maps: first-match order across allow/deny/pass, a counter and a
+comment per entry, and log prefixes per rule all need one rule per entry anyway. Per host we have
+tens to hundreds of rules; the address lists, which are what grows, are already named interval sets
+(one lookup per rule), and only the first packet of a connection walks the chains. A concatenated
+`addr . port` set would save little and lose the per-rule trace back to the policy.
+
+Logging: `log prefix "ms:d:<ref>" group G` (d = dropped, enforce) or `ms:w:<ref>` (would-block,
+alert), at most 127 characters. With `log_rate_per_second` > 0 a logged rule is split in two: the
+first carries `limit rate N/second` (a token bucket per rule) and the log, the second the same
+verdict without the log, so a flood only loses log lines, never the verdict.
+
+Processes and users: with a cgroup for the entry's process, `socket cgroupv2 level N "<path>"` (the
+socket's ancestor at depth N, so child cgroups of a service match too; the kernel looks up TCP and
+UDP sockets only, so such an entry matches nothing else); with a uid for an egress entry's user,
+`meta skuid`. Paths are relative to the cgroup2 root mounted at /sys/fs/cgroup (nft resolves them
+when loading). Everything else is enforced at port level and reported in `warnings`.
+
+It does not talk to the kernel, read the host, or decide what a document means (`semantics` does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from microseg import settings as config
+from microseg.model import addresses, rules, ruleset, services, workloads
+from microseg.render import names, plan, semantics
+
+_DEFAULTS = config.RenderSettings()
+
+ND_TYPES = (
+    "mld-listener-query",
+    "mld-listener-report",
+    "mld-listener-done",
+    "nd-router-solicit",
+    "nd-router-advert",
+    "nd-neighbor-solicit",
+    "nd-neighbor-advert",
+    "mld2-listener-report",
+)
+"""ICMPv6 types conntrack leaves untracked (130-136 without redirect, 143): IPv6 needs them."""
+
+
+@dataclass(frozen=True)
+class NftRender:
+    """The nft script and what could not be enforced exactly."""
+
+    text: str
+    warnings: tuple[str, ...]
+
+
+def render(
+    doc: ruleset.RulesetDocument,
+    settings: config.RenderSettings = _DEFAULTS,
+    cgroups: Mapping[str, str] | None = None,
+    *,
+    uids: Mapping[str, int] | None = None,
+) -> NftRender:
+    """The script replacing our table with `doc`'s rules; `cgroups` and `uids` enable process and
+    (egress) user matching where the host knows them, otherwise those entries are enforced at port
+    level and listed in `warnings`."""
+    host = plan.HostKnowledge(cgroups or {}, uids or {}, ingress_cgroup=True)
+    the_plan = plan.build(doc, host)
+    return NftRender(NftablesRenderer(doc, settings).script(the_plan), the_plan.warnings)
+
+
+def render_delete(settings: config.RenderSettings = _DEFAULTS) -> str:
+    """A script removing our table (and nothing else); it succeeds whether or not the table exists."""
+    table = names.table_name(settings.table)
+    return f"table inet {table}\ndelete table inet {table}\n"
+
+
+class NftablesRenderer:
+    """Spells one planned document in nft syntax."""
+
+    def __init__(self, doc: ruleset.RulesetDocument, settings: config.RenderSettings) -> None:
+        self.doc = doc
+        self.settings = settings
+        self.table = names.table_name(settings.table)
+        self.sets = names.unique({s.name: names.nft_identifier(s.name, 60) for s in doc.address_sets}, "set")
+        tiers = dict.fromkeys(doc.tiers)
+        self.chains = {
+            direction: names.unique({t: names.nft_identifier(f"{direction}_{t}") for t in tiers}, "chain")
+            for direction in ("in", "out")
+        }
+
+    def script(self, the_plan: plan.Plan) -> str:
+        """The whole script."""
+        body = [f"\tcomment {self._quote(self._table_comment(), names.NFT_COMMENT_MAX)}"]
+        for address_set in self.doc.address_sets:
+            for family in (4, 6):
+                body += ["", *self._set(address_set, family)]
+        for hook, direction, dplan in (("input", "in", the_plan.ingress), ("output", "out", the_plan.egress)):
+            body += ["", *self._base_chain(hook, direction, dplan)]
+        for direction, dplan in (("in", the_plan.ingress), ("out", the_plan.egress)):
+            for tier, planned in dplan.tiers:
+                rule_lines = [f"\t\t{line}" for r in planned for line in self._rule(r, direction)]
+                body += ["", f"\tchain {self.chains[direction][tier]} {{", *rule_lines, "\t}"]
+        head = [f"table inet {self.table}", f"delete table inet {self.table}", f"table inet {self.table} {{"]
+        return "\n".join([*head, *body, "}"]) + "\n"
+
+    def _table_comment(self) -> str:
+        digest = self.doc.hash or ruleset.content_hash(self.doc)
+        return f"{digest} {self.doc.workload} {self.doc.policy_version}"
+
+    def _set(self, address_set: ruleset.AddressSet, family: int) -> list[str]:
+        lines = [
+            f"\tset {self.sets[address_set.name]}_v{family} {{",
+            f"\t\ttype {'ipv4_addr' if family == 4 else 'ipv6_addr'}",
+            "\t\tflags interval",
+        ]
+        members = plan.collapsed(address_set.networks, family)
+        if members:
+            lines += ["\t\telements = {", *(f"\t\t\t{_net(n)}," for n in members), "\t\t}"]
+        return [*lines, "\t}"]
+
+    def _base_chain(self, hook: str, direction: str, dplan: plan.DirectionPlan) -> list[str]:
+        iface = "iif" if hook == "input" else "oif"
+        invalid = "drop" if self.doc.mode is workloads.Mode.ENFORCE else "accept"
+        rules_ = [
+            f'{iface} "lo" counter accept comment "system/loopback"',
+            'ct state established,related counter accept comment "system/established"',
+            f'ct state invalid counter {invalid} comment "system/invalid"',
+            f'icmpv6 type {{ {", ".join(ND_TYPES)} }} counter accept comment "system/ipv6-nd"',
+            *(line for r in dplan.control for line in self._rule(r, direction)),
+            *(
+                f'counter jump {self.chains[direction][tier]} comment "tier {names.text(tier, 100)}"'
+                for tier, _ in dplan.tiers
+            ),
+            *self._verdict("", rules.Action.DENY, semantics.DEFAULT_REF),
+        ]
+        head = [
+            f"\tchain {hook} {{",
+            f"\t\ttype filter hook {hook} priority {self.settings.chain_priority}; policy accept;",
+        ]
+        return [*head, *(f"\t\t{r}" for r in rules_), "\t}"]
+
+    def _rule(self, rule: plan.PlannedRule, direction: str) -> list[str]:
+        return self._verdict(" ".join(self._matches(rule, direction)), rule.action, rule.ref)
+
+    def _verdict(self, match: str, action: rules.Action, ref: str) -> list[str]:
+        """One rule, or two when a log line is rate limited (see the module docstring)."""
+        comment = f"comment {self._quote(ref, names.NFT_COMMENT_MAX)}"
+        lead = f"{match} " if match else ""
+        if action is rules.Action.PASS:
+            return [f"{lead}counter return {comment}"]
+        verdict, logged = semantics.outcome(self.doc.mode, action)
+        if not logged:
+            return [f"{lead}counter {verdict} {comment}"]
+        prefix = names.log_prefix("d" if verdict == "drop" else "w", ref, names.NFT_LOG_PREFIX_MAX)
+        log = f"log prefix {self._quote(prefix, names.NFT_LOG_PREFIX_MAX)} group {self.settings.log_group}"
+        rate = self.settings.log_rate_per_second
+        if rate <= 0:
+            return [f"{lead}counter {log} {verdict} {comment}"]
+        return [
+            f"{lead}limit rate {rate}/second counter {log} {verdict} {comment}",
+            f"{lead}counter {verdict} {comment}",
+        ]
+
+    def _matches(self, rule: plan.PlannedRule, direction: str) -> list[str]:
+        peer_field, local_field = ("saddr", "daddr") if direction == "in" else ("daddr", "saddr")
+        out = []
+        if rule.peer is not None:
+            out.append(self._address(rule.peer, rule.family, peer_field))
+        if rule.local is not None:
+            out.append(self._address(rule.local, rule.family, local_field))
+        if rule.family is not None and not out:
+            out.append(f"meta nfproto ipv{rule.family}")
+        out += _protocol(rule.spec, rule.family)
+        if rule.not_before is not None:
+            out.append(f"meta time >= {rule.not_before}")
+        if rule.not_after is not None:
+            out.append(f"meta time < {rule.not_after}")
+        if rule.cgroup is not None:
+            level = len(rule.cgroup.split("/"))
+            out.append(f"socket cgroupv2 level {level} {self._quote(rule.cgroup, 4096)}")
+        if rule.uid is not None:
+            out.append(f"meta skuid {rule.uid}")
+        return out
+
+    def _address(self, match: plan.AddressMatch, family: int | None, field: str) -> str:
+        proto = "ip" if family == 4 else "ip6"
+        if match.set_name is not None:
+            return f"{proto} {field} @{self.sets[match.set_name]}_v{family}"
+        nets = [_net(n) for n in match.networks]
+        value = nets[0] if len(nets) == 1 else "{ " + ", ".join(nets) + " }"
+        return f"{proto} {field} {value}"
+
+    @staticmethod
+    def _quote(value: str, limit: int) -> str:
+        return '"' + names.text(value, limit) + '"'
+
+
+def _protocol(spec: services.PortSpec | None, family: int | None) -> list[str]:
+    if spec is None:
+        return ["meta l4proto != { tcp, udp, sctp }"]
+    proto = spec.protocol
+    if proto is services.Protocol.ANY:
+        return []
+    if proto is services.Protocol.ICMP:
+        return ["meta l4proto icmp" if family == 4 else "meta l4proto ipv6-icmp"]
+    if not spec.ports:
+        return [f"meta l4proto {proto.value}"]
+    ports = [str(r) for r in spec.ports]
+    value = ports[0] if len(ports) == 1 else "{ " + ", ".join(ports) + " }"
+    return [f"{proto.value} dport {value}"]
+
+
+def _net(net: addresses.Network) -> str:
+    """A host as a bare address, a network in CIDR form."""
+    return str(net.network_address) if net.num_addresses == 1 else str(net)
