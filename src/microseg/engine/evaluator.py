@@ -72,6 +72,7 @@ class Evaluator:
     ) -> None:
         self._book = book
         self._inventory = inventory
+        self._workload = inventory.workload
         self._control_plane = control_plane
         self._selector_masks: dict[frozenset[str], tuple[int, int]] = {}
         self._address_matches: dict[addresses.Address, tuple[int, frozenset[rulebook.PeerRef], int,
@@ -170,10 +171,12 @@ class Evaluator:
             if outside is None:
                 outside = self._outside[endpoint.address] = self._build_profile(endpoint, None)
             return outside
-        workload = self._inventory.workload(name)
+        workload = self._workload(name)
         cached = self._profiles.get(name)
-        # `is` and `==` on the address, not a hash: ipaddress hashes are slow on the hot path
-        if cached is not None and cached[0] is workload and cached[1] == endpoint.address:
+        # identity first, then `==`: ipaddress hashing and comparison are slow on the hot path
+        if cached is not None and cached[0] is workload and (
+            cached[1] is endpoint.address or cached[1] == endpoint.address
+        ):
             return cached[2]
         profile = self._build_profile(endpoint, workload)
         self._profiles[name] = (workload, endpoint.address, profile)
