@@ -19,9 +19,9 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 def check_key(key: str) -> str:
     """Return `key` when it is a valid label key, else raise ValidationError saying why."""
     prefix, sep, name = key.rpartition("/")
-    if sep and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+    if sep and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
         raise ValidationError(f"label key {key!r}: prefix must be a DNS subdomain (e.g. example.com)")
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ValidationError(
             f"label key {key!r}: name must be 1-63 characters of letters, digits, '-', '_', '.', "
             "starting and ending with a letter or digit"
@@ -33,7 +33,7 @@ def check_value(key: str, value: str) -> str:
     """Return `value` when it is a valid label value for `key`, else raise ValidationError."""
     if not isinstance(value, str):
         raise ValidationError(f"label {key!r}: value must be a string, got {type(value).__name__}")
-    if value and not _NAME.match(value):
+    if value and not _NAME.fullmatch(value):
         raise ValidationError(
             f"label {key}={value!r}: value must be empty or 1-63 characters of letters, digits, "
             "'-', '_', '.', starting and ending with a letter or digit"

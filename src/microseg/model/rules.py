@@ -45,7 +45,7 @@ class Rule:
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        if not _RULE_NAME.match(self.name):
+        if not _RULE_NAME.fullmatch(self.name):
             raise ValidationError(
                 f"rule name {self.name!r}: 1-64 lowercase letters, digits, '-', '_', '.'", "name"
             )

@@ -133,7 +133,7 @@ class RulesetDocument:
                 ingress=tuple(_entry_parse(e) for e in data["ingress"]),
                 egress=tuple(_entry_parse(e) for e in data["egress"]),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, ValidationError):
                 raise
             raise ValidationError(f"malformed ruleset document: {exc!r}") from exc
@@ -146,8 +146,12 @@ class RulesetDocument:
 
     @classmethod
     def from_json(cls, text: str) -> RulesetDocument:
-        """Parse JSON text."""
-        return cls.from_dict(json.loads(text))
+        """Parse JSON text; text that is not JSON raises ValidationError too."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"ruleset document is not JSON: {exc}") from exc
+        return cls.from_dict(data)
 
 
 def check_references(doc: RulesetDocument) -> None:

@@ -147,7 +147,8 @@ def _parse_requirement(part: str) -> Requirement:
         op = Operator.NOT_IN if m["op"] == "!=" else Operator.IN
         return Requirement(key, op, (m["val"],))
     if m["word"]:
-        values = tuple(v.strip() for v in m["vals"].split(",") if v.strip())
+        # Kubernetes: a set holds possibly empty identifiers, so `()` and `(a,)` include "".
+        values = tuple(v.strip() for v in m["vals"].split(","))
         return Requirement(key, Operator.IN if m["word"] == "in" else Operator.NOT_IN, values)
     return Requirement(key, Operator.EXISTS)
 

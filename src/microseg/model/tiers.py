@@ -31,7 +31,7 @@ class Tier:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if not _TIER_NAME.match(self.name) or self.name == DEFAULT:
+        if not _TIER_NAME.fullmatch(self.name) or self.name == DEFAULT:
             raise ValidationError(
                 f"tier name {self.name!r}: 1-32 lowercase letters, digits and '-', not 'default'", "name"
             )
