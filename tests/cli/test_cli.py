@@ -134,3 +134,13 @@ def test_demo_runs_every_step() -> None:
     for n in range(1, 5):
         assert f"step {n}" in out
     assert "table inet microseg" in out and "default deny" in out
+
+
+def test_demo_json() -> None:
+    code, out = invoke("demo", "-o", "json")
+    assert code == 0, out
+    data = json.loads(out)
+    outcomes = [f["verdict"]["outcome"] for f in data["flows"]]
+    assert outcomes[0] == "allowed" and outcomes[-1] == "blocked"
+    assert data["flows"][-1]["verdict"]["rule"] == "quarantine/isolate-out"
+    assert data["ruleset"]["nftables"].startswith("table inet microseg")
