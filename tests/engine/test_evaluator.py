@@ -8,7 +8,8 @@ import pytest
 
 from microseg.engine import engine
 from microseg.errors import LookupFailedError, ValidationError
-from microseg.model import addresses, estate, rules, services, verdicts
+from microseg.model import addresses, estate, rules, selectors, services, verdicts
+from microseg.model.workloads import Mode
 from tests.engine.estates import HTTP, TCP, UDP, crm_estate, rule, sel, wl
 
 JAN = datetime(2026, 1, 15, tzinfo=UTC)
@@ -118,14 +119,8 @@ def test_verdict_names_tier_rule_labels_and_modes(crm: engine.PolicyEngine) -> N
     assert verdict.tier == "security"
     assert verdict.source_labels_matched == ("env=dev",)
     assert verdict.destination_labels_matched == ("env=prod",)
-    assert (verdict.source_mode, verdict.destination_mode) == (estate_mode("enforce"), estate_mode("enforce"))
+    assert (verdict.source_mode, verdict.destination_mode) == (Mode.ENFORCE, Mode.ENFORCE)
     assert "dev never reaches prod" in verdict.reason
-
-
-def estate_mode(text: str) -> object:
-    from microseg.model.workloads import Mode
-
-    return Mode(text)
 
 
 def test_time_window(crm: engine.PolicyEngine) -> None:
@@ -158,17 +153,11 @@ def test_quarantine_forces_enforce_mode() -> None:
 
 
 def test_unknown_ip_list_fails_closed() -> None:
-    ghost = rule("ghost", "application", 1, "allow", (sel("role=a"),), (estate_peer_iplist("nope"),), (HTTP,))
+    ghost = rule("ghost", "application", 1, "allow", (sel("role=a"),), (selectors.IpListPeer("nope"),), (HTTP,))
     eng = engine.PolicyEngine(estate.Estate(workloads=(wl("a", "10.77.0.1", role="a"),), rules=(ghost,)))
     verdict = eng.evaluate(eng.endpoint("a"), eng.endpoint("10.77.5.5"), 80, TCP)
     assert verdict.outcome.value == "blocked"
     assert any("unknown ip list 'nope'" in p for p in eng.problems)
-
-
-def estate_peer_iplist(name: str) -> object:
-    from microseg.model import selectors
-
-    return selectors.IpListPeer(name)
 
 
 def test_unknown_tier_is_ignored_not_allowed() -> None:

@@ -131,7 +131,6 @@ class Evaluator:
         context: tuple[str | None, str | None, datetime | None],
     ) -> verdicts.Verdict:
         process, client_process, moment = context
-        by_process = process is not None or client_process is not None
         book, matchers = self._book, self._book.port_matchers
         candidates = sp.src_mask & dp.dst_mask
         passed: list[str] = []
@@ -140,18 +139,18 @@ class Evaluator:
             index = low.bit_length() - 1
             br = book.rules[index]
             rule = br.rule
-            if (
-                not rulebook.ports_match(matchers[index], protocol, port)
-                or (moment is not None and br.timed and not rule.active_at(moment))
-                or (by_process and _matching_service(rule, protocol, port, process, client_process) is None)
+            # the cheap checks first; the service scan only for rules whose ports already match
+            svc = None
+            if rulebook.ports_match(matchers[index], protocol, port) and (
+                moment is None or not br.timed or rule.active_at(moment)
             ):
+                svc = _matching_service(rule, protocol, port, process, client_process)
+            if svc is None:
                 candidates ^= low
             elif rule.action is rules.Action.PASS:
                 passed.append(rule.ref)
                 candidates &= ~book.tier_masks[rule.tier]
             else:
-                svc = _matching_service(rule, protocol, port, process, client_process)
-                assert svc is not None
                 notes = (*_pass_notes(passed), *_process_notes(svc, process, client_process))
                 return self._rule_verdict(br, svc, (sp, dp), notes)
         return self._default_verdict(sp, dp, passed)
