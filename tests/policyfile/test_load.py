@@ -1,167 +1,142 @@
-"""Loading policy files: the examples load, and every kind of mistake is reported at once with
-file, line and field path, while nothing is loaded."""
+"""What each form of the format loads as: the short forms and the long forms mean the same, scalars
+keep the text they were written with, and YAML conveniences (anchors, merge keys) work."""
 
 from __future__ import annotations
 
-import random
+import ipaddress
 import textwrap
-from pathlib import Path
+from datetime import UTC, datetime
 
 import pytest
 
-from microseg import errors, policyfile
-from microseg.cli import loading
-from microseg.model import rules, selectors, services, workloads
-from microseg.policyfile import synthetic
-
-HEAD = "apiVersion: microseg.io/v1\n"
+from microseg import policyfile
+from microseg.model import estate, rules, selectors, services
+from tests.policyfile import texts
 
 
-def problems(text: str, name: str = "p.yaml") -> list[errors.Problem]:
-    with pytest.raises(errors.PolicyFileError) as caught:
-        policyfile.load_text(textwrap.dedent(text), name)
-    return caught.value.problems
+def one_rule(body: str) -> rules.Rule:
+    """The rule of a one-rule policy whose rule mapping is `body` (flow style, without braces)."""
+    text = texts.doc("IPList", "metadata: {name: corp}\nspec: {cidrs: [10.77.200.0/24]}\n") + "---\n"
+    text += texts.doc("Service", "metadata: {name: mysql}\nspec: {ports: [{port: 3306}]}\n") + "---\n"
+    text += texts.doc("Policy", f"metadata: {{name: p}}\nspec:\n  tier: application\n  rules: [{{{body}}}]\n")
+    (rule,) = policyfile.load_text(text).rules
+    return rule
 
 
-def test_examples_load() -> None:
-    est = policyfile.load([loading.examples_dir()])
-    names = {w.name for w in est.workloads}
-    assert {"prod-db-1", "dev-web-1", "legacy-billing"} <= names
-    assert est.workload("legacy-billing").kind is workloads.WorkloadKind.UNMANAGED  # type: ignore[union-attr]
-    assert est.quarantine_allow == "forensics" and est.control_plane
-    mysql = next(s for s in est.services if s.name == "mysql")
-    assert mysql.process == "mysqld"
-    guard = next(r for r in est.rules if r.name == "dev-never-reaches-prod")
-    assert (guard.tier, guard.action, guard.policy) == ("security", rules.Action.DENY, "env-separation")
+BASE = "name: r, priority: 1, action: allow"
+SEL = selectors.SelectorPeer
 
 
-POLICY = (
-    HEAD
-    + """\
-kind: Policy
-metadata: {name: p}
-spec:
-  tier: application
-  rules:
-    - name: a
-      priority: 1
-      action: allow
-      from: [{selector: "role=web"}]
-      to: [{selector: {matchLabels: {role: db}, matchExpressions: [{key: env, operator: NotIn, values: [dev]}]}}]
-      services: [{port: 3306}, {port: 8000, endPort: 8100, protocol: udp}]
-      notAfter: 2026-12-31T00:00:00Z
-"""
-)
-
-
-def test_policy_fields_are_built() -> None:
-    rule = policyfile.load_text(POLICY).rules[0]
-    dst = rule.destinations[0]
-    assert isinstance(dst, selectors.SelectorPeer) and str(dst.selector) == "env!=dev,role=db"
-    assert [str(s) for s in rule.services] == ["3306/tcp", "8000-8100/udp"]
-    assert rule.not_after is not None and rule.not_after.year == 2026 and rule.owner == ""
-
-
-# (id, yaml text, expected line, expected field, words in the message)
-CASES = [
-    ("bad-address", HEAD + "kind: Workload\nmetadata: {name: w}\nspec:\n  addresses: [10.77.0.300]\n",
-     5, "spec.addresses[0]", "not an IP address"),
-    ("unknown-field-suggestion", HEAD + "kind: Service\nmetadata: {name: s}\nspec:\n  prots: [{port: 1}]\n",
-     5, "spec.prots", "did you mean 'ports'"),
-    ("missing-required", HEAD + "kind: Service\nmetadata: {name: s}\nspec: {}\n", 4, "spec", "missing required field 'ports'"),
-    ("bad-label-value", HEAD + "kind: Workload\nmetadata: {name: w, labels: {env: 'bad value'}}\n"
-     "spec: {addresses: [10.77.0.1]}\n", 3, "metadata.labels", "value must be empty or 1-63"),
-    ("unknown-kind", HEAD + "kind: Nonsense\nmetadata: {name: x}\n", 2, "kind", "unknown kind"),
-    ("wrong-api-version", "apiVersion: v9\nkind: Workload\n", 1, "apiVersion", "unsupported apiVersion"),
-    ("unknown-service", POLICY.replace("services: [{port: 3306}, {port: 8000, endPort: 8100, protocol: udp}]",
-     "services: [mysq]"), 12, "spec.rules[0].services[0]", "unknown service 'mysq'"),
-    ("unknown-tier", POLICY.replace("tier: application", "tier: aplication"), 5, "spec.tier", "did you mean 'application'"),
-    ("bad-action", POLICY.replace("action: allow", "action: permit"), 9, "spec.rules[0].action", "not one of allow"),
-    ("bad-selector", POLICY.replace('"role=web"', '"role in web"'), 10, "spec.rules[0].from[0].selector", "cannot parse"),
-    ("naive-time", POLICY.replace("2026-12-31T00:00:00Z", "'2026-12-31T00:00:00'"), 13, "spec.rules[0].notAfter",
-     "time zone"),
-    ("bad-port", POLICY.replace("{port: 3306}", "{port: 70000}"), 12, "spec.rules[0].services[0].port", "1-65535"),
-    ("yaml-syntax", HEAD + "kind: Workload\nmetadata: {name: [\n", 4, "", "YAML syntax error"),
-    ("unknown-ip-list", POLICY.replace('{selector: "role=web"}', "{ipList: partners}"), 10,
-     "spec.rules[0].from[0].ipList", "unknown ip list 'partners'"),
+# (id, rule fields after BASE, the sources it loads as)
+PEERS = [
+    ("bare-any", "from: any", (selectors.AnyPeer(),)),
+    ("listed-any", "from: [any]", (selectors.AnyPeer(),)),
+    ("any-true", "from: [{any: true}]", (selectors.AnyPeer(),)),
+    ("selector-text", 'from: [{selector: "env=prod,role in (web,app),!quarantine"}]',
+     (SEL(selectors.LabelSelector.parse("env=prod,role in (web,app),!quarantine")),)),
+    ("selector-mapping", "from: [{selector: {matchLabels: {env: prod}, matchExpressions: [{key: role, operator: In, values: [web, app]}, {key: quarantine, operator: DoesNotExist}]}}]",
+     (SEL(selectors.LabelSelector.parse("env=prod,role in (web,app),!quarantine")),)),
+    ("empty-selector-is-all-workloads", "from: [{selector: {}}]", (SEL(selectors.LabelSelector()),)),
+    ("ip-list", "from: [{ipList: corp}]", (selectors.IpListPeer("corp"),)),
+    ("cidr-text", "from: [{cidr: 10.0.0.0/8, except: [10.1.0.0/16]}]",
+     (selectors.CidrPeer((ipaddress.ip_network("10.0.0.0/8"),), (ipaddress.ip_network("10.1.0.0/16"),)),)),
+    ("cidr-list", "from: [{cidr: [10.2.0.0/16, 10.1.0.0/16]}]",
+     (selectors.CidrPeer((ipaddress.ip_network("10.1.0.0/16"), ipaddress.ip_network("10.2.0.0/16"))),)),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("text", "line", "field", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
-)
-def test_each_mistake_is_located(text: str, line: int, field: str, words: str) -> None:
-    found = problems(text)
-    assert any(p.line == line and p.field == field and words in p.message for p in found), found
+@pytest.mark.parametrize(("fields", "expected"), [c[1:] for c in PEERS], ids=[c[0] for c in PEERS])
+def test_peers(fields: str, expected: tuple[selectors.Peer, ...]) -> None:
+    assert one_rule(f"{BASE}, {fields}, to: any, services: any").sources == expected
 
 
-def test_cross_document_checks() -> None:
-    text = HEAD + textwrap.dedent("""\
+TCP = services.Protocol.TCP
+# (id, services field, (name, str) of each service it loads as)
+SERVICES = [
+    ("bare-any", "services: any", [("any", "any")]),
+    ("named", "services: [mysql]", [("mysql", "3306/tcp")]),
+    ("inline-port-is-tcp", "services: [{port: 8443}]", [("inline:8443/tcp", "8443/tcp")]),
+    ("inline-range-udp", "services: [{port: 8000, endPort: 8100, protocol: udp}]", [("inline:8000-8100/udp", "8000-8100/udp")]),
+    ("whole-protocol", "services: [{protocol: icmp}]", [("inline:icmp/*", "icmp/*")]),
+    ("mixed", "services: [mysql, any, {port: 1}]", [("any", "any"), ("inline:1/tcp", "1/tcp"), ("mysql", "3306/tcp")]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("field", "expected"), [c[1:] for c in SERVICES], ids=[c[0] for c in SERVICES])
+def test_services(field: str, expected: list[tuple[str, str]]) -> None:
+    rule = one_rule(f"{BASE}, from: any, to: any, {field}")
+    assert [(s.name, str(s)) for s in rule.services] == expected
+
+
+def test_rule_defaults_and_policy_context() -> None:
+    rule = one_rule(f"{BASE}, from: any, to: any, services: any")
+    assert (rule.tier, rule.policy, rule.owner, rule.reason, rule.enabled) == (
+        "application",
+        "p",
+        "",
+        "",
+        True,
+    )
+    assert rule.not_before is None and rule.not_after is None
+
+
+def test_times_with_an_offset_become_utc() -> None:
+    rule = one_rule(f"{BASE}, from: any, to: any, services: any, notBefore: 2026-07-01T02:00:00+02:00, "
+                    "notAfter: '2026-08-01T00:00:00Z'")  # fmt: skip
+    assert rule.not_before == datetime(2026, 7, 1, tzinfo=UTC) and rule.not_before.tzinfo is UTC
+    assert rule.not_after == datetime(2026, 8, 1, tzinfo=UTC)
+
+
+def test_scalars_keep_the_text_they_were_written_with() -> None:
+    est = policyfile.load_text(texts.doc("Workload", """\
+        metadata: {name: 2024, labels: {version: 1.10, enabled: yes, build: 007}}
+        spec: {addresses: [10.77.0.1], attributes: {port: 80, started: 2026-01-01}}
+        """))  # fmt: skip
+    (w,) = est.workloads
+    assert w.name == "2024"
+    assert dict(w.labels) == {"version": "1.10", "enabled": "yes", "build": "007"}
+    assert dict(w.attributes) == {"port": "80", "started": "2026-01-01"}
+
+
+def test_anchors_and_merge_keys() -> None:
+    est = policyfile.load_text(texts.HEAD + textwrap.dedent("""\
         kind: List
         items:
-          - {apiVersion: microseg.io/v1, kind: Workload, metadata: {name: a}, spec: {addresses: [10.77.0.1]}}
-          - {apiVersion: microseg.io/v1, kind: Workload, metadata: {name: a}, spec: {addresses: [10.77.0.2]}}
-          - {apiVersion: microseg.io/v1, kind: Workload, metadata: {name: net}, spec: {kind: unmanaged, addresses: [10.77.0.0/24]}}
-          - {apiVersion: microseg.io/v1, kind: Tier, metadata: {name: extra}, spec: {order: 200}}
-          - apiVersion: microseg.io/v1
-            kind: Policy
-            metadata: {name: p}
-            spec:
-              tier: application
-              rules:
-                - {name: r1, priority: 5, action: allow, from: any, to: any, services: any}
-                - {name: r2, priority: 5, action: allow, from: any, to: any, services: any}
-                - {name: r1, priority: 6, action: deny, from: any, to: any, services: any}
-        """)  # fmt: skip
-    found = {(p.line, p.field): p.message for p in problems(text)}
-    assert "duplicate Workload name a" in found[(5, "metadata.name")]
-    assert "overlaps" in found[(6, "spec.addresses")]
-    assert "tier order 200" in found[(7, "spec.order")]
-    assert "priority 5 is already used by rule r1" in found[(15, "spec.rules[1].priority")]
-    assert "duplicate rule name r1" in found[(16, "spec.rules[2].name")]
+          - &web
+            apiVersion: microseg.io/v1
+            kind: Workload
+            metadata: {name: web-1, labels: &labels {env: prod, role: web}}
+            spec: {addresses: [10.77.0.1]}
+          - <<: *web
+            metadata: {name: web-2, labels: *labels}
+            spec: {addresses: [10.77.0.2], mode: alert}
+        """))  # fmt: skip
+    assert [(w.name, str(w.labels), w.mode.value) for w in est.workloads] == [
+        ("web-1", "env=prod,role=web", "enforce"),
+        ("web-2", "env=prod,role=web", "alert"),
+    ]
 
 
-def test_problems_in_several_files_all_reported(tmp_path: Path) -> None:
-    (tmp_path / "a.yaml").write_text(
-        HEAD + "kind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 0}]}\n"
+def test_settings_tiers_and_label_rules() -> None:
+    est = policyfile.load_text(
+        texts.doc("Settings", "spec: {controlPlane: [{address: '10.77.0.0/30', port: 8440, endPort: 8441, protocol: udp}]}\n")
+        + "---\n" + texts.doc("Tier", "metadata: {name: security}\nspec: {order: 50, description: first}\n")
+        + "---\n" + texts.doc("LabelRule", "metadata: {name: lr}\nspec: {match: {cidr: 10.77.0.0/16}, labels: {site: lab}}\n")
+    )  # fmt: skip
+    assert [str(e) for e in est.control_plane] == ["10.77.0.0/30 8440-8441/udp"]
+    assert est.quarantine_allow is None
+    assert [(t.name, t.order) for t in est.tiers] == [
+        ("security", 50),
+        ("quarantine", 100),
+        ("application", 300),
+    ]
+    (lr,) = est.label_rules
+    assert (lr.cidr, lr.priority, dict(lr.labels)) == (
+        ipaddress.ip_network("10.77.0.0/16"),
+        100,
+        {"site": "lab"},
     )
-    sub = tmp_path / "sub"
-    sub.mkdir()
-    (sub / "b.yml").write_text(HEAD + "kind: Workload\nmetadata: {name: w}\nspec: {addresses: [nope]}\n")
-    (tmp_path / "ignored.txt").write_text("not yaml at all: [")
-    with pytest.raises(errors.PolicyFileError) as caught:
-        policyfile.load([tmp_path])
-    files = {Path(p.file).name for p in caught.value.problems}
-    assert files == {"a.yaml", "b.yml"}
-    assert "2 problems" in str(caught.value) and "nothing was loaded" in str(caught.value)
 
 
-def test_round_trip_examples() -> None:
-    est = policyfile.load([loading.examples_dir()])
-    again = policyfile.load_text(policyfile.dump(est), "dumped.yaml")
-    assert sorted(again.workloads, key=lambda w: w.name) == sorted(est.workloads, key=lambda w: w.name)
-    assert set(again.rules) == set(est.rules)
-    assert (again.control_plane, again.quarantine_allow) == (est.control_plane, est.quarantine_allow)
-    assert set(again.ip_lists) == set(est.ip_lists) and set(again.label_rules) == set(est.label_rules)
-
-
-def test_dump_is_stable_whatever_the_order() -> None:
-    est = synthetic.generate(200, 20, 60, seed=3)
-    shuffled = list(est.workloads)
-    random.Random(1).shuffle(shuffled)
-    rules_shuffled = list(est.rules)
-    random.Random(2).shuffle(rules_shuffled)
-    other = est.with_workloads(tuple(shuffled)).with_rules(tuple(rules_shuffled))
-    assert policyfile.dump(est) == policyfile.dump(other)
-    again = policyfile.load_text(policyfile.dump(est))
-    assert set(again.rules) == set(est.rules) and set(again.workloads) == set(est.workloads)
-
-
-def test_synthetic_counts_and_determinism() -> None:
-    a = synthetic.generate(1000, 50, 100, seed=7)
-    assert len(a.workloads) == 1000 and len({w.labels for w in a.workloads}) == 50 and len(a.rules) == 100
-    assert len({(r.tier, r.priority) for r in a.rules}) == 100
-    assert a == synthetic.generate(1000, 50, 100, seed=7)
-    assert a != synthetic.generate(1000, 50, 100, seed=8)
-    assert {r.action for r in a.rules} >= {rules.Action.ALLOW, rules.Action.DENY}
-    assert any(s.protocol is services.Protocol.TCP for svc in a.services for s in svc.specs)
+def test_an_empty_tree_is_an_empty_estate() -> None:
+    assert policyfile.load_text("# nothing yet\n---\n") == estate.Estate()

@@ -1,13 +1,14 @@
-"""One builder per kind: a document's fields -> model objects, problems collected by the reader.
+"""One builder per named kind: a document's fields -> a model object, problems collected.
 
-Fed by `microseg.policyfile.loader` with parsed documents; feeds it back model objects. Rules are
-built later (`microseg.policyfile.rules`) because they name services and tiers of other documents.
+Fed by `microseg.policyfile.loader` with one document (or List item) at a time; returns the name
+and the built object (None when anything is wrong: the problem is already recorded). Rules are
+built later by `microseg.policyfile.policies`, because they name services, IP lists and tiers of
+other documents; cross-document checks live in `microseg.policyfile.checks`.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from typing import Any
 
 from microseg.model import addresses, estate, iplists, labelrules, labels, services, tiers, workloads
@@ -15,96 +16,93 @@ from microseg.policyfile import nodes
 from microseg.policyfile.reader import Reader
 
 API_VERSION = "microseg.io/v1"
-KINDS = ("Workload", "IPList", "Service", "Tier", "LabelRule", "Policy", "Settings", "List")
 
-
-@dataclass
-class Named:
-    """A built object with its name and where it was defined."""
-
-    kind: str
-    name: str
-    value: Any
-    reader: Reader
-    path: nodes.Path
+Built = tuple[str | None, Any]
 
 
 def metadata(
-    r: Reader, doc: dict[str, Any], *, with_labels: bool = False
-) -> tuple[str | None, labels.Labels]:
-    """metadata.name (and metadata.labels where the kind has labels)."""
-    allowed = ("name", "labels", "annotations") if with_labels else ("name", "annotations")
+    r: Reader, doc: dict[str, Any], *, with_labels: bool = False, required: bool = True
+) -> tuple[str | None, labels.Labels | None]:
+    """metadata.name, and metadata.labels where the kind has labels (None: wrong, reported)."""
+    if not required and "metadata" not in doc:
+        return None, labels.Labels()
+    allowed = ("name", "labels") if with_labels else ("name",)
     meta = r.mapping(doc.get("metadata"), ("metadata",), allowed, required=("name",))
     if meta is None:
-        return None, labels.Labels()
-    name = r.string(meta.get("name"), ("metadata", "name")) if "name" in meta else None
-    found = labels.Labels()
-    if with_labels and "labels" in meta:
-        raw = r.str_map(meta["labels"], ("metadata", "labels"))
-        built = r.guard(("metadata", "labels"), lambda: labels.Labels(raw or {}))
-        found = built if built is not None else found
+        return None, None
+    name = r.text(meta["name"], ("metadata", "name")) if "name" in meta else None
+    found = r.labels(meta["labels"], ("metadata", "labels")) if "labels" in meta else labels.Labels()
     return name, found
 
 
-def networks(r: Reader, value: Any, path: nodes.Path) -> tuple[addresses.Network, ...]:
-    """A list of addresses or CIDRs (one string is accepted too)."""
-    texts = r.strings([value] if isinstance(value, str) else value, path)
-    out = []
-    for i, text in enumerate(texts or []):
-        net = r.guard((*path, i), functools.partial(addresses.network, text))
-        if net is not None:
-            out.append(net)
-    return tuple(out)
+def spec(r: Reader, doc: dict[str, Any], allowed: tuple[str, ...], required: tuple[str, ...]) -> Any:
+    """The `spec` mapping (None when it is missing or wrong)."""
+    if "spec" not in doc and required:
+        r.error((), "missing required field 'spec'")
+        return None
+    return r.mapping(doc.get("spec", {}), ("spec",), allowed, required)
 
 
-def workload(r: Reader, doc: dict[str, Any]) -> tuple[str | None, workloads.Workload | None]:
+def networks(r: Reader, value: Any, path: nodes.Path) -> tuple[addresses.Network, ...] | None:
+    """A list of addresses or CIDRs (one alone is accepted too); None when any is wrong."""
+    if isinstance(value, str):
+        net = network(r, value, path)
+        return None if net is None else (net,)
+    texts = r.texts(value, path)
+    if texts is None:
+        return None
+    found = [network(r, text, (*path, i)) for i, text in enumerate(texts)]
+    if not found:
+        r.error(path, "needs at least one address or CIDR")
+        return None
+    return None if None in found else tuple(n for n in found if n is not None)
+
+
+def network(r: Reader, value: Any, path: nodes.Path) -> addresses.Network | None:
+    """One address or CIDR."""
+    text = r.text(value, path)
+    return None if text is None else r.guard(path, lambda: addresses.network(text))
+
+
+def workload(r: Reader, doc: dict[str, Any]) -> Built:
     """kind: Workload."""
     name, found = metadata(r, doc, with_labels=True)
-    spec = r.mapping(doc.get("spec"), ("spec",), ("kind", "addresses", "attributes", "mode"), ("addresses",))
-    if spec is None or name is None:
+    m = spec(r, doc, ("kind", "addresses", "attributes", "mode"), ("addresses",))
+    if m is None:
         return name, None
-    nets = networks(r, spec.get("addresses"), ("spec", "addresses"))
-    attrs = r.str_map(spec.get("attributes", {}), ("spec", "attributes")) or {}
-    kind = _enum(r, workloads.WorkloadKind, spec.get("kind", "vm"), ("spec", "kind"))
-    mode = _enum(r, workloads.Mode, spec.get("mode", "enforce"), ("spec", "mode"))
-    if kind is None or mode is None or not nets:
+    nets = networks(r, m["addresses"], ("spec", "addresses")) if "addresses" in m else None
+    attrs = r.str_map(m.get("attributes", {}), ("spec", "attributes"))
+    kind = r.choice(workloads.WorkloadKind, m.get("kind", "vm"), ("spec", "kind"))
+    mode = r.choice(workloads.Mode, m.get("mode", "enforce"), ("spec", "mode"))
+    if name is None or nets is None or attrs is None or kind is None or mode is None or found is None:
         return name, None
-    built = r.guard(("spec",), lambda: workloads.Workload(name, kind, nets, found, attrs, mode))
-    return name, built
+    fields = {"name": ("metadata", "name"), "addresses": ("spec", "addresses")}
+    return name, r.guard((), lambda: workloads.Workload(name, kind, nets, found, attrs, mode), fields)
 
 
-def ip_list(r: Reader, doc: dict[str, Any]) -> tuple[str | None, iplists.IpList | None]:
+def ip_list(r: Reader, doc: dict[str, Any]) -> Built:
     """kind: IPList."""
     name, _ = metadata(r, doc)
-    spec = r.mapping(doc.get("spec"), ("spec",), ("cidrs", "except", "description"), ("cidrs",))
-    if spec is None or name is None:
+    m = spec(r, doc, ("cidrs", "except", "description"), ("cidrs",))
+    if m is None:
         return name, None
-    cidrs = networks(r, spec.get("cidrs"), ("spec", "cidrs"))
-    cuts = networks(r, spec.get("except", []), ("spec", "except"))
-    desc = str(spec.get("description", ""))
-    return name, r.guard(("spec",), lambda: iplists.IpList(name, cidrs, cuts, desc)) if cidrs else None
+    cidrs = networks(r, m["cidrs"], ("spec", "cidrs")) if "cidrs" in m else None
+    cuts = networks(r, m["except"], ("spec", "except")) if "except" in m else ()
+    desc = r.optional_text(m, "description", ("spec",)) or ""
+    if name is None or cidrs is None or cuts is None:
+        return name, None
+    return name, r.guard(("spec",), lambda: iplists.IpList(name, cidrs, cuts, desc))
 
 
 PORT_FIELDS = ("port", "endPort", "protocol")
 
 
-def port_specs(r: Reader, value: Any, path: nodes.Path) -> tuple[services.PortSpec, ...] | None:
-    """`[{port: 80}, {port: 8000, endPort: 8100, protocol: tcp}, {protocol: icmp}]`."""
-    specs = []
-    for item_path, item in r.items(value, path):
-        spec = port_spec(r, item, item_path)
-        if spec is None:
-            return None
-        specs.append(spec)
-    return tuple(specs)
-
-
 def port_spec(r: Reader, item: Any, path: nodes.Path) -> services.PortSpec | None:
-    """One `{port, endPort, protocol}` entry."""
+    """One `{port, endPort, protocol}` entry; protocol defaults to tcp."""
     m = r.mapping(item, path, PORT_FIELDS)
     if m is None:
         return None
-    proto = _enum(r, services.Protocol, str(m.get("protocol", "tcp")).lower(), (*path, "protocol"))
+    proto = r.choice(services.Protocol, m.get("protocol", "tcp"), (*path, "protocol"))
     if proto is None:
         return None
     if "port" not in m:
@@ -113,97 +111,106 @@ def port_spec(r: Reader, item: Any, path: nodes.Path) -> services.PortSpec | Non
             return None
         return r.guard(path, lambda: services.PortSpec(proto))
     first = r.integer(m["port"], (*path, "port"))
-    last = r.integer(m.get("endPort", first), (*path, "endPort"))
+    last = r.integer(m["endPort"], (*path, "endPort")) if "endPort" in m else first
     if first is None or last is None:
         return None
-    rng = r.guard((*path, "port"), lambda: services.PortRange(first, last))
-    return None if rng is None else r.guard(path, lambda: services.PortSpec(proto, (rng,)))
+    rng = r.guard((*path, "endPort" if "endPort" in m else "port"), lambda: services.PortRange(first, last))
+    fields = {"ports": ("protocol",)}  # "icmp has no ports": the protocol is what contradicts the port
+    return None if rng is None else r.guard(path, lambda: services.PortSpec(proto, (rng,)), fields)
 
 
-def service(r: Reader, doc: dict[str, Any]) -> tuple[str | None, services.Service | None]:
+SERVICE_TEXT = {
+    "process": "process",
+    "user": "user",
+    "clientProcess": "client_process",
+    "clientUser": "client_user",
+}
+
+
+def service(r: Reader, doc: dict[str, Any]) -> Built:
     """kind: Service."""
     name, _ = metadata(r, doc)
-    allowed = ("ports", "process", "user", "clientProcess", "clientUser", "description")
-    spec = r.mapping(doc.get("spec"), ("spec",), allowed, ("ports",))
-    if spec is None or name is None:
+    m = spec(r, doc, ("ports", *SERVICE_TEXT), ("ports",))
+    if name == services.ANY_SERVICE.name:
+        r.error(("metadata", "name"), "the service name 'any' is reserved (rules write `services: any`)")
+        name = None
+    if m is None:
         return name, None
-    specs = port_specs(r, spec.get("ports"), ("spec", "ports"))
-    text = {k: r.string(spec[k], ("spec", k)) if k in spec else None for k in allowed[1:5]}
-    if specs is None:
-        return name, None
-    return name, r.guard(
-        ("spec",),
-        lambda: services.Service(
-            name, specs, text["process"], text["user"], text["clientProcess"], text["clientUser"]
-        ),
+    items = r.items(m["ports"], ("spec", "ports")) if "ports" in m else []
+    found = [port_spec(r, item, p) for p, item in items]
+    text = {attr: r.optional_text(m, key, ("spec",)) for key, attr in SERVICE_TEXT.items()}
+    wrong = (
+        "ports" not in m or None in found or any(text[a] is None for k, a in SERVICE_TEXT.items() if k in m)
     )
+    if name is None or wrong:
+        return name, None
+    specs = tuple(s for s in found if s is not None)
+    return name, r.guard(("spec",), lambda: services.Service(name, specs, **text))
 
 
-def tier(r: Reader, doc: dict[str, Any]) -> tuple[str | None, tiers.Tier | None]:
+def tier(r: Reader, doc: dict[str, Any]) -> Built:
     """kind: Tier."""
     name, _ = metadata(r, doc)
-    spec = r.mapping(doc.get("spec"), ("spec",), ("order", "description"), ("order",))
-    if spec is None or name is None:
+    m = spec(r, doc, ("order", "description"), ("order",))
+    if m is None:
         return name, None
-    order = r.integer(spec.get("order"), ("spec", "order"))
-    if order is None:
+    order = r.integer(m["order"], ("spec", "order")) if "order" in m else None
+    desc = r.optional_text(m, "description", ("spec",)) or ""
+    if name is None or order is None:
         return name, None
-    return name, r.guard(
-        ("metadata", "name"), lambda: tiers.Tier(order, name, str(spec.get("description", "")))
-    )
+    return name, r.guard((), lambda: tiers.Tier(order, name, desc), {"name": ("metadata", "name")})
 
 
-def label_rule(r: Reader, doc: dict[str, Any]) -> tuple[str | None, labelrules.LabelRule | None]:
+MATCH_FIELDS = ("hostname", "hostnameRegex", "os", "cidr")
+
+
+def label_rule(r: Reader, doc: dict[str, Any]) -> Built:
     """kind: LabelRule."""
     name, _ = metadata(r, doc)
-    spec = r.mapping(doc.get("spec"), ("spec",), ("priority", "match", "labels"), ("match", "labels"))
-    if spec is None or name is None:
+    m = spec(r, doc, ("priority", "match", "labels"), ("match", "labels"))
+    if m is None:
         return name, None
-    match = r.mapping(spec.get("match"), ("spec", "match"), ("hostname", "hostnameRegex", "os", "cidr")) or {}
-    raw = r.str_map(spec.get("labels"), ("spec", "labels"))
-    found = r.guard(("spec", "labels"), lambda: labels.Labels(raw or {}))
-    priority = r.integer(spec.get("priority", 100), ("spec", "priority"))
-    cidr = networks(r, match["cidr"], ("spec", "match", "cidr")) if "cidr" in match else ()
-    if found is None or priority is None or ("cidr" in match and not cidr):
+    match = r.mapping(m["match"], ("spec", "match"), MATCH_FIELDS) if "match" in m else None
+    found = r.labels(m["labels"], ("spec", "labels")) if "labels" in m else None
+    priority = r.integer(m.get("priority", 100), ("spec", "priority"))
+    if match is None:
         return name, None
-    return name, r.guard(
-        ("spec", "match"),
-        lambda: labelrules.LabelRule(
-            name,
-            found,
-            match.get("hostname"),
-            match.get("hostnameRegex"),
-            match.get("os"),
-            cidr[0] if cidr else None,
-            priority,
-        ),
+    text = {k: r.optional_text(match, k, ("spec", "match")) for k in MATCH_FIELDS[:3]}
+    cidr = network(r, match["cidr"], ("spec", "match", "cidr")) if "cidr" in match else None
+    wrong = any(text[k] is None for k in text if k in match) or ("cidr" in match and cidr is None)
+    if name is None or found is None or priority is None or wrong:
+        return name, None
+    fields = {"match": ("match",), "hostnameRegex": ("match", "hostnameRegex"), "labels": ("labels",)}
+    build = functools.partial(
+        labelrules.LabelRule, name, found, text["hostname"], text["hostnameRegex"], text["os"], cidr, priority
     )
+    return name, r.guard(("spec",), build, fields)
 
 
-def settings(r: Reader, doc: dict[str, Any]) -> tuple[tuple[estate.Endpoint, ...], str | None]:
-    """kind: Settings -> (control-plane endpoints, quarantine allow list name)."""
-    metadata(r, doc)
-    spec = r.mapping(doc.get("spec"), ("spec",), ("controlPlane", "quarantineAllow")) or {}
-    endpoints = []
-    for path, item in r.items(spec.get("controlPlane", []), ("spec", "controlPlane")):
-        m = r.mapping(item, path, ("address", "port", "protocol"), ("address", "port"))
-        if m is None:
-            continue
-        nets = networks(r, m.get("address"), (*path, "address"))
-        port = r.integer(m.get("port"), (*path, "port"))
-        proto = _enum(r, services.Protocol, str(m.get("protocol", "tcp")).lower(), (*path, "protocol"))
-        rng = r.guard((*path, "port"), functools.partial(services.PortRange, port, port)) if port else None
-        if nets and rng and proto:
-            endpoints.append(estate.Endpoint(nets[0], rng, proto))
-    allow = (
-        r.string(spec["quarantineAllow"], ("spec", "quarantineAllow")) if "quarantineAllow" in spec else None
-    )
-    return tuple(endpoints), allow
-
-
-def _enum(r: Reader, enum: Any, value: Any, path: nodes.Path) -> Any:
-    try:
-        return enum(value)
-    except ValueError:
-        r.error(path, f"{value!r} is not one of {', '.join(e.value for e in enum)}")
+def settings(r: Reader, doc: dict[str, Any]) -> tuple[tuple[estate.Endpoint, ...], str | None] | None:
+    """kind: Settings -> (control-plane endpoints, quarantine allow-list name); None when wrong."""
+    metadata(r, doc, required=False)
+    m = spec(r, doc, ("controlPlane", "quarantineAllow"), ())
+    if m is None:
         return None
+    items = r.items(m.get("controlPlane", []), ("spec", "controlPlane"))
+    endpoints = [endpoint(r, item, path) for path, item in items]
+    allow = r.optional_text(m, "quarantineAllow", ("spec",))
+    if None in endpoints or ("quarantineAllow" in m and allow is None):
+        return None
+    return tuple(e for e in endpoints if e is not None), allow
+
+
+def endpoint(r: Reader, item: Any, path: nodes.Path) -> estate.Endpoint | None:
+    """One `{address, port, endPort, protocol}` control-plane endpoint."""
+    m = r.mapping(item, path, ("address", *PORT_FIELDS), ("address", "port"))
+    if m is None:
+        return None
+    net = network(r, m["address"], (*path, "address")) if "address" in m else None
+    ports = port_spec(r, {k: m[k] for k in PORT_FIELDS if k in m}, path) if "port" in m else None
+    if net is None or ports is None:
+        return None
+    if not ports.protocol.has_ports:
+        r.error((*path, "protocol"), "a control-plane endpoint needs a protocol with ports (tcp, udp, sctp)")
+        return None
+    return estate.Endpoint(net, ports.ports[0], ports.protocol)

@@ -1,150 +1,148 @@
 """kind: Policy -> rules, once every service, IP list and tier of the estate is known.
 
-Fed by the loader with the named objects of all documents; peers, service references and time
-windows are checked here, each problem at its own field path.
+Fed by the loader with each Policy document and the named objects of all documents (`Known`);
+peers, selectors, service references and time windows are checked here, each problem at its own
+field path. Duplicate rule names and priority ties across policies are `checks`' business.
 """
 
 from __future__ import annotations
 
-import difflib
 import functools
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from microseg.model import rules, selectors, services
-from microseg.policyfile import kinds, nodes
-from microseg.policyfile.reader import Reader
+from microseg.model import iplists, labels, rules, selectors, services, tiers
+from microseg.policyfile import canonical, checks, kinds, nodes
+from microseg.policyfile.reader import Reader, suggest
 
 RULE_FIELDS = (
-    "name",
-    "priority",
-    "action",
-    "from",
-    "to",
-    "services",
-    "notBefore",
-    "notAfter",
-    "owner",
-    "reason",
-    "enabled",
-)
+    "name", "priority", "action", "from", "to", "services",
+    "notBefore", "notAfter", "owner", "reason", "enabled",
+)  # fmt: skip
+RULE_REQUIRED = ("name", "priority", "action", "from", "to", "services")
+PEER_KINDS = ("selector", "ipList", "cidr", "any")
 
 
-def policy(
-    r: Reader, doc: dict[str, Any], known: dict[str, Any]
-) -> tuple[str | None, list[tuple[nodes.Path, rules.Rule]]]:
-    """All rules of one Policy document, with the path of each (for later duplicate checks)."""
+@dataclass
+class Known:
+    """The named objects rules may refer to."""
+
+    tiers: dict[str, tiers.Tier | None] = field(default_factory=dict)
+    ip_lists: dict[str, iplists.IpList | None] = field(default_factory=dict)
+    services: dict[str, services.Service | None] = field(default_factory=dict)
+    """None: defined, but broken (already reported); references to it are not reported again."""
+
+
+def policy(r: Reader, doc: dict[str, Any], known: Known) -> tuple[str | None, list[checks.RuleAt]]:
+    """The rules of one Policy document, each with where it is (for the cross-policy checks)."""
     name, _ = kinds.metadata(r, doc)
-    spec = r.mapping(doc.get("spec"), ("spec",), ("tier", "owner", "description", "rules"), ("tier", "rules"))
-    if spec is None or name is None:
+    m = kinds.spec(r, doc, ("tier", "owner", "rules"), ("tier", "rules"))
+    if m is None:
         return name, []
-    tier = r.string(spec.get("tier"), ("spec", "tier"))
-    if tier is not None and tier not in known["tiers"]:
-        r.error(("spec", "tier"), f"unknown tier '{tier}'{_suggest(tier, known['tiers'])}")
-        tier = None
-    owner = str(spec.get("owner", ""))
+    tier = r.text(m["tier"], ("spec", "tier")) if "tier" in m else None
+    if tier is not None and tier not in known.tiers:
+        r.error(("spec", "tier"), f"unknown tier '{tier}'{suggest(tier, known.tiers)}")
+    if tier is not None and known.tiers.get(tier) is None:
+        tier = None  # the rules are still checked, but none is built
+    owner = r.optional_text(m, "owner", ("spec",)) or ""
     out = []
-    for path, item in r.items(spec.get("rules"), ("spec", "rules")):
-        built = rule(r, item, path, (name, tier, owner), known)
-        if built is not None:
-            out.append((path, built))
+    for path, item in r.items(m["rules"], ("spec", "rules")) if "rules" in m else []:
+        built = rule(r, item, path, known, policy=name or "", tier=tier, owner=owner)
+        claimed = (item.get("name"), item.get("priority")) if isinstance(item, dict) else (None, None)
+        if tier is not None and isinstance(claimed[0], str) and type(claimed[1]) is int:
+            out.append(checks.RuleAt(r, path, tier, claimed[0], claimed[1], built))
     return name, out
 
 
 def rule(
-    r: Reader, item: Any, path: nodes.Path, context: tuple[str, str | None, str], known: dict[str, Any]
+    r: Reader, item: Any, path: nodes.Path, known: Known, *, policy: str, tier: str | None, owner: str
 ) -> rules.Rule | None:
-    """One rule of a policy."""
-    policy_name, tier, owner = context
-    m = r.mapping(item, path, RULE_FIELDS, ("name", "priority", "action", "from", "to", "services"))
-    if m is None:
+    """One rule of a policy (None when anything is wrong, or the policy's tier is)."""
+    m = r.mapping(item, path, RULE_FIELDS, RULE_REQUIRED)
+    if m is None or any(k not in m for k in RULE_REQUIRED):
         return None
-    name = r.string(m.get("name"), (*path, "name"))
-    priority = r.integer(m.get("priority"), (*path, "priority"))
-    action = kinds._enum(r, rules.Action, m.get("action"), (*path, "action")) if "action" in m else None
-    sources = peers(r, m.get("from"), (*path, "from"), known)
-    destinations = peers(r, m.get("to"), (*path, "to"), known)
-    svcs = service_refs(r, m.get("services"), (*path, "services"), known)
-    fields = (("not_before", "notBefore"), ("not_after", "notAfter"))
-    window = {k: r.moment(m[f], (*path, f)) if f in m else None for k, f in fields}
+    name = r.text(m["name"], (*path, "name"))
+    priority = r.integer(m["priority"], (*path, "priority"))
+    action = r.choice(rules.Action, m["action"], (*path, "action"))
+    sources = peers(r, m["from"], (*path, "from"), known)
+    destinations = peers(r, m["to"], (*path, "to"), known)
+    svcs = service_refs(r, m["services"], (*path, "services"), known)
+    window = time_window(r, m, path)
+    rule_owner = r.text(m["owner"], (*path, "owner")) if "owner" in m else owner
+    reason = r.text(m["reason"], (*path, "reason")) if "reason" in m else ""
     enabled = r.boolean(m.get("enabled", True), (*path, "enabled"))
     if (
-        name is None
-        or priority is None
-        or action is None
-        or sources is None
-        or destinations is None
-        or svcs is None
+        name is None or priority is None or action is None or sources is None or destinations is None
+        or svcs is None or window is None or rule_owner is None or reason is None or enabled is None
         or tier is None
-        or enabled is None
-        or any(f in m and window[k] is None for k, f in fields)
-    ):
+    ):  # fmt: skip
         return None
-    return r.guard(
-        path,
-        lambda: rules.Rule(
-            name,
-            tier,
-            priority,
-            action,
-            sources,
-            destinations,
-            svcs,
-            window["not_before"],
-            window["not_after"],
-            str(m.get("owner", owner)),
-            str(m.get("reason", "")),
-            policy_name,
-            bool(enabled),
-        ),
-    )
+    build = functools.partial(
+        rules.Rule, name, tier, priority, action, sources, destinations, svcs,
+        *window, rule_owner, reason, policy, enabled,
+    )  # fmt: skip
+    return r.guard(path, build)
 
 
-def peers(
-    r: Reader, value: Any, path: nodes.Path, known: dict[str, Any]
-) -> tuple[selectors.Peer, ...] | None:
-    """`any`, or a list of `{selector}`, `{ipList}`, `{cidr, except}` and `any`."""
+def time_window(
+    r: Reader, m: dict[str, Any], path: nodes.Path
+) -> tuple[datetime | None, datetime | None] | None:
+    """(notBefore, notAfter), either absent (None); None when one is wrong."""
+    start = r.moment(m["notBefore"], (*path, "notBefore")) if "notBefore" in m else None
+    end = r.moment(m["notAfter"], (*path, "notAfter")) if "notAfter" in m else None
+    if ("notBefore" in m and start is None) or ("notAfter" in m and end is None):
+        return None
+    return start, end
+
+
+def peers(r: Reader, value: Any, path: nodes.Path, known: Known) -> tuple[selectors.Peer, ...] | None:
+    """`any`, or a list of `{selector}`, `{ipList}`, `{cidr, except}`, `{any: true}` and `any`."""
     if value == "any":
         return (selectors.AnyPeer(),)
-    out: list[selectors.Peer] = []
-    ok = True
-    for item_path, item in r.items(value, path):
-        built = peer(r, item, item_path, known)
-        ok = ok and built is not None
-        if built is not None:
-            out.append(built)
-    if ok and not out and isinstance(value, list):
+    items = r.items(value, path)
+    if isinstance(value, list) and not items:
         r.error(path, "needs at least one peer (write `any` for everything)")
-        return None
-    return tuple(out) if ok and isinstance(value, list) else None
+    found = [peer(r, item, item_path, known) for item_path, item in items]
+    return None if not found or None in found else tuple(p for p in found if p is not None)
 
 
-def peer(r: Reader, item: Any, path: nodes.Path, known: dict[str, Any]) -> selectors.Peer | None:
+def peer(r: Reader, item: Any, path: nodes.Path, known: Known) -> selectors.Peer | None:
     """One peer."""
     if item == "any":
         return selectors.AnyPeer()
-    m = r.mapping(item, path, ("selector", "ipList", "cidr", "except", "any"))
+    m = r.mapping(item, path, (*PEER_KINDS, "except"))
     if m is None:
         return None
-    if len({"selector", "ipList", "cidr", "any"} & m.keys()) != 1:
-        r.error(path, "a peer is exactly one of selector, ipList, cidr (with except) or any")
+    given = [k for k in PEER_KINDS if k in m]
+    if len(given) != 1:
+        r.error(path, f"a peer is exactly one of {', '.join(PEER_KINDS)} (got {', '.join(given) or 'none'})")
         return None
-    if "any" in m:
-        if m["any"] is not True:
-            r.error((*path, "any"), "any: must be true")
-            return None
-        return selectors.AnyPeer()
-    if "selector" in m:
+    if "except" in m and given != ["cidr"]:
+        r.error((*path, "except"), "except goes with cidr only")
+        return None
+    kind = given[0]
+    if kind == "any":
+        return selectors.AnyPeer() if r.boolean(m["any"], (*path, "any")) else None
+    if kind == "selector":
         sel = selector(r, m["selector"], (*path, "selector"))
         return None if sel is None else selectors.SelectorPeer(sel)
-    if "ipList" in m:
-        name = r.string(m["ipList"], (*path, "ipList"))
-        if name is not None and name not in known["ip_lists"]:
-            r.error((*path, "ipList"), f"unknown ip list '{name}'{_suggest(name, known['ip_lists'])}")
-            return None
-        return None if name is None else selectors.IpListPeer(name)
+    if kind == "ipList":
+        return ip_list_peer(r, m["ipList"], (*path, "ipList"), known)
     cidrs = kinds.networks(r, m["cidr"], (*path, "cidr"))
-    cuts = kinds.networks(r, m.get("except", []), (*path, "except"))
-    return r.guard(path, lambda: selectors.CidrPeer(cidrs, cuts)) if cidrs else None
+    cuts = kinds.networks(r, m["except"], (*path, "except")) if "except" in m else ()
+    if cidrs is None or cuts is None:
+        return None
+    return r.guard(path, lambda: selectors.CidrPeer(cidrs, cuts), {"": ("except",)})
+
+
+def ip_list_peer(r: Reader, value: Any, path: nodes.Path, known: Known) -> selectors.Peer | None:
+    """`{ipList: name}`: the name must be a declared IP list."""
+    name = r.text(value, path)
+    if name is not None and name not in known.ip_lists:
+        r.error(path, f"unknown ip list '{name}'{suggest(name, known.ip_lists)}")
+        return None
+    return None if name is None else selectors.IpListPeer(name)
 
 
 def selector(r: Reader, value: Any, path: nodes.Path) -> selectors.LabelSelector | None:
@@ -154,56 +152,52 @@ def selector(r: Reader, value: Any, path: nodes.Path) -> selectors.LabelSelector
     m = r.mapping(value, path, ("matchLabels", "matchExpressions"))
     if m is None:
         return None
-    match_labels = r.str_map(m.get("matchLabels", {}), (*path, "matchLabels"))
-    exprs = []
-    for p, e in r.items(m.get("matchExpressions", []), (*path, "matchExpressions")):
-        em = r.mapping(e, p, ("key", "operator", "values"), ("key", "operator"))
-        if em is None:
-            return None
-        values = r.strings(em.get("values", []), (*p, "values"))
-        operator = kinds._enum(r, selectors.Operator, em["operator"], (*p, "operator"))
-        if operator is None:
-            return None
-        req = r.guard(
-            p, functools.partial(selectors.Requirement, str(em["key"]), operator, tuple(values or ()))
-        )
-        if req is None:
-            return None
-        exprs.append(req)
-    return r.guard(path, lambda: selectors.LabelSelector.of(match_labels or {}, tuple(exprs)))
+    match = r.labels(m.get("matchLabels", {}), (*path, "matchLabels"))
+    items = r.items(m.get("matchExpressions", []), (*path, "matchExpressions"))
+    exprs = [requirement(r, e, p) for p, e in items]
+    if match is None or None in exprs:
+        return None
+    return selectors.LabelSelector.of(match, tuple(e for e in exprs if e is not None))
+
+
+def requirement(r: Reader, item: Any, path: nodes.Path) -> selectors.Requirement | None:
+    """One matchExpressions entry `{key, operator, values}`."""
+    m = r.mapping(item, path, ("key", "operator", "values"), ("key", "operator"))
+    if m is None or "key" not in m or "operator" not in m:
+        return None
+    key = r.text(m["key"], (*path, "key"))
+    if key is not None and r.guard((*path, "key"), lambda: labels.check_key(key)) is None:
+        return None
+    operator = r.choice(selectors.Operator, m["operator"], (*path, "operator"))
+    values = r.texts(m["values"], (*path, "values")) if "values" in m else []
+    if key is None or operator is None or values is None:
+        return None
+    build = functools.partial(selectors.Requirement, key, operator, tuple(values))
+    return r.guard(path, build, {"values": ("values",), "": ("values",)})
 
 
 def service_refs(
-    r: Reader, value: Any, path: nodes.Path, known: dict[str, Any]
+    r: Reader, value: Any, path: nodes.Path, known: Known
 ) -> tuple[services.Service, ...] | None:
-    """`any`, or names of Service objects and inline port specs."""
+    """`any`, or a list of Service names, inline port specs and `any`."""
     if value == "any":
         return (services.ANY_SERVICE,)
-    out = []
-    for item_path, item in r.items(value, path):
-        if item == "any":
-            out.append(services.ANY_SERVICE)
-        elif isinstance(item, str):
-            found = known["services"].get(item)
-            if found is None:
-                r.error(item_path, f"unknown service '{item}'{_suggest(item, known['services'])}")
-                return None
-            out.append(found)
-        else:
-            spec = kinds.port_spec(r, item, item_path)
-            if spec is None:
-                return None
-            out.append(services.Service(f"inline:{spec}", (spec,)))
-    if isinstance(value, list) and not value:
+    items = r.items(value, path)
+    if isinstance(value, list) and not items:
         r.error(path, "needs at least one service (write `any` for every port)")
-    return tuple(out) if out else None
+    found = [service_ref(r, item, item_path, known) for item_path, item in items]
+    return None if not found or None in found else tuple(s for s in found if s is not None)
 
 
-def _suggest(name: str, known: Any) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    if close:
-        return f" (did you mean '{close[0]}'?)"
-    names = sorted(known)
-    return (
-        f" (known: {', '.join(names[:8])}{', ...' if len(names) > 8 else ''})" if names else " (none defined)"
-    )
+def service_ref(r: Reader, item: Any, path: nodes.Path, known: Known) -> services.Service | None:
+    """One entry of `services`."""
+    if item == "any":
+        return services.ANY_SERVICE
+    if isinstance(item, dict):
+        spec = kinds.port_spec(r, item, path)
+        return None if spec is None else canonical.inline_service(spec)
+    name = r.text(item, path)
+    if name is not None and name not in known.services:
+        r.error(path, f"unknown service '{name}'{suggest(name, known.services)}")
+        return None
+    return None if name is None else known.services[name]
