@@ -4,7 +4,9 @@
     ├── UserError                      the input is wrong; fix it and retry (exit code 2)
     │   ├── ValidationError            a value breaks a model invariant (bad label, bad CIDR, ...)
     │   ├── PolicyFileError            one or more problems in policy files, each with file:line:field
-    │   └── LookupFailed               a name (workload, rule, tier, ...) that does not exist
+    │   │   └── ManifestError          the same for Kubernetes manifests (file:line, document, field)
+    │   ├── LookupFailed               a name (workload, rule, tier, ...) that does not exist
+    │   └── InexpressibleError         an export format cannot say what a rule means (names the rule)
     ├── PermanentError                 retrying will not help (a bug or an impossible request)
     └── TransientError                 retrying later may help (a busy resource, a lost connection)
 
@@ -52,15 +54,35 @@ class Problem:
 class PolicyFileError(UserError):
     """All problems found while loading policy files; nothing was loaded."""
 
+    what = "policy files"
+    outcome = "nothing was loaded"
+
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.field, p.message))
         count = len(self.problems)
-        head = f"{count} problem{'s' if count != 1 else ''} in policy files; nothing was loaded"
+        head = f"{count} problem{'s' if count != 1 else ''} in {self.what}; {self.outcome}"
         super().__init__("\n".join([head, *(f"  {p}" for p in self.problems)]))
+
+
+class ManifestError(PolicyFileError):
+    """All problems found while reading Kubernetes manifests; nothing was used. Each problem's
+    field starts with the document it is in: `document 2 (NetworkPolicy shop/allow-web)`."""
+
+    what = "Kubernetes manifests"
+    outcome = "nothing was used"
 
 
 class LookupFailedError(UserError):
     """A name that does not exist (a workload, a rule, a tier, ...)."""
+
+
+class InexpressibleError(UserError):
+    """The chosen export format cannot express a rule exactly; nothing looser or stricter is emitted.
+    `rules` names the rules involved (tier/name)."""
+
+    def __init__(self, message: str, rules: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.rules = rules
 
 
 class PermanentError(MicrosegError):

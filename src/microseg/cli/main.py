@@ -13,7 +13,7 @@ from typing import Any
 import typer
 
 from microseg import __version__, errors
-from microseg.cli import demo, explain, output, policy
+from microseg.cli import demo, explain, k8s, output, policy
 
 
 def _reporting(command: Callable[..., None]) -> Callable[..., None]:
@@ -42,6 +42,14 @@ app.command()(_reporting(policy.render))
 app.command()(_reporting(policy.matrix))
 app.command()(_reporting(policy.diff))
 app.command()(_reporting(demo.demo))
+
+k8s_app = typer.Typer(
+    name="k8s",
+    help="Kubernetes: what NetworkPolicies allow, pods as workloads, export to NetworkPolicy/Calico/Cilium.",
+    no_args_is_help=True,
+)
+k8s_app.command("reachability")(_reporting(k8s.k8s_reachability))
+app.add_typer(k8s_app)
 
 
 @app.command()

@@ -18,7 +18,7 @@ from rich.console import Console
 from microseg import errors
 
 console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class Format(StrEnum):

@@ -41,9 +41,17 @@ Entry = tuple[str, Reader, dict[str, Any]]
 def load(paths: Sequence[str | Path]) -> estate.Estate:
     """Load files and directories (recursively: *.yaml and *.yml in name order, hidden ones
     skipped) into one estate; raise PolicyFileError listing every problem."""
+    docs, problems = read(paths)
+    return _build(docs, problems)
+
+
+def read(
+    paths: Sequence[str | Path], suffixes: tuple[str, ...] = SUFFIXES
+) -> tuple[list[nodes.Document], list[errors.Problem]]:
+    """Every YAML document of the files (and directories) named, and what was wrong reading them."""
     problems: list[errors.Problem] = []
     docs: list[nodes.Document] = []
-    for file in _files(paths, problems):
+    for file in find_files(paths, problems, suffixes):
         try:
             text = file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -52,7 +60,7 @@ def load(paths: Sequence[str | Path]) -> estate.Estate:
         parsed, found = nodes.parse(text, str(file))
         docs.extend(parsed)
         problems.extend(found)
-    return _build(docs, problems)
+    return docs, problems
 
 
 def load_text(text: str, filename: str = "<text>") -> estate.Estate:
@@ -61,12 +69,15 @@ def load_text(text: str, filename: str = "<text>") -> estate.Estate:
     return _build(docs, problems)
 
 
-def _files(paths: Sequence[str | Path], problems: list[errors.Problem]) -> list[Path]:
+def find_files(
+    paths: Sequence[str | Path], problems: list[errors.Problem], suffixes: tuple[str, ...] = SUFFIXES
+) -> list[Path]:
+    """The files named, and those below the directories named; a missing path is a problem."""
     out: dict[Path, None] = {}  # ordered and without repeats: a file named twice loads once
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            out.update(dict.fromkeys(policy_files(path)))
+            out.update(dict.fromkeys(policy_files(path, suffixes)))
         elif path.is_file():
             out[path] = None
         else:
@@ -74,12 +85,13 @@ def _files(paths: Sequence[str | Path], problems: list[errors.Problem]) -> list[
     return list(out)
 
 
-def policy_files(directory: Path) -> list[Path]:
-    """*.yaml and *.yml below `directory`, in name order; hidden ones (.git, .github) skipped."""
+def policy_files(directory: Path, suffixes: tuple[str, ...] = SUFFIXES) -> list[Path]:
+    """*.yaml and *.yml (or `suffixes`) below `directory`, in name order; hidden ones (.git,
+    .github) skipped."""
     found = []
     for path in directory.rglob("*"):
         parts = path.relative_to(directory).parts
-        if path.suffix in SUFFIXES and path.is_file() and not any(p.startswith(".") for p in parts):
+        if path.suffix in suffixes and path.is_file() and not any(p.startswith(".") for p in parts):
             found.append((parts, path))
     return [path for _, path in sorted(found)]
 
