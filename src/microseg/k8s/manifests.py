@@ -51,6 +51,13 @@ def load_text(text: str, filename: str = "<text>") -> cluster.Cluster:
     return from_documents(docs, problems)
 
 
+def from_objects(objects: Sequence[Any], source: str) -> cluster.Cluster:
+    """Read objects that are already plain data (from the API server); `source` names them in
+    problems, each object being one document."""
+    docs = [nodes.Document(source, i, obj) for i, obj in enumerate(objects)]
+    return from_documents(docs, [])
+
+
 def from_documents(docs: list[nodes.Document], problems: list[errors.Problem]) -> cluster.Cluster:
     """Build the cluster from parsed documents; raise ManifestError when anything is wrong."""
     objects = [obj for doc in docs for obj in _objects(doc)]

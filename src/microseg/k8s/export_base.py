@@ -1,0 +1,109 @@
+"""What every exporter shares: the context (estate, pods as workloads, rule book), options, names.
+
+Built once per export by `context`, which also refuses what no format can say: labels that label
+rules would give pods (Kubernetes selectors only see a pod's own labels) and --pod-cidr values that
+do not hold every pod. Read by `export_netpol`, `export_calico` and `export_cilium`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from microseg import errors
+from microseg.engine import rulebook
+from microseg.k8s import cluster, flatten, importer
+from microseg.model import addresses, labelrules, workloads
+from microseg.model.estate import Estate
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "microseg"}
+RULE_ANNOTATION = "microseg.io/rule"
+NOT_ENFORCED = ("alert", "visibility")
+
+Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to export."""
+
+    port_level: bool = False
+    """Accept services with a process or user constraint, enforcing their ports only (warned)."""
+    pod_cidrs: tuple[addresses.Network, ...] = ()
+    """The cluster's pod networks: lets `any` exclude pods by address, exactly for future pods too."""
+    skip_icmp: bool = False
+    """NetworkPolicy only: leave ICMP out of rules that reach pods (it has no word for ICMP), warned."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every format needs: the estate, the pods as workloads, the rule book, the cluster."""
+
+    estate: Estate
+    cluster: cluster.Cluster
+    pods: tuple[workloads.Workload, ...]
+    book: rulebook.RuleBook
+    inventory: flatten.Inventory
+    options: Options
+    notes: tuple[str, ...]
+
+
+def context(est: Estate, found: cluster.Cluster, options: Options) -> Context:
+    """Pods as workloads beside the estate's other workloads, checked for what cannot be exported."""
+    imported = importer.import_pods(found)
+    for pod in imported.workloads:
+        effective = labelrules.effective_labels(pod, est.label_rules)
+        if effective != pod.labels:
+            added = ", ".join(f"{k}={v}" for k, v in effective.items() if pod.labels.get(k) != v)
+            raise errors.InexpressibleError(
+                f"label rules give pod {pod.name} {added}; Kubernetes selectors see only a pod's own labels "
+                "(label the pod itself, or narrow the label rule, e.g. with os=linux)"
+            )
+    _check_pod_cidrs(imported.workloads, est, options.pod_cidrs)
+    book = rulebook.RuleBook(est)
+    inventory = flatten.Inventory.of(est, imported.workloads, options.pod_cidrs)
+    return Context(est, found, imported.workloads, book, inventory, options, imported.notes)
+
+
+def _check_pod_cidrs(
+    pods: Sequence[workloads.Workload], est: Estate, cidrs: Sequence[addresses.Network]
+) -> None:
+    if not cidrs:
+        return
+    for pod in pods:
+        for net in pod.addresses:
+            if not addresses.contains(cidrs, net.network_address):
+                raise errors.ValidationError(f"pod {pod.name} ({net.network_address}) is outside --pod-cidr")
+    for w in est.workloads:
+        if w.kind is not workloads.WorkloadKind.POD and any(n.overlaps(c) for n in w.addresses for c in cidrs
+                                                           if n.version == c.version):  # fmt: skip
+            raise errors.ValidationError(f"workload {w.name} has an address inside --pod-cidr")
+
+
+def namespace_mode(ns: cluster.Namespace) -> str:
+    """The mode a namespace gives pods without a mode label of their own."""
+    return ns.labels.get(importer.MODE_LABEL, workloads.Mode.ENFORCE.value)
+
+
+_UNSAFE = re.compile(r"[^a-z0-9.-]+")
+
+
+def dns_name(*parts: str) -> str:
+    """A DNS subdomain (what Kubernetes names must be) from parts: lowercase, `_` and others -> `-`."""
+    text = _UNSAFE.sub("-", "-".join(p for p in parts if p).lower()).strip("-.")
+    text = re.sub(r"-{2,}", "-", text)[:240].strip("-.")
+    return text or "microseg"
+
+
+class Names:
+    """Unique names per scope (a namespace, or the cluster): a repeat gets `-2`, `-3`, ..."""
+
+    def __init__(self) -> None:
+        self._used: dict[tuple[str, str], int] = {}
+
+    def take(self, scope: str, base: str) -> str:
+        count = self._used.get((scope, base), 0) + 1
+        self._used[(scope, base)] = count
+        return base if count == 1 else f"{base}-{count}"

@@ -1,0 +1,261 @@
+"""microseg policy -> `networking.k8s.io/v1` NetworkPolicy, exact or refused.
+
+Fed by `export_base.Context`; called by `microseg.k8s.export`. NetworkPolicy has no order and no
+deny, so the rule book is flattened first (`flatten.flatten`): each allow rule keeps the flows it
+decides on its own (earlier denies and earlier passes of its tier cut away), as boxes. Then:
+
+    box destinations (pods by label) -> one ingress policy per namespace and pod selector,
+                                        `from` = the box's sources, `ports` = its ports
+    box sources (pods by label)      -> one egress policy likewise, `to` = the box's destinations
+    every namespace                  -> `ms-default-deny` (both directions; egress to the control
+                                        plane stays open) and `ms-not-enforced` (alert and
+                                        visibility pods are never blocked at their own end)
+
+A flow is then allowed exactly when microseg allows it: both ends' policies come from the same
+boxes. Refused, naming the rule: pods selected by address (a selector cannot say it), ICMP or
+protocols NetworkPolicy has no word for, and whatever `flatten` refuses.
+
+What it deliberately does not do: emit anything for flows between two non-pod workloads (their
+agents enforce those) or guess: a refusal is better than a near miss.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from microseg import errors
+from microseg.engine import rulebook
+from microseg.k8s import cluster, export_base, flatten, importer, regions
+from microseg.model import addresses, labels, selectors, services
+from microseg.model.estate import Endpoint
+
+API_VERSION = "networking.k8s.io/v1"
+DEFAULT_DENY = "ms-default-deny"
+NOT_ENFORCED = "ms-not-enforced"
+Manifest = export_base.Manifest
+
+
+def write(ctx: export_base.Context) -> tuple[list[Manifest], list[str]]:
+    """Every NetworkPolicy, sorted by namespace and name, and the warnings."""
+    flat = flatten.flatten(ctx.book, ctx.inventory, port_level=ctx.options.port_level, deny_wins=False)
+    out: list[Manifest] = []
+    for ns in ctx.cluster.namespaces.values():
+        out += base_policies(ns, ctx.estate.control_plane)
+    writer = RuleWriter(ctx, list(flat.warnings))
+    for br, boxes in flat.allowed:
+        out += writer.rule_policies(br, boxes)
+    return sorted(out, key=lambda m: (m["metadata"]["namespace"], m["metadata"]["name"])), writer.warnings
+
+
+def policy(namespace: str, name: str, spec: dict[str, Any], rule: str = "") -> Manifest:
+    """A NetworkPolicy document."""
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(export_base.MANAGED_BY)}
+    if rule:
+        meta["annotations"] = {export_base.RULE_ANNOTATION: rule}
+    return {"apiVersion": API_VERSION, "kind": "NetworkPolicy", "metadata": meta, "spec": spec}
+
+
+def base_policies(ns: cluster.Namespace, control_plane: Sequence[Endpoint]) -> list[Manifest]:
+    """Default deny for every pod of the namespace, and allow-all for pods that do not enforce."""
+    deny: dict[str, Any] = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    if control_plane:
+        deny["egress"] = [_control_plane_rule(cp) for cp in control_plane]
+    if export_base.namespace_mode(ns) in export_base.NOT_ENFORCED:
+        mode = {"key": importer.MODE_LABEL, "operator": "NotIn", "values": ["enforce"]}
+    else:
+        mode = {"key": importer.MODE_LABEL, "operator": "In", "values": list(export_base.NOT_ENFORCED)}
+    quarantine = {"key": "quarantine", "operator": "NotIn", "values": ["true"]}
+    allow = {"podSelector": {"matchExpressions": [mode, quarantine]}, "policyTypes": ["Ingress", "Egress"],
+             "ingress": [{}], "egress": [{}]}  # fmt: skip
+    return [policy(ns.name, DEFAULT_DENY, deny), policy(ns.name, NOT_ENFORCED, allow)]
+
+
+def _control_plane_rule(cp: Endpoint) -> dict[str, Any]:
+    rule: dict[str, Any] = {"to": [{"ipBlock": {"cidr": str(cp.network)}}]}
+    if cp.protocol is not services.Protocol.ANY:
+        port: dict[str, Any] = {"protocol": cp.protocol.value.upper(), "port": cp.port.first}
+        if cp.port.last != cp.port.first:
+            port["endPort"] = cp.port.last
+        rule["ports"] = [port]
+    return rule
+
+
+class RuleWriter:
+    """Policies per allow rule; names unique per namespace; warnings collected once each."""
+
+    def __init__(self, ctx: export_base.Context, warnings: list[str]) -> None:
+        self.ctx = ctx
+        self.warnings = warnings
+        self.names = export_base.Names()
+        self.blocks = IpBlocks(ctx)
+
+    def warn(self, text: str) -> None:
+        if text not in self.warnings:
+            self.warnings.append(text)
+
+    def rule_policies(self, br: rulebook.BookRule, boxes: Sequence[regions.Box]) -> list[Manifest]:
+        """The ingress and egress policies of one allow rule: one per namespace and pod selector."""
+        groups: dict[tuple[str, str, str], tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+        ref = br.rule.ref
+        for box in boxes:
+            found = box.ports
+            if found.icmp and not found.is_everything and self.ctx.options.skip_icmp:
+                found = regions.Ports(found.ranges, icmp=False, other=found.other)
+                self.warn(f"rule {ref}: ICMP left out for pods (--skip-icmp)")
+                if found.empty:
+                    continue
+            port_list = ports(found, ref)
+            for direction, subject, other in (
+                ("in", box.destinations, box.sources),
+                ("out", box.sources, box.destinations),
+            ):
+                entry: dict[str, Any] = {}
+                peer_list = self.peers(other)
+                if peer_list is not None:
+                    entry["from" if direction == "in" else "to"] = peer_list
+                if port_list is not None:
+                    entry["ports"] = port_list
+                for namespace, selector in self.subjects(
+                    subject, ref, "destination" if direction == "in" else "source"
+                ):
+                    key = (direction, namespace, json.dumps(selector, sort_keys=True))
+                    _, entries = groups.setdefault(key, (selector, []))
+                    if entry not in entries:
+                        entries.append(entry)
+        out = []
+        for (direction, namespace, _), (selector, entries) in sorted(groups.items()):
+            name = self.names.take(
+                namespace, export_base.dns_name("ms", br.rule.tier, br.rule.name, direction)
+            )
+            kind = "Ingress" if direction == "in" else "Egress"
+            spec = {"podSelector": selector, "policyTypes": [kind], kind.lower(): entries}
+            out.append(policy(namespace, name, spec, ref))
+        return out
+
+    def subjects(self, side: regions.Endpoints, ref: str, role: str) -> list[tuple[str, dict[str, Any]]]:
+        """(namespace, podSelector) for the pods a side holds; pods it holds only by address: refused."""
+        for pod in self.ctx.pods:
+            held = any(addresses.contains(side.nets, n.network_address) for n in pod.addresses)
+            if held and not side.matches_labels(pod.labels):
+                raise errors.InexpressibleError(
+                    f"rule {ref}: its {role} includes pod {pod.name} by address ({pod.addresses[0]}); a "
+                    "NetworkPolicy selects the pods it protects by labels only: name them with a selector",
+                    (ref,),
+                )
+        out = []
+        for conj in side.conjs:
+            ns_part, pod_part = split(conj)
+            for ns in self.ctx.cluster.namespaces.values():
+                if selectors.LabelSelector(ns_part).matches(labels.Labels(importer.namespace_labels(ns)[0])):
+                    out.append((ns.name, selector_dict(pod_part)))
+        return out
+
+    def peers(self, side: regions.Endpoints) -> list[dict[str, Any]] | None:
+        """`from`/`to` entries for a side; None when it is everything (the field is then left out)."""
+        rest = addresses.exclude(regions.EVERYWHERE, [*side.nets, *self.ctx.options.pod_cidrs])
+        if regions.Conj() in side.conjs and not rest:
+            return None
+        out: list[dict[str, Any]] = []
+        for conj in side.conjs:
+            ns_part, pod_part = split(conj)
+            entry: dict[str, Any] = {"namespaceSelector": selector_dict(ns_part, namespace_key)}
+            if pod_part:
+                entry["podSelector"] = selector_dict(pod_part)
+            out.append(entry)
+        out += [{"ipBlock": block} for block in self.blocks.of(side.nets)]
+        return out
+
+
+def split(conj: regions.Conj) -> tuple[tuple[selectors.Requirement, ...], tuple[selectors.Requirement, ...]]:
+    """A conjunction's namespace requirements (`k8s.namespace`, `k8s.ns.*`) and pod requirements."""
+    ns = tuple(r for r in conj.requirements if importer.is_namespace_key(r.key))
+    return ns, tuple(r for r in conj.requirements if not importer.is_namespace_key(r.key))
+
+
+def namespace_key(key: str) -> str:
+    """The namespace label a namespace requirement is about."""
+    return (
+        "kubernetes.io/metadata.name"
+        if key == importer.NAMESPACE_KEY
+        else key[len(importer.NS_LABEL_PREFIX) :]
+    )
+
+
+def selector_dict(reqs: Sequence[selectors.Requirement], key_of: Any = None) -> dict[str, Any]:
+    """A Kubernetes label selector: single-value In as matchLabels, the rest as matchExpressions."""
+    match_labels: dict[str, str] = {}
+    expressions: list[dict[str, Any]] = []
+    for req in reqs:
+        key = key_of(req.key) if key_of else req.key
+        if req.operator is selectors.Operator.IN and len(req.values) == 1:
+            match_labels[key] = req.values[0]
+            continue
+        expr: dict[str, Any] = {"key": key, "operator": req.operator.value}
+        if req.values:
+            expr["values"] = list(req.values)
+        expressions.append(expr)
+    out: dict[str, Any] = {}
+    if match_labels:
+        out["matchLabels"] = match_labels
+    if expressions:
+        out["matchExpressions"] = expressions
+    return out
+
+
+def ports(found: regions.Ports, ref: str) -> list[dict[str, Any]] | None:
+    """`ports` entries; None when every protocol and port is meant (the field is then left out)."""
+    if found.is_everything:
+        return None
+    if found.icmp or found.other:
+        what = "ICMP" if found.icmp else "protocols other than TCP, UDP and SCTP"
+        raise errors.InexpressibleError(
+            f"rule {ref} allows {what} to or from pods; NetworkPolicy can only name TCP, UDP and SCTP ports "
+            "(use --format calico, which can"
+            + (", or --skip-icmp to leave ICMP out)" if found.icmp else ")"),
+            (ref,),
+        )
+    out: list[dict[str, Any]] = []
+    for protocol, spans in found.ranges:
+        for lo, hi in spans:
+            entry: dict[str, Any] = {"protocol": protocol.value.upper()}
+            if (lo, hi) != (1, 65535):
+                entry["port"] = lo
+                if hi != lo:
+                    entry["endPort"] = hi
+            out.append(entry)
+    return out
+
+
+class IpBlocks:
+    """Networks as few ipBlocks as possible: a network the policy names (an IP list, a CIDR) with
+    `except` holes where that is shorter than listing what remains."""
+
+    def __init__(self, ctx: export_base.Context) -> None:
+        named: list[addresses.Network] = [*regions.EVERYWHERE, *ctx.options.pod_cidrs]
+        named += [n for nets in ctx.inventory.ip_lists.values() for n in nets]
+        named += [c for lst in ctx.estate.ip_lists for c in lst.cidrs]
+        for rule in ctx.estate.rules:
+            for peer in (*rule.sources, *rule.destinations):
+                if isinstance(peer, selectors.CidrPeer):
+                    named += peer.cidrs
+        self.candidates = sorted(set(named), key=lambda n: (n.version, n.prefixlen, int(n.network_address)))
+
+    def of(self, nets: Sequence[addresses.Network]) -> list[dict[str, Any]]:
+        """ipBlocks covering exactly `nets`."""
+        left = list(addresses.collapse(nets))
+        out: list[dict[str, Any]] = []
+        for cidr in self.candidates:
+            inside = [n for n in left if n.version == cidr.version and n.subnet_of(cidr)]  # type: ignore[arg-type]
+            if not inside:
+                continue
+            holes = addresses.exclude([cidr], inside)
+            if len(holes) < len(inside) or inside == [cidr]:
+                block: dict[str, Any] = {"cidr": str(cidr)}
+                if holes:
+                    block["except"] = [str(h) for h in holes]
+                out.append(block)
+                left = [n for n in left if n not in inside]
+        out += [{"cidr": str(n)} for n in left]
+        return out
