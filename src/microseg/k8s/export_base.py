@@ -14,8 +14,8 @@ from typing import Any
 
 from microseg import errors
 from microseg.engine import rulebook
-from microseg.k8s import cluster, flatten, importer
-from microseg.model import addresses, labelrules, workloads
+from microseg.k8s import cluster, flatten, importer, regions
+from microseg.model import addresses, labelrules, selectors, workloads
 from microseg.model.estate import Estate
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "microseg"}
@@ -34,7 +34,8 @@ class Options:
     pod_cidrs: tuple[addresses.Network, ...] = ()
     """The cluster's pod networks: lets `any` exclude pods by address, exactly for future pods too."""
     skip_icmp: bool = False
-    """NetworkPolicy only: leave ICMP out of rules that reach pods (it has no word for ICMP), warned."""
+    """NetworkPolicy and Cilium: leave ICMP out of allow rules that reach pods (neither can say "all of
+    ICMP"), warned; a deny naming ICMP is still refused, since leaving it out would loosen it."""
 
 
 @dataclass(frozen=True)
@@ -107,3 +108,36 @@ class Names:
         count = self._used.get((scope, base), 0) + 1
         self._used[(scope, base)] = count
         return base if count == 1 else f"{base}-{count}"
+
+
+class IpBlocks:
+    """Networks as few ipBlocks as possible: a network the policy names (an IP list, a CIDR) with
+    `except` holes where that is shorter than listing what remains."""
+
+    def __init__(self, ctx: Context) -> None:
+        named: list[addresses.Network] = [*regions.EVERYWHERE, *ctx.options.pod_cidrs]
+        named += [n for nets in ctx.inventory.ip_lists.values() for n in nets]
+        named += [c for lst in ctx.estate.ip_lists for c in lst.cidrs]
+        for rule in ctx.estate.rules:
+            for peer in (*rule.sources, *rule.destinations):
+                if isinstance(peer, selectors.CidrPeer):
+                    named += peer.cidrs
+        self.candidates = sorted(set(named), key=lambda n: (n.version, n.prefixlen, int(n.network_address)))
+
+    def of(self, nets: Sequence[addresses.Network]) -> list[dict[str, Any]]:
+        """ipBlocks covering exactly `nets`."""
+        left = list(addresses.collapse(nets))
+        out: list[dict[str, Any]] = []
+        for cidr in self.candidates:
+            inside = [n for n in left if n.version == cidr.version and n.subnet_of(cidr)]  # type: ignore[arg-type]
+            if not inside:
+                continue
+            holes = addresses.exclude([cidr], inside)
+            if len(holes) < len(inside) or inside == [cidr]:
+                block: dict[str, Any] = {"cidr": str(cidr)}
+                if holes:
+                    block["except"] = [str(h) for h in holes]
+                out.append(block)
+                left = [n for n in left if n not in inside]
+        out += [{"cidr": str(n)} for n in left]
+        return out

@@ -1,10 +1,219 @@
-"""microseg policy -> cilium manifests (in progress)."""
+"""microseg policy -> Cilium `cilium.io/v2` CiliumClusterwideNetworkPolicies, exact or refused.
+
+Fed by `export_base.Context`; called by `microseg.k8s.export`. Cilium has allows and denies but no
+order: a deny always beats an allow, and there is no pass. So the rule book is flattened with
+`deny_wins` (`flatten.flatten`): an allow keeps its flows minus the earlier passes of its tier; a
+deny keeps its flows minus earlier passes and minus what earlier rules already allowed (which in
+microseg the deny cannot take back). Each box then becomes, per pod selector,
+
+    allow: a policy selecting the box's destination pods with an `ingress` rule, and one selecting
+           its source pods with an `egress` rule;
+    deny:  the same with `ingressDeny` / `egressDeny`.
+
+Only pods that enforce are ever selected (`microseg.io/mode` enforce, or unset in a namespace that
+does not say alert/visibility, or quarantined): Cilium leaves unselected pods alone, which is what
+alert and visibility mean at a pod's own end. `ms-default-deny` selects those pods in both
+directions with empty rules (default deny) and keeps the control plane open.
+
+Refused, naming the rule: pods matched by address (Cilium matches pods by identity, never by
+CIDR), ICMP (Cilium wants each ICMP type listed), and whatever `flatten` refuses.
+"""
 
 from __future__ import annotations
 
-from microseg.k8s import export_base
+from collections.abc import Sequence
+from typing import Any
+
+from microseg import errors
+from microseg.engine import rulebook
+from microseg.k8s import export_base, flatten, importer, regions
+from microseg.model import addresses, selectors, services, workloads
+
+API_VERSION = "cilium.io/v2"
+NAMESPACE = "k8s:io.kubernetes.pod.namespace"
+NAMESPACE_LABELS = "k8s:io.cilium.k8s.namespace.labels."
+Manifest = export_base.Manifest
+Op = selectors.Operator
+Req = selectors.Requirement
+
+_FREE = Req("quarantine", Op.NOT_IN, ("true",))
+ENFORCING = (
+    regions.Conj((Req("quarantine", Op.IN, ("true",)),)),
+    regions.Conj((_FREE, Req(importer.MODE_LABEL, Op.IN, (workloads.Mode.ENFORCE.value,)))),
+    regions.Conj((
+        _FREE,
+        Req(importer.MODE_LABEL, Op.DOES_NOT_EXIST),
+        Req(importer.namespace_label_key(importer.MODE_LABEL), Op.NOT_IN, export_base.NOT_ENFORCED),
+    )),
+)  # fmt: skip
+"""Pods that enforce, as disjoint conjunctions: quarantined; else mode enforce; else no mode of their
+own in a namespace that does not say alert or visibility."""
 
 
-def write(ctx: export_base.Context) -> tuple[list[export_base.Manifest], list[str]]:
-    """Not written yet."""
-    raise NotImplementedError
+def write(ctx: export_base.Context) -> tuple[list[Manifest], list[str]]:
+    """Every CiliumClusterwideNetworkPolicy, the default deny first."""
+    flat = flatten.flatten(ctx.book, ctx.inventory, port_level=ctx.options.port_level, deny_wins=True)
+    out = default_deny(ctx)
+    writer = RuleWriter(ctx)
+    for section, found in (("", flat.allowed), ("Deny", flat.denied)):
+        for br, boxes in found:
+            out += writer.policies(br, boxes, section)
+    return out, [*flat.warnings, *writer.warnings]
+
+
+def policy(name: str, spec: dict[str, Any], rule: str = "") -> Manifest:
+    """A CiliumClusterwideNetworkPolicy."""
+    meta: dict[str, Any] = {"name": name, "labels": dict(export_base.MANAGED_BY)}
+    if rule:
+        meta["annotations"] = {export_base.RULE_ANNOTATION: rule}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "CiliumClusterwideNetworkPolicy",
+        "metadata": meta,
+        "spec": spec,
+    }
+
+
+def default_deny(ctx: export_base.Context) -> list[Manifest]:
+    """Enforcing pods are isolated both ways; the control plane stays reachable."""
+    egress: list[dict[str, Any]] = []
+    for cp in ctx.estate.control_plane:
+        rule: dict[str, Any] = {"toCIDR": [str(cp.network)]}
+        if cp.protocol is not services.Protocol.ANY:
+            port: dict[str, Any] = {"port": str(cp.port.first), "protocol": cp.protocol.value.upper()}
+            if cp.port.last != cp.port.first:
+                port["endPort"] = cp.port.last
+            rule["toPorts"] = [{"ports": [port]}]
+        egress.append(rule)
+    out = []
+    for k, conj in enumerate(ENFORCING):
+        spec = {"endpointSelector": selector(conj), "ingress": [{}], "egress": egress or [{}]}
+        out.append(policy(f"ms-default-deny-{k + 1}", spec))
+    return out
+
+
+class RuleWriter:
+    """The policies of one rule's boxes, one per direction and pod selector."""
+
+    def __init__(self, ctx: export_base.Context) -> None:
+        self.ctx = ctx
+        self.names = export_base.Names()
+        self.blocks = export_base.IpBlocks(ctx)
+        self.warnings: list[str] = []
+
+    def warn(self, text: str) -> None:
+        if text not in self.warnings:
+            self.warnings.append(text)
+
+    def policies(self, br: rulebook.BookRule, boxes: Sequence[regions.Box], section: str) -> list[Manifest]:
+        ref = br.rule.ref
+        groups: dict[tuple[str, str], tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+        for box in boxes:
+            found = box.ports
+            if found.icmp and not found.is_everything and not section and self.ctx.options.skip_icmp:
+                found = regions.Ports(found.ranges, icmp=False, other=found.other)
+                self.warn(f"rule {ref}: ICMP left out for pods (--skip-icmp)")
+                if found.empty:
+                    continue
+            ports = to_ports(found, ref)
+            for direction, subject, other in (("ingress", box.destinations, box.sources),
+                                              ("egress", box.sources, box.destinations)):  # fmt: skip
+                entries = self.entries(other, direction, ports, ref)
+                for conj in self.subjects(subject, ref):
+                    sel = selector(conj)
+                    _, listed = groups.setdefault((direction, repr(sel)), (sel, []))
+                    listed.extend(e for e in entries if e not in listed)
+        out = []
+        for (direction, _), (sel, entries) in sorted(groups.items(), key=lambda g: g[0]):
+            name = self.names.take("", export_base.dns_name("ms", br.rule.tier, br.rule.name, direction))
+            out.append(policy(name, {"endpointSelector": sel, direction + section: entries}, ref))
+        return out
+
+    def subjects(self, side: regions.Endpoints, ref: str) -> list[regions.Conj]:
+        """The side's pods that enforce, as conjunctions (pods held only by address: refused)."""
+        self.refuse_addressed_pods(side, ref)
+        return [c for conj in side.conjs for e in ENFORCING if (c := regions.conjoin(conj, e)) is not None]
+
+    def refuse_addressed_pods(self, side: regions.Endpoints, ref: str) -> None:
+        for pod in self.ctx.pods:
+            held = any(addresses.contains(side.nets, n.network_address) for n in pod.addresses)
+            if held and not side.matches_labels(pod.labels):
+                raise errors.InexpressibleError(
+                    f"rule {ref}: pod {pod.name} is matched by its address ({pod.addresses[0]}); Cilium "
+                    "matches pods by identity (labels), never by CIDR: name them with a selector",
+                    (ref,),
+                )
+
+    def entries(
+        self, side: regions.Endpoints, direction: str, ports: list[dict[str, Any]] | None, ref: str
+    ) -> list[dict[str, Any]]:
+        """Rule entries for the peers of one direction, each with the box's ports."""
+        self.refuse_addressed_pods(side, ref)
+        prefix = "from" if direction == "ingress" else "to"
+        l3: list[dict[str, Any]] = []
+        rest = addresses.exclude(regions.EVERYWHERE, [*side.nets, *self.ctx.options.pod_cidrs])
+        if regions.Conj() in side.conjs and not rest:
+            l3.append({prefix + "Entities": ["all"]})
+        else:
+            if side.conjs:
+                l3.append({prefix + "Endpoints": [selector(c) for c in side.conjs]})
+            if side.nets:
+                l3.append({prefix + "CIDRSet": self.blocks.of(side.nets)})
+        out = []
+        for entry in l3:
+            if ports is not None:
+                entry["toPorts"] = ports
+            out.append(entry)
+        return out
+
+
+def to_ports(found: regions.Ports, ref: str) -> list[dict[str, Any]] | None:
+    """`toPorts`; None when every protocol and port is meant."""
+    if found.is_everything:
+        return None
+    if found.icmp or found.other:
+        what = "ICMP" if found.icmp else "protocols other than TCP, UDP and SCTP"
+        raise errors.InexpressibleError(
+            f"rule {ref} reaches pods with {what}, which Cilium port rules cannot say as one range "
+            "(use --format calico, which can"
+            + (", or --skip-icmp to leave it out of allow rules)" if found.icmp else ")"),
+            (ref,),
+        )
+    ports: list[dict[str, Any]] = []
+    for protocol, spans in found.ranges:
+        for lo, hi in spans:
+            port: dict[str, Any] = {"port": str(lo), "protocol": protocol.value.upper()}
+            if hi != lo:
+                port["endPort"] = hi
+            ports.append(port)
+    return [{"ports": ports}]
+
+
+def label_key(key: str) -> str:
+    """The Cilium label a workload label key means: namespace keys get their `k8s:` names."""
+    if key == importer.NAMESPACE_KEY:
+        return NAMESPACE
+    if key.startswith(importer.NS_LABEL_PREFIX):
+        return NAMESPACE_LABELS + key[len(importer.NS_LABEL_PREFIX) :]
+    return key
+
+
+def selector(conj: regions.Conj) -> dict[str, Any]:
+    """An endpoint selector (matchLabels for single-value In, matchExpressions for the rest)."""
+    match_labels: dict[str, str] = {}
+    expressions: list[dict[str, Any]] = []
+    for req in conj.requirements:
+        key = label_key(req.key)
+        if req.operator is Op.IN and len(req.values) == 1:
+            match_labels[key] = req.values[0]
+            continue
+        expr: dict[str, Any] = {"key": key, "operator": req.operator.value}
+        if req.values:
+            expr["values"] = list(req.values)
+        expressions.append(expr)
+    out: dict[str, Any] = {}
+    if match_labels:
+        out["matchLabels"] = match_labels
+    if expressions:
+        out["matchExpressions"] = expressions
+    return out

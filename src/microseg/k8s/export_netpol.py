@@ -89,7 +89,7 @@ class RuleWriter:
         self.ctx = ctx
         self.warnings = warnings
         self.names = export_base.Names()
-        self.blocks = IpBlocks(ctx)
+        self.blocks = export_base.IpBlocks(ctx)
 
     def warn(self, text: str) -> None:
         if text not in self.warnings:
@@ -226,36 +226,3 @@ def ports(found: regions.Ports, ref: str) -> list[dict[str, Any]] | None:
                     entry["endPort"] = hi
             out.append(entry)
     return out
-
-
-class IpBlocks:
-    """Networks as few ipBlocks as possible: a network the policy names (an IP list, a CIDR) with
-    `except` holes where that is shorter than listing what remains."""
-
-    def __init__(self, ctx: export_base.Context) -> None:
-        named: list[addresses.Network] = [*regions.EVERYWHERE, *ctx.options.pod_cidrs]
-        named += [n for nets in ctx.inventory.ip_lists.values() for n in nets]
-        named += [c for lst in ctx.estate.ip_lists for c in lst.cidrs]
-        for rule in ctx.estate.rules:
-            for peer in (*rule.sources, *rule.destinations):
-                if isinstance(peer, selectors.CidrPeer):
-                    named += peer.cidrs
-        self.candidates = sorted(set(named), key=lambda n: (n.version, n.prefixlen, int(n.network_address)))
-
-    def of(self, nets: Sequence[addresses.Network]) -> list[dict[str, Any]]:
-        """ipBlocks covering exactly `nets`."""
-        left = list(addresses.collapse(nets))
-        out: list[dict[str, Any]] = []
-        for cidr in self.candidates:
-            inside = [n for n in left if n.version == cidr.version and n.subnet_of(cidr)]  # type: ignore[arg-type]
-            if not inside:
-                continue
-            holes = addresses.exclude([cidr], inside)
-            if len(holes) < len(inside) or inside == [cidr]:
-                block: dict[str, Any] = {"cidr": str(cidr)}
-                if holes:
-                    block["except"] = [str(h) for h in holes]
-                out.append(block)
-                left = [n for n in left if n not in inside]
-        out += [{"cidr": str(n)} for n in left]
-        return out
