@@ -5,20 +5,64 @@ from __future__ import annotations
 import json
 import sys
 from collections import defaultdict
+from enum import StrEnum
+from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TextIO
 
 import typer
+import yaml
 from rich.table import Table
 
-from microseg import errors
-from microseg.cli import output
-from microseg.k8s import manifests, reachability
-from microseg.model import services
+from microseg import errors, policyfile
+from microseg.cli import loading, output
+from microseg.k8s import cluster, export, export_base, importer, live, manifests, reachability
+from microseg.model import addresses, estate, services
 
 Manifests = Annotated[
-    list[Path], typer.Option("-f", "--file", help="manifest file or directory (repeatable; YAML or JSON)")
+    list[Path] | None,
+    typer.Option("-f", "--file", help="manifest file or directory (repeatable; YAML or JSON)"),
 ]
+Kubeconfig = Annotated[
+    str | None,
+    typer.Option("--kubeconfig", help="read a live cluster instead of files (needs microseg[k8s])"),
+]
+Context = Annotated[str | None, typer.Option("--context", help="kubeconfig context (default: current)")]
+
+
+class DocFormat(StrEnum):
+    """How manifests and workload documents are printed."""
+
+    YAML = "yaml"
+    JSON = "json"
+
+
+def example_inventory() -> Path:
+    """The Kubernetes side of the example estate, shipped in the package."""
+    return Path(str(resources.files("microseg") / "examples" / "k8s"))
+
+
+def read_cluster(files: list[Path] | None, kubeconfig: str | None, context: str | None) -> cluster.Cluster:
+    """Manifests from files, or a live cluster; exactly one of the two."""
+    if kubeconfig is not None or context is not None:
+        if files:
+            raise errors.UserError("give manifests (-f) or a live cluster (--kubeconfig), not both")
+        return live.read_cluster(kubeconfig, context)
+    if not files:
+        raise errors.UserError("no manifests: give -f FILE_OR_DIR (repeatable) or --kubeconfig")
+    return manifests.load(files)
+
+
+def write_documents(docs: list[dict[str, Any]], fmt: DocFormat, out: Path | None) -> None:
+    """Multi-document YAML, or one JSON `List`, to a file or stdout."""
+    if fmt is DocFormat.JSON:
+        text = json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}, indent=2) + "\n"
+    else:
+        text = yaml.safe_dump_all(docs, sort_keys=False, width=100) if docs else ""
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text, encoding="utf-8")
 DETAIL_LIMIT = 400
 """Connections listed one by one in table output; beyond, only the summary (use -o json)."""
 
@@ -39,7 +83,9 @@ def parse_probe(text: str) -> reachability.Probe:
 
 
 def k8s_reachability(
-    files: Manifests,
+    files: Manifests = None,
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
     ports: Annotated[
         list[str] | None,
         typer.Option(
@@ -51,7 +97,7 @@ def k8s_reachability(
 ) -> None:
     """What the manifests' NetworkPolicies allow between every ordered pair of distinct pods."""
     probes = [parse_probe(p) for p in ports] if ports else None
-    found = manifests.load(files)
+    found = read_cluster(files, kubeconfig, context)
     result = reachability.Reachability(found, probes)
     for note in found.notes:
         output.err_console.print(f"note: {note}")
@@ -61,15 +107,29 @@ def k8s_reachability(
     print_table(result)
 
 
-def write_json(result: reachability.Reachability) -> None:
-    """`{"connections": [...]}`, streamed: the output of a large cluster never sits in memory."""
-    out = sys.stdout
+def write_json(result: reachability.Reachability, out: TextIO | None = None) -> None:
+    """`{"connections": [...]}`, streamed line by line (the output of a large cluster never sits in
+    memory), each connection exactly as `Connection.to_dict` spells it."""
+    out = out or sys.stdout
+    names = [json.dumps(p.ref) for p in result.pods]
+    quoted: dict[str, str] = {}
+
+    def inner(text: str) -> str:  # JSON-escaped, without the quotes: reasons are joined from parts
+        found = quoted.get(text)
+        if found is None:
+            found = quoted[text] = json.dumps(text)[1:-1]
+        return found
+
+    fields = {p: f'"port": {p.port}, "protocol": "{p.protocol.value.upper()}"' for p in result.wanted}
     out.write('{"connections": [')
-    first = True
-    for connection in result.connections():
-        out.write(("\n  " if first else ",\n  ") + json.dumps(connection.to_dict()))
-        first = False
-    out.write("\n]}\n" if not first else "]}\n")
+    separator = "\n  "
+    for s, d, probe, allowed, ingress, egress in result.rows():
+        out.write(
+            f'{separator}{{"from": {names[s]}, "to": {names[d]}, {fields[probe]}, '
+            f'"allowed": {"true" if allowed else "false"}, "reason": "{inner(ingress)}; {inner(egress)}"}}'
+        )
+        separator = ",\n  "
+    out.write("\n]}\n" if separator != "\n  " else "]}\n")
 
 
 def print_table(result: reachability.Reachability) -> None:
@@ -105,3 +165,63 @@ def print_table(result: reachability.Reachability) -> None:
         verdict = "[green]allowed[/]" if c.allowed else "[red]blocked[/]"
         detail.add_row(c.source.ref, c.destination.ref, str(c.probe), verdict, c.reason)
     output.console.print(detail)
+
+
+def k8s_import(
+    files: Manifests = None,
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
+    fmt: Annotated[DocFormat, typer.Option("-o", "--output", help="yaml (policy files) or json")] = (
+        DocFormat.YAML
+    ),
+    out: Annotated[Path | None, typer.Option("--out", help="write to this file instead of stdout")] = None,
+) -> None:
+    """Pods as microseg workloads (kind pod): their labels, `k8s.namespace`, `k8s.ns.<label>`."""
+    imported = importer.import_pods(read_cluster(files, kubeconfig, context))
+    for note in imported.notes:
+        output.err_console.print(f"note: {note}")
+    docs = policyfile.dumper.documents(estate.Estate(workloads=imported.workloads))
+    write_documents(docs, fmt, out)
+
+
+def k8s_export(  # Typer options, all by keyword
+    *,
+    policy: Annotated[
+        list[Path] | None,
+        typer.Option("-f", "--file", help="policy file or directory (repeatable); default: the examples"),
+    ] = None,
+    inventory: Annotated[
+        list[Path] | None,
+        typer.Option("--inventory", help="manifests with the pods (repeatable); default: the examples'"),
+    ] = None,
+    kubeconfig: Kubeconfig = None,
+    context: Context = None,
+    target: Annotated[export.Format, typer.Option("--format", help="what to write")] = (
+        export.Format.NETWORKPOLICY
+    ),
+    port_level: Annotated[
+        bool, typer.Option("--port-level", help="accept process/user constraints, enforcing their ports only")
+    ] = False,
+    skip_icmp: Annotated[
+        bool, typer.Option("--skip-icmp", help="leave ICMP out of allow rules (networkpolicy, cilium)")
+    ] = False,
+    pod_cidrs: Annotated[
+        list[str] | None, typer.Option("--pod-cidr", help="the cluster's pod network (repeatable)")
+    ] = None,
+    fmt: Annotated[DocFormat, typer.Option("-o", "--output", help="yaml or json")] = DocFormat.YAML,
+    out: Annotated[Path | None, typer.Option("--out", help="write to this file instead of stdout")] = None,
+) -> None:
+    """microseg policy as NetworkPolicy, Calico or Cilium manifests: exact, or refused naming the rule."""
+    est = loading.load(policy)
+    if inventory is None and kubeconfig is None and context is None:
+        inventory = [example_inventory()]
+    found = read_cluster(inventory, kubeconfig, context)
+    options = export_base.Options(
+        port_level=port_level,
+        skip_icmp=skip_icmp,
+        pod_cidrs=tuple(addresses.network(c) for c in pod_cidrs or ()),
+    )
+    result = export.export(est, found, target, options)
+    for warning in result.warnings:
+        output.err_console.print(f"warning: {warning}")
+    write_documents(list(result.manifests), fmt, out)

@@ -49,6 +49,8 @@ k8s_app = typer.Typer(
     no_args_is_help=True,
 )
 k8s_app.command("reachability")(_reporting(k8s.k8s_reachability))
+k8s_app.command("import")(_reporting(k8s.k8s_import))
+k8s_app.command("export")(_reporting(k8s.k8s_export))
 app.add_typer(k8s_app)
 
 

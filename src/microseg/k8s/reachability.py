@@ -175,6 +175,7 @@ class Reachability:
     def __init__(self, found: cluster.Cluster, probes: Sequence[Probe] | None = None) -> None:
         self.index = index = PodIndex(found)
         self.pods = index.pods
+        self.policies = found.policies
         self.given_probes = tuple(sorted(set(probes))) if probes is not None else None
         self.probes_of: list[tuple[Probe, ...]] = [
             self.given_probes if self.given_probes is not None
@@ -187,52 +188,51 @@ class Reachability:
                 wanted[probe] |= 1 << i
         self.wanted = dict(sorted(wanted.items()))
         """Per probe, the destination pods probed on it."""
-        self.ingress_policies: dict[int, list[netpol.NetworkPolicy]] = defaultdict(list)
-        self.egress_policies: dict[int, list[netpol.NetworkPolicy]] = defaultdict(list)
-        self.selected: dict[str, int] = {}
+        self.ingress_policies: dict[int, list[int]] = defaultdict(list)
+        """Per pod, the indexes of the policies isolating its ingress (likewise egress below)."""
+        self.egress_policies: dict[int, list[int]] = defaultdict(list)
+        self.selected = [self._select(i, p) for i, p in enumerate(self.policies)]
         self.ingress_isolated = self.egress_isolated = 0
-        for policy in found.policies:
-            self._select(policy)
-        self.ingress_by_policy: dict[tuple[int, Probe], list[tuple[netpol.NetworkPolicy, int]]] = defaultdict(
-            list
-        )
-        self.egress_targets: dict[tuple[str, Probe], int] = {}
+        for i, policy in enumerate(self.policies):
+            self.ingress_isolated |= self.selected[i] if policy.isolates_ingress else 0
+            self.egress_isolated |= self.selected[i] if policy.isolates_egress else 0
+        self.ingress_admits: dict[Probe, dict[int, list[tuple[int, int]]]] = {p: {} for p in self.wanted}
+        """Per probe and isolated destination: (policy index, sources its ingress rules admit)."""
+        self.egress_targets: dict[Probe, list[int]] = {p: [0] * len(self.policies) for p in self.wanted}
+        """Per probe and policy index: the destinations its egress rules admit."""
         self.admitted: dict[Probe, list[int]] = {probe: [0] * len(self.pods) for probe in self.wanted}
         """Per probe and destination, the sources allowed (bit s of admitted[probe][d])."""
+        self._reasons: dict[tuple[int, ...], str] = {}
         self._compute()
 
-    def _select(self, policy: netpol.NetworkPolicy) -> None:
+    def _select(self, i: int, policy: netpol.NetworkPolicy) -> int:
         selected = self.index.select(policy.pod_selector) & self.index.in_namespace.get(policy.namespace, 0)
-        self.selected[policy.ref] = selected
-        for i in _bits(selected):
+        for pod in _bits(selected):
             if policy.isolates_ingress:
-                self.ingress_policies[i].append(policy)
+                self.ingress_policies[pod].append(i)
             if policy.isolates_egress:
-                self.egress_policies[i].append(policy)
-        if policy.isolates_ingress:
-            self.ingress_isolated |= selected
-        if policy.isolates_egress:
-            self.egress_isolated |= selected
+                self.egress_policies[pod].append(i)
+        return selected
 
     def _compute(self) -> None:
-        index, policies = self.index, self.index.cluster.policies
+        index = self.index
         for probe, wanted in self.wanted.items():
             ingress = [index.all] * len(self.pods)
             for d in _bits(self.ingress_isolated & wanted):
                 ingress[d] = 0
             egress_side = [index.all & ~self.egress_isolated] * len(self.pods)
-            for policy in policies:
+            for i, policy in enumerate(self.policies):
                 if policy.isolates_ingress:
-                    self._ingress(policy, probe, wanted, ingress)
+                    self._ingress(i, probe, wanted, ingress)
                 if policy.isolates_egress:
-                    self._egress(policy, probe, wanted, egress_side)
+                    self._egress(i, probe, wanted, egress_side)
             row = self.admitted[probe]
             for d in _bits(wanted):
                 row[d] = ingress[d] & egress_side[d] & ~(1 << d)
 
-    def _ingress(self, policy: netpol.NetworkPolicy, probe: Probe, wanted: int, ingress: list[int]) -> None:
-        """Sources each selected destination admits through this policy's ingress rules."""
-        index, selected = self.index, self.selected[policy.ref] & wanted
+    def _ingress(self, i: int, probe: Probe, wanted: int, ingress: list[int]) -> None:
+        """Sources each selected destination admits through policy `i`'s ingress rules."""
+        policy, index, selected = self.policies[i], self.index, self.selected[i] & wanted
         admits: dict[int, int] = defaultdict(int)
         for rule in policy.ingress:
             covered = index.ports(rule, probe) & selected
@@ -240,24 +240,22 @@ class Reachability:
                 peers = index.peers(rule, policy.namespace)
                 for d in _bits(covered):
                     admits[d] |= peers
+        per_destination = self.ingress_admits[probe]
         for d in _bits(selected):
             ingress[d] |= admits.get(d, 0)
-            self.ingress_by_policy[(d, probe)].append((policy, admits.get(d, 0)))
+            per_destination.setdefault(d, []).append((i, admits.get(d, 0)))
 
-    def _egress(
-        self, policy: netpol.NetworkPolicy, probe: Probe, wanted: int, egress_side: list[int]
-    ) -> None:
-        """Destinations this policy's egress rules admit; its selected sources may reach them."""
-        index = self.index
+    def _egress(self, i: int, probe: Probe, wanted: int, egress_side: list[int]) -> None:
+        """Destinations policy `i`'s egress rules admit; its selected sources may reach them."""
+        policy, index = self.policies[i], self.index
         targets = 0
         for rule in policy.egress:
             targets |= index.peers(rule, policy.namespace) & index.ports(rule, probe)
         targets &= wanted
-        self.egress_targets[(policy.ref, probe)] = targets
-        selected = self.selected[policy.ref]
-        if selected:
+        self.egress_targets[probe][i] = targets
+        if self.selected[i]:
             for d in _bits(targets):
-                egress_side[d] |= selected
+                egress_side[d] |= self.selected[i]
 
     # -- reading verdicts ----------------------------------------------------------------------
 
@@ -294,28 +292,71 @@ class Reachability:
 
     def connections(self) -> Iterator[Connection]:
         """Every verdict with its reason, in output order."""
-        for s, d, probe, allowed in self.verdicts():
-            yield Connection(self.pods[s], self.pods[d], probe, allowed, self.reason(s, d, probe))
+        for s, d, probe, allowed, ingress, egress in self.rows():
+            yield Connection(self.pods[s], self.pods[d], probe, allowed, f"{ingress}; {egress}")
+
+    def rows(self) -> Iterator[tuple[int, int, Probe, bool, str, str]]:
+        """(source, destination, probe, allowed, ingress reason, egress reason) in output order,
+        without building objects: what `-o json` streams for millions of verdicts. The reason of a
+        side depends on few bits (which policies admit the peer), so each is worked out once."""
+        n = len(self.pods)
+        probes = list(self.wanted)
+        position = {p: q for q, p in enumerate(probes)}
+        bits = [[format(m, f"0{n}b")[::-1] if m else "" for m in self.admitted[p]] for p in probes]
+        probed = [[position[p] for p in here] for here in self.probes_of]
+        admits = [self.ingress_admits[p] for p in probes]
+        targets = [self.egress_targets[p] for p in probes]
+        for s in range(n):
+            selecting = self.egress_policies.get(s, [])
+            for d in range(n):
+                if d == s:
+                    continue
+                for q in probed[d]:
+                    row = bits[q][d]
+                    ingress = self._ingress_part(s, d, q, admits[q].get(d))
+                    egress = self._egress_part(s, d, q, selecting, targets[q])
+                    yield s, d, probes[q], bool(row) and row[s] == "1", ingress, egress
 
     def reason(self, source: int, destination: int, probe: Probe) -> str:
         """Which policies decided, on each side, or that a side is not isolated."""
-        ingress = self._ingress_reason(source, destination, probe)
-        return f"{ingress}; {self._egress_reason(source, destination, probe)}"
+        q = list(self.wanted).index(probe)
+        ingress = self._ingress_part(source, destination, q, self.ingress_admits[probe].get(destination))
+        selecting = self.egress_policies.get(source, [])
+        egress = self._egress_part(source, destination, q, selecting, self.egress_targets[probe])
+        return f"{ingress}; {egress}"
 
-    def _ingress_reason(self, s: int, d: int, probe: Probe) -> str:
-        selecting = self.ingress_policies.get(d)
-        if not selecting:
+    def _ingress_part(self, s: int, d: int, q: int, admits: list[tuple[int, int]] | None) -> str:
+        if not admits:
             return "ingress: destination not isolated"
-        admitting = [p.ref for p, mask in self.ingress_by_policy[(d, probe)] if mask >> s & 1]
-        if admitting:
-            return f"ingress allowed by {', '.join(admitting)}"
-        return f"ingress isolated by {', '.join(p.ref for p in selecting)} and no ingress rule admits it"
+        pattern = 1
+        for _, mask in admits:
+            pattern = pattern << 1 | (mask >> s & 1)
+        key = (0, d, q, pattern)
+        found = self._reasons.get(key)
+        if found is None:
+            admitting = [self.policies[i].ref for i, mask in admits if mask >> s & 1]
+            if admitting:
+                found = f"ingress allowed by {', '.join(admitting)}"
+            else:
+                isolating = ", ".join(self.policies[i].ref for i in self.ingress_policies[d])
+                found = f"ingress isolated by {isolating} and no ingress rule admits it"
+            self._reasons[key] = found
+        return found
 
-    def _egress_reason(self, s: int, d: int, probe: Probe) -> str:
-        selecting = self.egress_policies.get(s)
+    def _egress_part(self, s: int, d: int, q: int, selecting: list[int], targets: list[int]) -> str:
         if not selecting:
             return "egress: source not isolated"
-        admitting = [p.ref for p in selecting if self.egress_targets.get((p.ref, probe), 0) >> d & 1]
-        if admitting:
-            return f"egress allowed by {', '.join(admitting)}"
-        return f"egress isolated by {', '.join(p.ref for p in selecting)} and no egress rule admits it"
+        pattern = 1
+        for i in selecting:
+            pattern = pattern << 1 | (targets[i] >> d & 1)
+        key = (1, s, q, pattern)
+        found = self._reasons.get(key)
+        if found is None:
+            admitting = [self.policies[i].ref for i in selecting if targets[i] >> d & 1]
+            if admitting:
+                found = f"egress allowed by {', '.join(admitting)}"
+            else:
+                isolating = ", ".join(self.policies[i].ref for i in selecting)
+                found = f"egress isolated by {isolating} and no egress rule admits it"
+            self._reasons[key] = found
+        return found
