@@ -10,7 +10,11 @@ from typing import Any
 
 import yaml
 
-CONFORMANCE = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "netpol"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "netpol"
+"""The project's shared copy (beside the checkout), the one to trust when it is there."""
+VENDORED = Path(__file__).resolve().parent / "conformance" / "netpol"
+"""A byte-identical copy in the repository, so a clone without the shared folder still runs them."""
+CONFORMANCE = SHARED if SHARED.is_dir() else VENDORED
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,14 @@ def test_the_conformance_data_is_there() -> None:
     assert len(CASES) == 55, f"expected the 55 upstream cases in {cases.CONFORMANCE}"
 
 
+def test_the_vendored_copy_is_the_shared_data_unchanged() -> None:
+    if not cases.SHARED.is_dir():
+        pytest.skip(f"no shared folder beside the checkout ({cases.SHARED}); the vendored copy is used")
+    shared = {p.name: p.read_bytes() for p in cases.SHARED.iterdir()}
+    vendored = {p.name: p.read_bytes() for p in cases.VENDORED.iterdir()}
+    assert vendored == shared, "tests/k8s/conformance/netpol must be an exact copy of shared/conformance/netpol"
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_case(case: cases.Case, tmp_path: Path) -> None:
     (tmp_path / "cluster.yaml").write_text(case.manifests())

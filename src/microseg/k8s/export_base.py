@@ -8,7 +8,7 @@ do not hold every pod. Read by `export_netpol`, `export_calico` and `export_cili
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,3 +141,63 @@ class IpBlocks:
                 left = [n for n in left if n not in inside]
         out += [{"cidr": str(n)} for n in left]
         return out
+
+
+def split(conj: regions.Conj) -> tuple[tuple[selectors.Requirement, ...], tuple[selectors.Requirement, ...]]:
+    """A conjunction's namespace requirements (`k8s.namespace`, `k8s.ns.*`) and pod requirements."""
+    ns = tuple(r for r in conj.requirements if importer.is_namespace_key(r.key))
+    return ns, tuple(r for r in conj.requirements if not importer.is_namespace_key(r.key))
+
+
+def label_selector(
+    reqs: Sequence[selectors.Requirement], key_of: Callable[[str], str] | None = None
+) -> dict[str, Any]:
+    """A Kubernetes-style label selector: single-value In as matchLabels, the rest as
+    matchExpressions; `key_of` renames keys (namespace keys, Cilium's label sources)."""
+    match_labels: dict[str, str] = {}
+    expressions: list[dict[str, Any]] = []
+    for req in reqs:
+        key = key_of(req.key) if key_of else req.key
+        if req.operator is selectors.Operator.IN and len(req.values) == 1:
+            match_labels[key] = req.values[0]
+            continue
+        expr: dict[str, Any] = {"key": key, "operator": req.operator.value}
+        if req.values:
+            expr["values"] = list(req.values)
+        expressions.append(expr)
+    out: dict[str, Any] = {}
+    if match_labels:
+        out["matchLabels"] = match_labels
+    if expressions:
+        out["matchExpressions"] = expressions
+    return out
+
+
+class Warnings(list[str]):
+    """Warnings in the order they first came, each once."""
+
+    def add(self, text: str) -> None:
+        if text not in self:
+            self.append(text)
+
+
+def port_spans(
+    found: regions.Ports, ref: str, fmt: str, *, skip_icmp: bool, warnings: Warnings
+) -> list[tuple[str, int, int]] | None:
+    """(PROTOCOL, first, last) spans of a box's ports for formats that can only name TCP, UDP and
+    SCTP ports; None when every protocol and port is meant. ICMP is left out (warned) when
+    `skip_icmp`, else refused with everything that cannot be said."""
+    if found.is_everything:
+        return None
+    if found.icmp and skip_icmp:
+        warnings.add(f"rule {ref}: ICMP left out for pods (--skip-icmp)")
+        found = regions.Ports(found.ranges, icmp=False, other=found.other)
+    if found.icmp or found.other:
+        what = "ICMP" if found.icmp else "protocols other than TCP, UDP and SCTP"
+        hint = ", or --skip-icmp to leave ICMP out of allow rules)" if found.icmp else ")"
+        raise errors.InexpressibleError(
+            f"rule {ref} reaches pods with {what}; {fmt} can only name TCP, UDP and SCTP ports "
+            f"(use --format calico, which can{hint}",
+            (ref,),
+        )
+    return [(p.value.upper(), lo, hi) for p, spans in found.ranges for lo, hi in spans]

@@ -44,9 +44,9 @@ def write(ctx: export_base.Context) -> tuple[list[Manifest], list[str]]:
     tiers = [t for t in sorted(ctx.estate.tiers) if t.name in ctx.book.tiers]
     first = min((t.order for t in tiers), default=100)
     last = max((t.order for t in tiers), default=100)
-    out = [tier("ms-modes", max(first - 10, 1), "Pass")]
+    out = [tier("ms-modes", first - 1, "Pass")]
     out += [tier(f"ms-{t.name}", t.order, "Pass") for t in tiers]
-    out.append(tier("ms-default", last + 10, "Deny"))
+    out.append(tier("ms-default", last + 1, "Deny"))
     out += mode_policies()
     warnings: list[str] = []
     writer = RuleWriter(ctx)
@@ -140,7 +140,7 @@ class RuleWriter:
             elif isinstance(peer, selectors.SelectorPeer):
                 conj = regions.conjoin(peer.selector)
                 if conj is not None:
-                    ns_part, pod_part = split(conj)
+                    ns_part, pod_part = export_base.split(conj)
                     out.append((expression(ns_part, namespace_key), " && ".join([PODS, *terms(pod_part)])))
             else:
                 nets = flatten.endpoints(peer, self.ctx.inventory).nets
@@ -165,7 +165,7 @@ class RuleWriter:
             out: list[dict[str, Any]] = []
             conj = regions.conjoin(peer.selector)
             if conj is not None:
-                ns_part, pod_part = split(conj)
+                ns_part, pod_part = export_base.split(conj)
                 pods: dict[str, Any] = {"selector": " && ".join([PODS, *terms(pod_part)])}
                 if ns_part:
                     pods["namespaceSelector"] = expression(ns_part, namespace_key)
@@ -217,12 +217,6 @@ def protocols(found: Sequence[services.Service]) -> list[tuple[str, list[str | i
 def port_text(first: int, last: int) -> str | int:
     """Calico's port syntax: 80, or "9000:9009"."""
     return first if first == last else f"{first}:{last}"
-
-
-def split(conj: regions.Conj) -> tuple[tuple[selectors.Requirement, ...], tuple[selectors.Requirement, ...]]:
-    """Namespace requirements (`k8s.namespace`, `k8s.ns.*`) and pod requirements."""
-    ns = tuple(r for r in conj.requirements if importer.is_namespace_key(r.key))
-    return ns, tuple(r for r in conj.requirements if not importer.is_namespace_key(r.key))
 
 
 def namespace_key(key: str) -> str:

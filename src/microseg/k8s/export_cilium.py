@@ -99,23 +99,17 @@ class RuleWriter:
         self.ctx = ctx
         self.names = export_base.Names()
         self.blocks = export_base.IpBlocks(ctx)
-        self.warnings: list[str] = []
-
-    def warn(self, text: str) -> None:
-        if text not in self.warnings:
-            self.warnings.append(text)
+        self.warnings = export_base.Warnings()
 
     def policies(self, br: rulebook.BookRule, boxes: Sequence[regions.Box], section: str) -> list[Manifest]:
         ref = br.rule.ref
         groups: dict[tuple[str, str], tuple[dict[str, Any], list[dict[str, Any]]]] = {}
         for box in boxes:
-            found = box.ports
-            if found.icmp and not found.is_everything and not section and self.ctx.options.skip_icmp:
-                found = regions.Ports(found.ranges, icmp=False, other=found.other)
-                self.warn(f"rule {ref}: ICMP left out for pods (--skip-icmp)")
-                if found.empty:
-                    continue
-            ports = to_ports(found, ref)
+            skip = self.ctx.options.skip_icmp and not section  # leaving ICMP out of a deny loosens it
+            spans = export_base.port_spans(box.ports, ref, "Cilium", skip_icmp=skip, warnings=self.warnings)
+            if spans == []:
+                continue
+            ports = None if spans is None else to_ports(spans)
             for direction, subject, other in (("ingress", box.destinations, box.sources),
                                               ("egress", box.sources, box.destinations)):  # fmt: skip
                 entries = self.entries(other, direction, ports, ref)
@@ -167,25 +161,14 @@ class RuleWriter:
         return out
 
 
-def to_ports(found: regions.Ports, ref: str) -> list[dict[str, Any]] | None:
-    """`toPorts`; None when every protocol and port is meant."""
-    if found.is_everything:
-        return None
-    if found.icmp or found.other:
-        what = "ICMP" if found.icmp else "protocols other than TCP, UDP and SCTP"
-        raise errors.InexpressibleError(
-            f"rule {ref} reaches pods with {what}, which Cilium port rules cannot say as one range "
-            "(use --format calico, which can"
-            + (", or --skip-icmp to leave it out of allow rules)" if found.icmp else ")"),
-            (ref,),
-        )
+def to_ports(spans: Sequence[tuple[str, int, int]]) -> list[dict[str, Any]]:
+    """`toPorts` for (PROTOCOL, first, last) spans (Cilium wants the port as text)."""
     ports: list[dict[str, Any]] = []
-    for protocol, spans in found.ranges:
-        for lo, hi in spans:
-            port: dict[str, Any] = {"port": str(lo), "protocol": protocol.value.upper()}
-            if hi != lo:
-                port["endPort"] = hi
-            ports.append(port)
+    for protocol, lo, hi in spans:
+        port: dict[str, Any] = {"port": str(lo), "protocol": protocol}
+        if hi != lo:
+            port["endPort"] = hi
+        ports.append(port)
     return [{"ports": ports}]
 
 
@@ -199,21 +182,5 @@ def label_key(key: str) -> str:
 
 
 def selector(conj: regions.Conj) -> dict[str, Any]:
-    """An endpoint selector (matchLabels for single-value In, matchExpressions for the rest)."""
-    match_labels: dict[str, str] = {}
-    expressions: list[dict[str, Any]] = []
-    for req in conj.requirements:
-        key = label_key(req.key)
-        if req.operator is Op.IN and len(req.values) == 1:
-            match_labels[key] = req.values[0]
-            continue
-        expr: dict[str, Any] = {"key": key, "operator": req.operator.value}
-        if req.values:
-            expr["values"] = list(req.values)
-        expressions.append(expr)
-    out: dict[str, Any] = {}
-    if match_labels:
-        out["matchLabels"] = match_labels
-    if expressions:
-        out["matchExpressions"] = expressions
-    return out
+    """An endpoint selector, with Cilium's names for the namespace keys."""
+    return export_base.label_selector(conj.requirements, label_key)

@@ -87,26 +87,21 @@ class RuleWriter:
 
     def __init__(self, ctx: export_base.Context, warnings: list[str]) -> None:
         self.ctx = ctx
-        self.warnings = warnings
+        self.warnings = export_base.Warnings(warnings)
         self.names = export_base.Names()
         self.blocks = export_base.IpBlocks(ctx)
-
-    def warn(self, text: str) -> None:
-        if text not in self.warnings:
-            self.warnings.append(text)
 
     def rule_policies(self, br: rulebook.BookRule, boxes: Sequence[regions.Box]) -> list[Manifest]:
         """The ingress and egress policies of one allow rule: one per namespace and pod selector."""
         groups: dict[tuple[str, str, str], tuple[dict[str, Any], list[dict[str, Any]]]] = {}
         ref = br.rule.ref
         for box in boxes:
-            found = box.ports
-            if found.icmp and not found.is_everything and self.ctx.options.skip_icmp:
-                found = regions.Ports(found.ranges, icmp=False, other=found.other)
-                self.warn(f"rule {ref}: ICMP left out for pods (--skip-icmp)")
-                if found.empty:
-                    continue
-            port_list = ports(found, ref)
+            spans = export_base.port_spans(
+                box.ports, ref, "NetworkPolicy", skip_icmp=self.ctx.options.skip_icmp, warnings=self.warnings
+            )
+            if spans == []:
+                continue
+            port_list = None if spans is None else [port_entry(*span) for span in spans]
             for direction, subject, other in (
                 ("in", box.destinations, box.sources),
                 ("out", box.sources, box.destinations),
@@ -146,10 +141,10 @@ class RuleWriter:
                 )
         out = []
         for conj in side.conjs:
-            ns_part, pod_part = split(conj)
+            ns_part, pod_part = export_base.split(conj)
             for ns in self.ctx.cluster.namespaces.values():
                 if selectors.LabelSelector(ns_part).matches(labels.Labels(importer.namespace_labels(ns)[0])):
-                    out.append((ns.name, selector_dict(pod_part)))
+                    out.append((ns.name, export_base.label_selector(pod_part)))
         return out
 
     def peers(self, side: regions.Endpoints) -> list[dict[str, Any]] | None:
@@ -159,19 +154,13 @@ class RuleWriter:
             return None
         out: list[dict[str, Any]] = []
         for conj in side.conjs:
-            ns_part, pod_part = split(conj)
-            entry: dict[str, Any] = {"namespaceSelector": selector_dict(ns_part, namespace_key)}
+            ns_part, pod_part = export_base.split(conj)
+            entry: dict[str, Any] = {"namespaceSelector": export_base.label_selector(ns_part, namespace_key)}
             if pod_part:
-                entry["podSelector"] = selector_dict(pod_part)
+                entry["podSelector"] = export_base.label_selector(pod_part)
             out.append(entry)
         out += [{"ipBlock": block} for block in self.blocks.of(side.nets)]
         return out
-
-
-def split(conj: regions.Conj) -> tuple[tuple[selectors.Requirement, ...], tuple[selectors.Requirement, ...]]:
-    """A conjunction's namespace requirements (`k8s.namespace`, `k8s.ns.*`) and pod requirements."""
-    ns = tuple(r for r in conj.requirements if importer.is_namespace_key(r.key))
-    return ns, tuple(r for r in conj.requirements if not importer.is_namespace_key(r.key))
 
 
 def namespace_key(key: str) -> str:
@@ -183,46 +172,11 @@ def namespace_key(key: str) -> str:
     )
 
 
-def selector_dict(reqs: Sequence[selectors.Requirement], key_of: Any = None) -> dict[str, Any]:
-    """A Kubernetes label selector: single-value In as matchLabels, the rest as matchExpressions."""
-    match_labels: dict[str, str] = {}
-    expressions: list[dict[str, Any]] = []
-    for req in reqs:
-        key = key_of(req.key) if key_of else req.key
-        if req.operator is selectors.Operator.IN and len(req.values) == 1:
-            match_labels[key] = req.values[0]
-            continue
-        expr: dict[str, Any] = {"key": key, "operator": req.operator.value}
-        if req.values:
-            expr["values"] = list(req.values)
-        expressions.append(expr)
-    out: dict[str, Any] = {}
-    if match_labels:
-        out["matchLabels"] = match_labels
-    if expressions:
-        out["matchExpressions"] = expressions
-    return out
-
-
-def ports(found: regions.Ports, ref: str) -> list[dict[str, Any]] | None:
-    """`ports` entries; None when every protocol and port is meant (the field is then left out)."""
-    if found.is_everything:
-        return None
-    if found.icmp or found.other:
-        what = "ICMP" if found.icmp else "protocols other than TCP, UDP and SCTP"
-        raise errors.InexpressibleError(
-            f"rule {ref} allows {what} to or from pods; NetworkPolicy can only name TCP, UDP and SCTP ports "
-            "(use --format calico, which can"
-            + (", or --skip-icmp to leave ICMP out)" if found.icmp else ")"),
-            (ref,),
-        )
-    out: list[dict[str, Any]] = []
-    for protocol, spans in found.ranges:
-        for lo, hi in spans:
-            entry: dict[str, Any] = {"protocol": protocol.value.upper()}
-            if (lo, hi) != (1, 65535):
-                entry["port"] = lo
-                if hi != lo:
-                    entry["endPort"] = hi
-            out.append(entry)
-    return out
+def port_entry(protocol: str, lo: int, hi: int) -> dict[str, Any]:
+    """One `ports` entry: a protocol alone for all of its ports, else `port` (and `endPort`)."""
+    entry: dict[str, Any] = {"protocol": protocol}
+    if (lo, hi) != (1, 65535):
+        entry["port"] = lo
+        if hi != lo:
+            entry["endPort"] = hi
+    return entry
