@@ -13,7 +13,7 @@ from typing import Any
 import typer
 
 from microseg import __version__, errors
-from microseg.cli import demo, explain, output, policy
+from microseg.cli import demo, explain, output, policy, serve
 
 
 def _reporting(command: Callable[..., None]) -> Callable[..., None]:
@@ -42,6 +42,9 @@ app.command()(_reporting(policy.render))
 app.command()(_reporting(policy.matrix))
 app.command()(_reporting(policy.diff))
 app.command()(_reporting(demo.demo))
+app.command()(_reporting(serve.server))
+app.add_typer(serve.db_app, name="db")
+app.add_typer(serve.token_app, name="token")
 
 
 @app.command()

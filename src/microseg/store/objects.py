@@ -70,20 +70,15 @@ def delete(conn: sa.Connection, kind: str, name: str) -> bool:
     return conn.execute(sa.delete(T).where(T.c.kind == kind, T.c.name == name)).rowcount > 0
 
 
-def replace_kinds(conn: sa.Connection, kinds: Iterable[str], docs: list[dict[str, Any]], actor: str) -> None:
-    """Make the objects of `kinds` exactly `docs` (each with kind and metadata.name)."""
+def replace_kinds(
+    conn: sa.Connection, kinds: Iterable[str], items: list[tuple[str, dict[str, Any]]], actor: str
+) -> None:
+    """Make the objects of `kinds` exactly `items`: (stored name, document with its kind)."""
     conn.execute(sa.delete(T).where(T.c.kind.in_(list(kinds))))
     now = time.time()
     rows = [
-        {
-            "kind": d["kind"],
-            "name": d["metadata"]["name"],
-            "doc": d,
-            "etag": etag(d),
-            "updated_at": now,
-            "updated_by": actor,
-        }
-        for d in docs
+        {"kind": d["kind"], "name": name, "doc": d, "etag": etag(d), "updated_at": now, "updated_by": actor}
+        for name, d in items
     ]
     if rows:
         conn.execute(sa.insert(T), rows)
