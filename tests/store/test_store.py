@@ -61,9 +61,7 @@ def test_a_flow_batch_is_stored_once(db: database.Database) -> None:
     outcomes = []
     for _ in range(2):
         with db.write() as conn:
-            outcomes.append(
-                flows.store_batch(db, conn, agent_id="a1", batch_id="b1", workload="w", records=[record] * 3)
-            )
+            outcomes.append(flows.store_batch(db, conn, flows.Batch.of("a1", "b1", "w", [record] * 3)))
     with db.read() as conn:
         assert flows.counts(conn) == (1, 3)
     assert outcomes == [True, False]

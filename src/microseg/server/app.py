@@ -15,13 +15,16 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pydantic
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from microseg import __version__
 from microseg.server import (
     config,
+    feed,
     kinds,
+    models,
     problems,
     routes_admin,
     routes_agent,
@@ -47,6 +50,7 @@ def create_app(
     if migrate_schema:
         migrate.upgrade(db)
     rt = runtime.Runtime(settings, db)
+    rt.feed = feed.Feed(rt)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -77,12 +81,31 @@ def create_app(
     for module in (routes_policy, routes_agent, routes_admin):
         app.include_router(module.router)
     app.include_router(routes_admin.plain)
+    _publish(app, FlowBatch=models.FLOW_BATCH)
 
     @app.get("/healthz", tags=["admin"], summary="Liveness (the only unauthenticated endpoint)")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     return app
+
+
+def _publish(app: FastAPI, **published: pydantic.TypeAdapter[Any]) -> None:
+    """Add the schemas of bodies that routes validate themselves to the OpenAPI components."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = original()
+        found = spec.setdefault("components", {}).setdefault("schemas", {})
+        for name, adapter in published.items():
+            schema = adapter.json_schema(ref_template="#/components/schemas/{model}")
+            found.update(schema.pop("$defs", {}))
+            found[name] = schema
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _offline_detector(rt: runtime.Runtime) -> None:

@@ -63,6 +63,7 @@ def render(rt: Runtime) -> str:
             "Time to compile the estate into rulesets.",
             [("_sum", round(m.compile_seconds, 6)), ("_count", m.compiles)],
         ),
+        *_family("microseg_feed_waiting", "gauge", "Long-polls waiting here.", [("", m.feed_waiting)]),
         *_family(
             "microseg_compile_last_seconds",
             "gauge",

@@ -6,9 +6,10 @@ that knows what a spec may hold, and it reports every problem with its field pat
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, with_config
+from typing_extensions import TypedDict
 
 Name = Field(min_length=1, max_length=253)
 
@@ -123,29 +124,41 @@ class StatusReport(Strict):
     tampered: bool = False
 
 
-class FlowRecord(Strict):
-    """One flow summary as an agent saw it (the client's ephemeral port dropped)."""
+@with_config(ConfigDict(extra="forbid"))
+class FlowRecord(TypedDict):
+    """One flow summary as an agent saw it (the client's ephemeral port dropped).
+
+    A TypedDict, not a model: batches are the hot path, and validating straight into dicts is
+    about twice as fast as building a thousand model objects per batch."""
 
     direction: Literal["in", "out"]
-    src: str = Field(max_length=64)
-    dst: str = Field(max_length=64)
-    dport: int | None = Field(default=None, ge=0, le=65535)
+    src: Annotated[str, Field(max_length=64)]
+    dst: Annotated[str, Field(max_length=64)]
+    dport: NotRequired[Annotated[int | None, Field(ge=0, le=65535)]]
     proto: Literal["tcp", "udp", "sctp", "icmp", "other"]
-    process: str | None = Field(default=None, max_length=300)
-    user: str | None = Field(default=None, max_length=100)
-    bytes: int = Field(default=0, ge=0, le=2**62)
-    packets: int = Field(default=0, ge=0, le=2**62)
-    first_seen: float = Field(ge=0, le=2**40)
-    last_seen: float = Field(ge=0, le=2**40)
+    process: NotRequired[Annotated[str | None, Field(max_length=300)]]
+    user: NotRequired[Annotated[str | None, Field(max_length=100)]]
+    bytes: NotRequired[Annotated[int, Field(ge=0, le=2**62)]]
+    packets: NotRequired[Annotated[int, Field(ge=0, le=2**62)]]
+    first_seen: Annotated[float, Field(ge=0, le=2**40)]
+    last_seen: Annotated[float, Field(ge=0, le=2**40)]
     verdict: Literal["allowed", "blocked", "would-block"]
-    rule: str | None = Field(default=None, max_length=200)
+    rule: NotRequired[Annotated[str | None, Field(max_length=200)]]
 
 
-class FlowBatch(Strict):
+FLOW_DEFAULTS = {"dport": None, "process": None, "user": None, "bytes": 0, "packets": 0, "rule": None}
+"""What a record means when it leaves a field out."""
+
+
+@with_config(ConfigDict(extra="forbid"))
+class FlowBatch(TypedDict):
     """A batch of flow records; a batch id seen twice is stored once."""
 
-    batch_id: str = Field(min_length=1, max_length=100)
-    records: list[FlowRecord] = Field(max_length=100_000)
+    batch_id: Annotated[str, Field(min_length=1, max_length=100)]
+    records: Annotated[list[FlowRecord], Field(max_length=100_000)]
+
+
+FLOW_BATCH = TypeAdapter(FlowBatch)
 
 
 class ExplainRequest(Strict):

@@ -21,7 +21,7 @@ from typing import Any
 from microseg.engine import engine as engines
 from microseg.errors import LookupFailedError
 from microseg.model import estate, ruleset
-from microseg.server import compose, config, kinds, ratelimit
+from microseg.server import compose, config, documents, kinds, ratelimit
 from microseg.store import database, objects, state, versions
 
 log = logging.getLogger("microseg.server")
@@ -36,6 +36,8 @@ class Metrics:
     compiles: int = 0
     compile_seconds: float = 0.0
     last_compile_seconds: float = 0.0
+    feed_waiting: int = 0
+    """Ruleset long-polls parked in this process right now."""
     ingest_times: list[tuple[float, int]] = field(default_factory=list)
 
     def ingested(self, records: int) -> None:
@@ -75,6 +77,9 @@ class Runtime:
         )
         self.enroll_limit = ratelimit.RateLimit(settings.enroll_per_minute)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.encoder = documents.DocumentEncoder()
+        self.feed: Any = None
+        """The ruleset feed (`microseg.server.feed.Feed`), set by the app factory."""
         self._lock = threading.Lock()
         self._compiled = Compiled((-1, -1), None)
         self._event: asyncio.Event | None = None
@@ -83,8 +88,11 @@ class Runtime:
 
     # -- the compiled engine ---------------------------------------------------------------
 
-    def compiled(self) -> Compiled:
-        """The engine for what the database says now (rebuilt when the state row moved)."""
+    def compiled(self, *, refresh: bool = True) -> Compiled:
+        """The engine for what the database says now (rebuilt when the state row moved);
+        `refresh=False`: the last one built, without reading the state row."""
+        if not refresh:
+            return self._compiled
         with self.db.read() as conn:
             key = state.read(conn)
         with self._lock:
@@ -116,10 +124,18 @@ class Runtime:
         docs = [o.doc for o in live]
         return compose.compose(policy, docs, self.workloads, self.control_plane, version=version, etags=etags)
 
-    def document(self, workload: str) -> ruleset.RulesetDocument | None:
+    def document_json(self, workload: str, *, refresh: bool = True) -> tuple[str, bytes] | None:
+        """(hash, JSON bytes) of the workload's provisioned ruleset (None as for `document`)."""
+        doc = self.document(workload, refresh=refresh)
+        if doc is None:
+            return None
+        with self._lock:
+            return doc.hash, self.encoder.encode(doc)
+
+    def document(self, workload: str, *, refresh: bool = True) -> ruleset.RulesetDocument | None:
         """The provisioned ruleset of a managed workload (None: nothing provisioned, or no
         such managed workload)."""
-        compiled = self.compiled()
+        compiled = self.compiled(refresh=refresh)
         if compiled.engine is None:
             return None
         with self._lock:

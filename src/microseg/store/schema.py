@@ -110,35 +110,25 @@ agents = sa.Table(
 flow_batches = sa.Table(
     "flow_batches",
     metadata,
-    sa.Column("agent_id", sa.String(32), primary_key=True),
-    sa.Column("batch_id", sa.String(100), primary_key=True),
-    sa.Column("received_at", Time, nullable=False),
-    sa.Column("records", sa.Integer, nullable=False),
-)
-"""Batches already stored: a batch id seen twice is stored once."""
-
-flows = sa.Table(
-    "flows",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column(
+        "seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    sa.Column("agent_id", sa.String(32), nullable=False),
+    sa.Column("batch_id", sa.String(100), nullable=False),
     sa.Column("workload", sa.String(300), nullable=False),
-    sa.Column("direction", sa.String(8), nullable=False),
-    sa.Column("src", sa.String(64), nullable=False),
-    sa.Column("dst", sa.String(64), nullable=False),
-    sa.Column("dport", sa.Integer, nullable=True),
-    sa.Column("proto", sa.String(8), nullable=False),
-    sa.Column("process", sa.String(300), nullable=True),
-    sa.Column("user", sa.String(100), nullable=True),
-    sa.Column("bytes", sa.BigInteger, nullable=False),
-    sa.Column("packets", sa.BigInteger, nullable=False),
+    sa.Column("received_at", Time, nullable=False),
     sa.Column("first_seen", Time, nullable=False),
     sa.Column("last_seen", Time, nullable=False),
-    sa.Column("verdict", sa.String(16), nullable=False),
-    sa.Column("rule", sa.String(200), nullable=True),
-    sa.Index("ix_flows_last_seen", "last_seen"),
-    sa.Index("ix_flows_workload", "workload", "last_seen"),
+    sa.Column("records", sa.Integer, nullable=False),
+    sa.Column("blocked", sa.Integer, nullable=False),
+    sa.Column("would_block", sa.Integer, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.UniqueConstraint("agent_id", "batch_id", name="uq_flow_batches_agent_batch"),
+    sa.Index("ix_flow_batches_workload", "workload", "last_seen"),
+    sa.Index("ix_flow_batches_last_seen", "last_seen"),
 )
-"""Flow summaries as agents report them (the client's ephemeral port already dropped)."""
+"""Flow summaries as agents report them, one row per batch: the records as a JSON array, with the
+columns queries narrow batches by. A batch id seen twice for one agent is stored once."""
 
 events = sa.Table(
     "events",
