@@ -9,8 +9,9 @@ READS = ["/workloads", "/rules", "/services", "/versions", "/audit", "/events", 
          "/labels", "/draft/diff"]  # fmt: skip
 
 
-def test_health_is_the_only_open_endpoint(api: Api) -> None:
+def test_only_health_and_the_openapi_document_are_open(api: Api) -> None:
     assert api.client.get("/healthz").json() == {"status": "ok"}
+    assert api.client.get("/openapi.json").json()["info"]["title"] == "microseg control plane"
     problem(api.client.get("/metrics"), 401)
 
 

@@ -83,7 +83,7 @@ def create_app(
     app.include_router(routes_admin.plain)
     _publish(app, FlowBatch=models.FLOW_BATCH)
 
-    @app.get("/healthz", tags=["admin"], summary="Liveness (the only unauthenticated endpoint)")
+    @app.get("/healthz", tags=["admin"], summary="Liveness (unauthenticated, like the OpenAPI document)")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
