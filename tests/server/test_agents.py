@@ -72,6 +72,17 @@ def test_an_enrolled_address_clash_changes_nothing(api: Api) -> None:
     problem(api.get("/workloads/imposter"), 404)
 
 
+def test_each_agent_gets_only_its_own_ruleset(api: Api) -> None:
+    web = enroll(api, "web-9", "10.77.1.99", labels={"env": "prod", "app": "crm", "role": "web"})
+    db = enroll(api, "db-9", "10.77.1.98", labels={"env": "prod", "app": "crm", "role": "db"})
+    _provisioned(api)
+    assert ok(web.get("/agent/ruleset"))["workload"]["name"] == "web-9"
+    assert ok(db.get("/agent/ruleset"))["workload"]["name"] == "db-9"
+    ok(web.post("/agent/status", {"appliedHash": "sha256:" + "0" * 64}))
+    agents = {a["workload"]: a for a in ok(api.get("/agents"))["items"]}
+    assert agents["web-9"]["appliedHash"] == "sha256:" + "0" * 64 and agents["db-9"]["appliedHash"] is None
+
+
 def test_the_feed_answers_at_once_when_stale_and_waits_when_current(api: Api) -> None:
     agent = enroll(api, "web-9", "10.77.1.99", labels={"env": "prod", "app": "crm", "role": "web"})
     assert agent.get("/agent/ruleset").status_code == 204  # nothing provisioned yet
@@ -185,6 +196,13 @@ def test_flow_batches_are_idempotent_and_blocked_flows_raise_events(api: Api) ->
     assert len(stored) == 4 and {f["verdict"] for f in stored} == {"allowed", "blocked", "would-block"}
     assert len(ok(api.get("/flows", port=22, verdict="blocked"))["items"]) == 2
     assert ok(api.get("/flows", address="10.77.2.11", limit=1))["items"][0]["workload"] == "web-9"
+    assert (
+        ok(api.get("/flows", explain="true", limit=1))["items"][0]["currentVerdict"] is None
+    )  # nothing provisioned
+    _provisioned(api)
+    explained = ok(api.get("/flows", explain="true", port=22))["items"]
+    verdict = explained[0]["currentVerdict"]  # dev-web-1 -> web-9, which has no labels: no rule allows it
+    assert (verdict["decision"], verdict["rule"]) == ("deny", None) and "default deny" in verdict["reason"]
     kinds = sorted(e["kind"] for e in ok(api.get("/events"))["items"])
     assert kinds == ["blocked", "blocked", "would-block"]
     problem(

@@ -9,7 +9,9 @@ from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from microseg import errors
+from microseg.engine import engine as engines
 from microseg.model import labels as label_model
+from microseg.model import services
 from microseg.server import auth, deps, metrics, models, status
 from microseg.server.auth import Principal
 from microseg.server.runtime import Runtime
@@ -142,10 +144,29 @@ def read_flows(
     until: Annotated[float | None, Query(ge=0, le=2**40)] = None,
     after: After = 0,
     limit: Limit = 100,
+    explain: bool = False,
 ) -> dict[str, Any]:
+    """With `explain=true`, each flow also carries the active version's explained verdict."""
     q = flows.FlowQuery(workload, address, port, verdict, since, until, after, limit)
     with rt.db.read() as conn:
-        return {"items": flows.query(conn, q)}
+        items = flows.query(conn, q)
+    if explain:
+        engine = rt.compiled().engine
+        with rt.engine_lock:
+            for item in items:
+                item["currentVerdict"] = None if engine is None else _explain(engine, item)
+    return {"items": items}
+
+
+def _explain(engine: engines.PolicyEngine, flow: dict[str, Any]) -> dict[str, Any] | None:
+    """The verdict policy gives this flow now (None for what the engine cannot evaluate)."""
+    try:
+        proto = services.Protocol(flow["proto"])
+        src, dst = engine.endpoint(flow["src"]), engine.endpoint(flow["dst"])
+    except (ValueError, errors.UserError):
+        return None
+    port = flow["dport"] if proto.has_ports else None
+    return engine.evaluate(src, dst, port, proto, process=flow.get("process")).to_dict()
 
 
 plain = APIRouter(tags=["admin"])

@@ -173,6 +173,7 @@ async def ruleset(
     deadline = time.monotonic() + min(wait, rt.settings.long_poll_max)
     while True:
         changed = rt.changed_event()
+        assert rt.feed is not None  # the app factory sets it
         doc = await rt.feed.document(who.workload)
         if doc is not None and doc[0] != known:
             return Response(doc[1], media_type="application/json", headers={"ETag": f'"{doc[0]}"'})

@@ -89,8 +89,9 @@ def rollback(rt: Rt, who: Editor, number: int, body: models.NoteRequest) -> JSON
 def explain(rt: Rt, _: Viewer, body: models.ExplainRequest) -> dict[str, Any]:
     eng = _engine(rt, body.version)
     proto, port = _probe(body.port)
-    src, dst = eng.endpoint(body.source), eng.endpoint(body.destination)
-    verdict = eng.evaluate(src, dst, port, proto, process=body.process)
+    with rt.engine_lock:
+        src, dst = eng.endpoint(body.source), eng.endpoint(body.destination)
+        verdict = eng.evaluate(src, dst, port, proto, process=body.process)
     return {
         "from": str(src),
         "to": str(dst),

@@ -16,13 +16,16 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from microseg.engine import engine as engines
 from microseg.errors import LookupFailedError
 from microseg.model import estate, ruleset
 from microseg.server import compose, config, documents, kinds, ratelimit
 from microseg.store import database, objects, state, versions
+
+if TYPE_CHECKING:  # the feed drives a runtime; only its type is needed here
+    from microseg.server import feed
 
 log = logging.getLogger("microseg.server")
 
@@ -78,8 +81,8 @@ class Runtime:
         self.enroll_limit = ratelimit.RateLimit(settings.enroll_per_minute)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.encoder = documents.DocumentEncoder()
-        self.feed: Any = None
-        """The ruleset feed (`microseg.server.feed.Feed`), set by the app factory."""
+        self.feed: feed.Feed | None = None
+        """The ruleset feed, set by the app factory."""
         self._lock = threading.Lock()
         self._compiled = Compiled((-1, -1), None)
         self._event: asyncio.Event | None = None
@@ -114,6 +117,11 @@ class Runtime:
         self.metrics.compile_seconds += took
         self.metrics.last_compile_seconds = took
         return Compiled(key, eng)
+
+    @property
+    def engine_lock(self) -> threading.Lock:
+        """Held while using a compiled engine: its caches are not meant for two threads at once."""
+        return self._lock
 
     def estate(
         self, documents: list[dict[str, Any]], live: list[objects.Stored], version: int
