@@ -16,7 +16,7 @@ from microseg import errors
 from microseg.engine import engine as engines
 from microseg.engine import reachability
 from microseg.model import estate
-from microseg.server import compose, kinds
+from microseg.server import compose, kinds, runtime
 from microseg.server.auth import Principal
 from microseg.server.problems import Problem
 from microseg.server.runtime import Runtime
@@ -61,7 +61,8 @@ def _provision(
         changes = object_changes(current.documents if current else [], content)
         if current is not None and not any(changes.values()):
             raise Problem(409, "Nothing to provision", f"the content equals the active version v{active}")
-        compose.load_policy([*content, *(o.doc for o in objects.of_kinds(conn, ("LabelRule",)))])
+        label_rules = objects.of_kinds(conn, ("LabelRule",))
+        parsed = compose.load_policy([*content, *(o.doc for o in label_rules)])
         number = versions.next_number(conn)
         version = versions.new(
             number, note=note, actor=who.actor, documents=content, changes=changes, rollback_of=rollback_of
@@ -78,6 +79,7 @@ def _provision(
             f"version/{number}",
             {"note": note, "changes": changes, "rollbackOf": rollback_of},
         )
+    rt.remember_policy(runtime.policy_key(number, label_rules), parsed)
     rt.poke()
     return version
 

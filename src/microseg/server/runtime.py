@@ -67,6 +67,11 @@ class Compiled:
     """None before the first provision: agents get nothing until then."""
 
 
+def policy_key(version: int, label_rules: list[objects.Stored]) -> tuple[int, tuple[str, ...]]:
+    """What a parsed policy depends on: the version and the label rules' contents."""
+    return version, tuple(sorted(o.etag for o in label_rules))
+
+
 class Runtime:
     """Shared by every request of one server process."""
 
@@ -84,6 +89,8 @@ class Runtime:
         self.feed: feed.Feed | None = None
         """The ruleset feed, set by the app factory."""
         self._lock = threading.Lock()
+        self._policy_lock = threading.Lock()
+        self._policies: dict[tuple[int, tuple[str, ...]], estate.Estate] = {}
         self._compiled = Compiled((-1, -1), None)
         self._event: asyncio.Event | None = None
         self._poke: asyncio.Event | None = None
@@ -107,16 +114,32 @@ class Runtime:
         started = time.perf_counter()
         with self.db.read() as conn:
             key = state.read(conn)
-            version = versions.get(conn, key[0]) if key[0] else None
             live = objects.of_kinds(conn, kinds.LIVE)
-        if version is None:
+            rules = [o for o in live if o.kind == "LabelRule"]
+            policy = self._policies.get(policy_key(key[0], rules))
+            version = versions.get(conn, key[0]) if key[0] and policy is None else None
+        if key[0] == 0:
             return Compiled(key, None)
-        eng = engines.PolicyEngine(self.estate(version.documents, live, key[0]))
+        if policy is None:
+            assert version is not None  # the state row only ever names a stored version
+            policy = compose.load_policy([*version.documents, *(o.doc for o in rules)])
+            self.remember_policy(policy_key(key[0], rules), policy)
+        etags = {o.name: o.etag for o in live if o.kind == "Workload"}
+        est = compose.compose(policy, [o.doc for o in live], self.workloads, self.control_plane,
+                              version=key[0], etags=etags)  # fmt: skip
+        eng = engines.PolicyEngine(est)
         took = time.perf_counter() - started
         self.metrics.compiles += 1
         self.metrics.compile_seconds += took
         self.metrics.last_compile_seconds = took
         return Compiled(key, eng)
+
+    def remember_policy(self, key: tuple[int, tuple[str, ...]], policy: estate.Estate) -> None:
+        """Keep a parsed version (versions never change, so it is valid until its label rules do)."""
+        with self._policy_lock:
+            if len(self._policies) >= 4:
+                self._policies.pop(next(iter(self._policies)))
+            self._policies[key] = policy
 
     @property
     def engine_lock(self) -> threading.Lock:
