@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from microseg.cli import main
-from microseg.store import database, migrate
+from microseg.store import database, migrate, tokens
 from tests.conftest import require
 from tests.server import processes
 
@@ -123,3 +123,31 @@ def test_db_upgrade_and_token_create(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert migrate.current(db) == migrate.head()
     db.dispose()
     assert os.path.exists(data / "microseg.db")
+
+
+def test_no_secret_reaches_the_log(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    db = database.Database(database.sqlite_url(data))
+    migrate.upgrade(db)
+    with db.write() as conn:
+        admin = tokens.create_api(conn, "t", "admin", "test")[1]
+    db.dispose()
+    port = processes.free_port()
+    log = tmp_path / "info.log"
+    process = _start(["--port", str(port), "--data-dir", str(data), "--log-level", "debug"], log)
+    base = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        _wait(f"http://127.0.0.1:{port}", process, log)
+        auth = {"Authorization": f"Bearer {admin}"}
+        enrollment = httpx.post(base + "/enrollment-tokens", json={"name": "e"}, headers=auth).json()["token"]
+        body = {"token": enrollment, "inventory": {"hostname": "h1", "addresses": ["10.1.0.1"]}}
+        credential = httpx.post(base + "/agent/enroll", json=body).json()["credential"]
+        httpx.get(base + "/agent/ruleset", headers={"Authorization": f"Bearer {credential}"})
+        httpx.post(base + "/agent/enroll", json={**body, "token": enrollment})  # refused: used up
+        httpx.get(base + "/workloads", headers={"Authorization": f"Bearer {admin}x"})  # refused: unknown
+    finally:
+        processes.stop(process)
+    text = log.read_text()
+    assert "/api/v1/agent/ruleset" in text  # the access log is on
+    for secret in (admin, enrollment, credential):
+        assert secret not in text and secret.rsplit("_", 1)[1] not in text
