@@ -15,12 +15,14 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from microseg.engine import engine as engines
-from microseg.errors import LookupFailedError
+from microseg.errors import LookupFailedError, MicrosegError
 from microseg.model import estate, ruleset
+from microseg.model.workloads import Workload
 from microseg.server import compose, config, documents, kinds, ratelimit
 from microseg.store import database, objects, state, versions
 
@@ -65,6 +67,10 @@ class Compiled:
     key: tuple[int, int]
     engine: engines.PolicyEngine | None
     """None before the first provision: agents get nothing until then."""
+    basis: tuple[int, tuple[str, ...]] = (0, ())
+    """The policy it was built from (`policy_key`)."""
+    workloads: Mapping[str, Workload] = field(default_factory=dict)
+    """The workloads it holds, by name, as the engine has them (modes after mode scopes)."""
 
 
 def policy_key(version: int, label_rules: list[objects.Stored]) -> tuple[int, tuple[str, ...]]:
@@ -127,12 +133,39 @@ class Runtime:
         etags = {o.name: o.etag for o in live if o.kind == "Workload"}
         est = compose.compose(policy, [o.doc for o in live], self.workloads, self.control_plane,
                               version=key[0], etags=etags)  # fmt: skip
-        eng = engines.PolicyEngine(est)
+        basis = policy_key(key[0], rules)
+        eng = self._updated(basis, est) or engines.PolicyEngine(est)
         took = time.perf_counter() - started
         self.metrics.compiles += 1
         self.metrics.compile_seconds += took
         self.metrics.last_compile_seconds = took
-        return Compiled(key, eng)
+        return Compiled(key, eng, basis, {w.name: w for w in est.workloads})
+
+    def _updated(self, basis: tuple[int, tuple[str, ...]], est: estate.Estate) -> engines.PolicyEngine | None:
+        """The last engine brought up to `est` one workload at a time, when only workloads changed
+        (the engine's incremental path: a relabel recomputes one identity, a re-address moves set
+        members). None when a full compile is due: other policy, many changes, or a change the
+        incremental path refuses (an address moving between two workloads in one step)."""
+        prev = self._compiled
+        if (
+            prev.engine is None
+            or prev.basis != basis
+            or prev.engine.estate.control_plane != est.control_plane
+        ):
+            return None
+        new = {w.name: w for w in est.workloads}
+        gone = [n for n in prev.workloads if n not in new]
+        changed = [w for n, w in new.items() if prev.workloads.get(n) != w]
+        if len(gone) + len(changed) > max(8, len(new) // 4):
+            return None
+        try:
+            for name in gone:
+                prev.engine.remove_workload(name)
+            for w in changed:
+                prev.engine.upsert_workload(w)
+        except MicrosegError:  # the half-updated engine is dropped; the caller compiles afresh
+            return None
+        return prev.engine
 
     def remember_policy(self, key: tuple[int, tuple[str, ...]], policy: estate.Estate) -> None:
         """Keep a parsed version (versions never change, so it is valid until its label rules do)."""
