@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
 from microseg import __version__, errors
-from microseg.cli import demo, explain, k8s, output, policy
+from microseg.cli import client, demo, explain, k8s, output, policy, remote, serve
 
 
 def _reporting(command: Callable[..., None]) -> Callable[..., None]:
@@ -36,12 +36,30 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+@app.callback()
+def main(
+    ctx: typer.Context,
+    server: Annotated[str | None, typer.Option("--server", help="control plane (or MICROSEG_SERVER)")] = None,
+    token: Annotated[str | None, typer.Option("--token", help="API token (or MICROSEG_TOKEN)")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="config file of `microseg login`")] = None,
+) -> None:
+    """Label-based microsegmentation: policy as code, explainable verdicts, nftables enforcement."""
+    ctx.obj = client.Target(server, token, config)
+
+
 app.command()(_reporting(policy.validate))
 app.command()(_reporting(explain.explain))
 app.command()(_reporting(policy.render))
 app.command()(_reporting(policy.matrix))
 app.command()(_reporting(policy.diff))
 app.command()(_reporting(demo.demo))
+app.command()(_reporting(serve.server))
+SERVER_COMMANDS = (remote.get, remote.apply, remote.provision, remote.rollback, remote.quarantine,
+                   remote.release, remote.events, remote.audit, remote.login)  # fmt: skip
+for command in SERVER_COMMANDS:
+    app.command()(_reporting(command))
+app.add_typer(serve.db_app, name="db")
+app.add_typer(serve.token_app, name="token")
 
 k8s_app = typer.Typer(
     name="k8s",

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from microseg import errors, settings
-from microseg.cli import loading, output
+from microseg.cli import loading, output, remote
 from microseg.engine import engine, reachability
 from microseg.model import estate
 from microseg.render import iptables, nftables
@@ -127,13 +127,20 @@ def matrix_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def diff(
+    ctx: typer.Context,
     files: Annotated[
-        list[Path], typer.Option("-f", "--file", help="OLD then NEW policy (file or directory)")
-    ],
+        list[Path] | None,
+        typer.Option("-f", "--file", help="OLD then NEW policy (file or dir); none: the server's draft"),
+    ] = None,
     group_by: Annotated[str, typer.Option("--group-by", help="label keys for the summary")] = "env,app,role",
     fmt: output.Output = output.Format.TABLE,
 ) -> None:
-    """Semantic diff: which workload pairs and ports gain or lose reachability, and why."""
+    """Semantic diff: which workload pairs and ports gain or lose reachability, and why.
+
+    With two -f, between two policies on disk; without, the server's draft against its active version."""
+    if not files:
+        remote.draft_diff(ctx, fmt is output.Format.JSON)
+        return
     if len(files) != 2:
         output.fail(errors.UserError("diff needs exactly two -f: the old policy, then the new one"))
     old, new = loading.load([files[0]]), loading.load([files[1]])

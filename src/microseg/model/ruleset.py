@@ -48,6 +48,15 @@ class AddressSet:
         """`sha256:` over the canonical JSON array of the networks (computed once per set)."""
         return _sha256(json.dumps([str(n) for n in self.networks], separators=(",", ":")))
 
+    @cached_property
+    def fragments(self) -> tuple[str, str]:
+        """This set as canonical JSON `"name":{...}`, with its networks and with its digest (a set
+        shared by many documents is encoded once)."""
+        full = {"description": self.description, "networks": [str(n) for n in self.networks]}
+        short = {"description": self.description, "sha256": self.digest}
+        name = json.dumps(self.name)
+        return name + ":" + _canonical(full), name + ":" + _canonical(short)
+
     @property
     def v4(self) -> tuple[ip.Network, ...]:
         """The IPv4 members."""
@@ -73,6 +82,12 @@ class Entry:
     user: str | None = None
     not_before: int | None = None
     not_after: int | None = None
+
+    @cached_property
+    def text(self) -> str:
+        """Canonical JSON of this entry (entries are shared by every workload of an identity, so
+        each is encoded once, not once per document)."""
+        return _canonical(_entry_json(self))
 
 
 @dataclass(frozen=True)
@@ -167,8 +182,42 @@ def check_references(doc: RulesetDocument) -> None:
 
 def content_hash(doc: RulesetDocument) -> str:
     """sha256 over the canonical JSON of the document without its hash, sets by their digests."""
-    body = _body(doc, digests=True)
-    return _sha256(json.dumps(body, sort_keys=True, separators=(",", ":")))
+    return _sha256(canonical_json(doc, digests=True))
+
+
+def canonical_json(doc: RulesetDocument, *, digests: bool = False, with_hash: bool = False) -> str:
+    """`json.dumps(body, sort_keys=True, separators=(",", ":"))` of the document, assembled from
+    per-set and per-entry fragments that are computed once; `with_hash` adds the `hash` member
+    (then it parses to `to_dict()`)."""
+    sets = sorted(doc.address_sets, key=lambda s: s.name)
+    members: dict[str, str] = {
+        "addressSets": "{" + ",".join(s.fragments[1 if digests else 0] for s in sets) + "}",
+        "controlPlane": _canonical(_body_control_plane(doc)),
+        "egress": "[" + ",".join(e.text for e in doc.egress) + "]",
+        "ingress": "[" + ",".join(e.text for e in doc.ingress) + "]",
+        "policyVersion": json.dumps(doc.policy_version),
+        "schema": json.dumps(SCHEMA),
+        "tiers": _canonical(list(doc.tiers)),
+        "workload": _canonical(_body_workload(doc)),
+    }
+    if with_hash:
+        members["hash"] = json.dumps(doc.hash or content_hash(doc))
+    return "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in sorted(members.items())) + "}"
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _body_workload(doc: RulesetDocument) -> dict[str, Any]:
+    return {"name": doc.workload, "addresses": [str(a) for a in doc.addresses], "mode": doc.mode.value}
+
+
+def _body_control_plane(doc: RulesetDocument) -> list[dict[str, Any]]:
+    return [
+        {"cidr": str(e.network), "port": _range_json(e.port), "protocol": e.protocol.value}
+        for e in doc.control_plane
+    ]
 
 
 def _sha256(text: str) -> str:
@@ -178,17 +227,10 @@ def _sha256(text: str) -> str:
 def _body(doc: RulesetDocument, *, digests: bool = False) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
-        "workload": {
-            "name": doc.workload,
-            "addresses": [str(a) for a in doc.addresses],
-            "mode": doc.mode.value,
-        },
+        "workload": _body_workload(doc),
         "policyVersion": doc.policy_version,
         "tiers": list(doc.tiers),
-        "controlPlane": [
-            {"cidr": str(e.network), "port": _range_json(e.port), "protocol": e.protocol.value}
-            for e in doc.control_plane
-        ],
+        "controlPlane": _body_control_plane(doc),
         "addressSets": {
             s.name: {"description": s.description, "sha256": s.digest}
             if digests

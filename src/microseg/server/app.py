@@ -1,0 +1,183 @@
+"""The app factory: routers, problem+json handlers, the body-size limit, background tasks.
+
+`create_app(settings)` opens the database, runs migrations (`migrate=True`) and returns the
+FastAPI app; the lifespan starts the state watcher (wakes long-polls on any replica's change) and
+the offline detector, and stops both on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pydantic
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from microseg import __version__
+from microseg.server import (
+    config,
+    feed,
+    kinds,
+    models,
+    problems,
+    routes_admin,
+    routes_agent,
+    routes_objects,
+    routes_policy,
+    runtime,
+)
+from microseg.store import agents, database, events, migrate
+
+log = logging.getLogger("microseg.server")
+
+
+def open_database(settings: config.ServerSettings) -> database.Database:
+    """The configured database (SQLite in the data directory unless a URL is given)."""
+    return database.Database(settings.database or database.sqlite_url(settings.data_dir))
+
+
+def create_app(
+    settings: config.ServerSettings, db: database.Database | None = None, *, migrate_schema: bool = True
+) -> FastAPI:
+    """A ready app over `db` (or the configured database)."""
+    db = db or open_database(settings)
+    if migrate_schema:
+        migrate.upgrade(db)
+    rt = runtime.Runtime(settings, db)
+    rt.feed = feed.Feed(rt)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(rt.watch()), asyncio.create_task(_offline_detector(rt))]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app = FastAPI(
+        title="microseg control plane",
+        version=__version__,
+        lifespan=lifespan,
+        description="Label-based microsegmentation: inventory, draft policy, provisioned "
+        "versions, agents and flows. Errors are RFC 7807 problem+json.",
+    )
+    app.state.runtime = rt
+    problems.install(app)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    for kind in kinds.KINDS.values():
+        if kind.name == "Workload":
+            app.include_router(routes_objects.router)  # its /workloads/{name}/... before the generic routes
+        app.include_router(routes_objects.object_router(kind))
+    for module in (routes_policy, routes_agent, routes_admin):
+        app.include_router(module.router)
+    app.include_router(routes_admin.plain)
+    _publish(app, FlowBatch=models.FLOW_BATCH)
+
+    @app.get("/healthz", tags=["admin"], summary="Liveness (unauthenticated, like the OpenAPI document)")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def _publish(app: FastAPI, **published: pydantic.TypeAdapter[Any]) -> None:
+    """Add the schemas of bodies that routes validate themselves to the OpenAPI components."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = original()
+        found = spec.setdefault("components", {}).setdefault("schemas", {})
+        for name, adapter in published.items():
+            schema = adapter.json_schema(ref_template="#/components/schemas/{model}")
+            found.update(schema.pop("$defs", {}))
+            found[name] = schema
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+async def _offline_detector(rt: runtime.Runtime) -> None:
+    """Mark agents silent for `offline_after` seconds offline, with one event each."""
+    every = max(0.5, min(10.0, rt.settings.offline_after / 3))
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await asyncio.to_thread(_mark_offline, rt)
+        except Exception:  # a database hiccup must not end the detector; it is logged
+            log.warning("offline detection failed; retrying", exc_info=True)
+
+
+def _mark_offline(rt: runtime.Runtime) -> None:
+    with rt.db.write() as conn:
+        gone = agents.mark_offline(conn, time.time() - rt.settings.offline_after)
+        events.add_many(
+            conn,
+            [
+                {
+                    "kind": "agent-offline",
+                    "workload": a["workload"],
+                    "details": {"agent": a["id"]},
+                    "message": f"{a['workload']}: agent silent since {time.ctime(a['last_seen'])}",
+                }
+                for a in gone
+            ],
+        )
+
+
+class BodyLimit:
+    """413 for request bodies over `limit` bytes, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or {}).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _too_large(scope, send, self.limit)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLargeError
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLargeError:
+            await _too_large(scope, send, self.limit)
+
+
+class _TooLargeError(Exception):
+    pass
+
+
+async def _too_large(scope: Scope, send: Send, limit: int) -> None:
+    body = problems.Problem(413, "Request too large", f"request bodies are limited to {limit} bytes").body(
+        scope.get("path", "")
+    )
+    data = json.dumps(body).encode()
+    headers: list[Any] = [
+        (b"content-type", problems.MEDIA_TYPE.encode()),
+        (b"content-length", str(len(data)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": data})

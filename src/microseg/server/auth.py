@@ -1,0 +1,86 @@
+"""Authentication and roles: every request carries `Authorization: Bearer <token>`.
+
+API tokens (`msk_...`) carry a role: viewer reads, editor also changes the draft and inventory and
+provisions, admin also manages tokens and agents. Agent credentials (`msa_...`) can only use the
+agent endpoints, and only for their own workload. A missing or unknown token is 401; a known token
+without the right is 403. Tokens are looked up by their hash on every request, so a revocation
+takes effect at once on every replica.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from microseg.server.problems import Problem
+from microseg.store import agents, tokens
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: an API token with a role, or an agent of one workload."""
+
+    kind: str
+    """`token` or `agent`."""
+    id: str
+    name: str
+    role: str = ""
+    workload: str = ""
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names this caller."""
+        return f"agent:{self.workload}" if self.kind == "agent" else f"token:{self.name}({self.id})"
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Problem(401, "Unauthorized", "send Authorization: Bearer <token>")
+    return token.strip()
+
+
+def principal(request: Request) -> Principal:
+    """The caller, from its token (401 when there is none or it is unknown or revoked)."""
+    token = _bearer(request)
+    db = request.app.state.runtime.db
+    with db.read() as conn:
+        if token.startswith("msa_"):
+            agent = agents.find(conn, token)
+            if agent is not None:
+                return Principal("agent", agent["id"], agent["workload"], workload=agent["workload"])
+        elif token.startswith("msk_"):
+            found = tokens.find_api(conn, token)
+            if found is not None:
+                return Principal("token", found.id, found.name, role=found.role)
+    raise Problem(401, "Unauthorized", "unknown or revoked token")
+
+
+def requires(role: str) -> Callable[..., Principal]:
+    """A dependency: an API token whose role is `role` or stronger."""
+    needed = tokens.ROLES.index(role)
+
+    def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        if who.kind != "token":
+            raise Problem(403, "Forbidden", "agent credentials can only use /api/v1/agent endpoints")
+        if tokens.ROLES.index(who.role) < needed:
+            raise Problem(403, "Forbidden", f"this needs the {role} role; the token has {who.role}")
+        return who
+
+    return check
+
+
+def agent(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    """A dependency: an agent credential."""
+    if who.kind != "agent":
+        raise Problem(403, "Forbidden", "only agent credentials can use agent endpoints")
+    return who
+
+
+viewer = requires("viewer")
+editor = requires("editor")
+admin = requires("admin")

@@ -1,0 +1,82 @@
+"""Server settings: a dataclass with a docstring per field, from flags and `MICROSEG_*` variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How one server process runs. Every replica of a deployment uses the same database."""
+
+    database: str = ""
+    """SQLAlchemy URL: `postgresql+psycopg://user@host/db` for scale-out; empty means SQLite in
+    `data_dir` (MICROSEG_DATABASE)."""
+
+    data_dir: str = "~/.local/share/microseg"
+    """Where the default SQLite database lives (MICROSEG_DATA_DIR)."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on."""
+
+    port: int = 8440
+    """Port to listen on."""
+
+    control_plane: tuple[str, ...] = ()
+    """`ADDRESS:PORT` endpoints agents reach this server on; every ruleset always allows them, so
+    no policy can cut an agent off its control plane (MICROSEG_CONTROL_PLANE, comma separated).
+    Empty: the listen address and port, unless that is a wildcard or loopback address."""
+
+    tls_cert: str | None = None
+    """PEM certificate for HTTPS (with `tls_key`)."""
+
+    tls_key: str | None = None
+    """PEM private key for HTTPS."""
+
+    long_poll_max: float = 60.0
+    """Longest time a ruleset long-poll is held open, in seconds."""
+
+    watch_interval: float = 0.2
+    """How often the state row is read to notice changes made by other replicas, in seconds."""
+
+    offline_after: float = 90.0
+    """An agent silent for this long is marked offline (with an event), in seconds."""
+
+    max_body_bytes: int = 8 * 1024 * 1024
+    """Requests with a larger body get 413."""
+
+    enroll_per_minute: int = 30
+    """Enrollment attempts allowed per client address per minute (per process)."""
+
+    max_flow_batch: int = 5000
+    """Most flow records one batch may carry."""
+
+    extra: dict[str, str] = field(default_factory=dict)
+    """Reserved for settings later issues add."""
+
+    @staticmethod
+    def from_env(
+        env: dict[str, str] | None = None, overrides: dict[str, object] | None = None
+    ) -> ServerSettings:
+        """Settings from `MICROSEG_*` variables, then explicit overrides (flags win)."""
+        env = dict(os.environ) if env is None else env
+        found: dict[str, object] = {}
+        if env.get("MICROSEG_DATABASE"):
+            found["database"] = env["MICROSEG_DATABASE"]
+        if env.get("MICROSEG_DATA_DIR"):
+            found["data_dir"] = env["MICROSEG_DATA_DIR"]
+        if env.get("MICROSEG_CONTROL_PLANE"):
+            found["control_plane"] = tuple(
+                p.strip() for p in env["MICROSEG_CONTROL_PLANE"].split(",") if p.strip()
+            )
+        found.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        return ServerSettings(**found)  # type: ignore[arg-type]
+
+    def own_endpoints(self) -> tuple[str, ...]:
+        """The control-plane endpoints every ruleset keeps open."""
+        if self.control_plane:
+            return self.control_plane
+        if self.host in ("0.0.0.0", "::", "") or self.host.startswith("127.") or self.host == "::1":
+            return ()
+        return (f"{self.host}:{self.port}",)

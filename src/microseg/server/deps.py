@@ -1,0 +1,18 @@
+"""Small FastAPI dependencies shared by the routers."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from microseg.server.runtime import Runtime
+
+
+def runtime(request: Request) -> Runtime:
+    """The process's runtime (set by the app factory)."""
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+def client_address(request: Request) -> str:
+    """The caller's address (for rate limits)."""
+    return request.client.host if request.client else "unknown"

@@ -1,0 +1,74 @@
+"""/metrics in the Prometheus text format: agents by state, provisions, flow ingest, compile latency.
+
+Database-backed figures (agents by state, provisions) are the same on every replica; counters of
+work done (flow records ingested, compiles and their seconds) are this process's own, which is
+what Prometheus expects of replicas it scrapes one by one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from microseg.server import status
+from microseg.server.runtime import Runtime
+from microseg.store import agents, versions
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _family(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> list[str]:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    lines += [f"{name}{labels} {value:g}" for labels, value in samples]
+    return lines
+
+
+def render(rt: Runtime) -> str:
+    """The exposition text."""
+    with rt.db.read() as conn:
+        rows = agents.listing(conn)
+        provisions = versions.count(conn)
+    by_state = Counter(status.agent_state(a, status.expected_hash(rt, a["workload"])) for a in rows)
+    offline = sum(1 for a in rows if not a["online"] and a["revoked_at"] is None)
+    m = rt.metrics
+    lines = [
+        *_family(
+            "microseg_agents",
+            "gauge",
+            "Agents by state.",
+            [(f'{{state="{s}"}}', by_state.get(s, 0)) for s in status.STATES if s != "no agent"],
+        ),
+        *_family("microseg_agents_offline", "gauge", "Agents marked offline.", [("", offline)]),
+        *_family("microseg_provisions_total", "counter", "Policy versions provisioned.", [("", provisions)]),
+        *_family(
+            "microseg_flow_records_ingested_total",
+            "counter",
+            "Flow records stored by this process.",
+            [("", m.flow_records)],
+        ),
+        *_family(
+            "microseg_flow_batches_ingested_total",
+            "counter",
+            "Flow batches stored by this process.",
+            [("", m.flow_batches)],
+        ),
+        *_family(
+            "microseg_flow_ingest_records_per_second",
+            "gauge",
+            "Flow records per second, last minute.",
+            [("", round(m.ingest_rate(), 3))],
+        ),
+        *_family(
+            "microseg_compile_seconds",
+            "summary",
+            "Time to compile the estate into rulesets.",
+            [("_sum", round(m.compile_seconds, 6)), ("_count", m.compiles)],
+        ),
+        *_family("microseg_feed_waiting", "gauge", "Long-polls waiting here.", [("", m.feed_waiting)]),
+        *_family(
+            "microseg_compile_last_seconds",
+            "gauge",
+            "The last compile's duration.",
+            [("", round(m.last_compile_seconds, 6))],
+        ),
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,171 @@
+"""Request and response bodies (pydantic v2): what the OpenAPI document publishes.
+
+Object specs stay free-form mappings here on purpose: the policy-file loader is the one place
+that knows what a spec may hold, and it reports every problem with its field path.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, NotRequired
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, with_config
+from typing_extensions import TypedDict
+
+Name = Field(min_length=1, max_length=253)
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors, as in policy files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Metadata(Strict):
+    """Name and (for workloads) labels."""
+
+    name: str = Name
+    labels: dict[str, str] | None = None
+
+
+class Document(Strict):
+    """An object in policy-file form: `apiVersion`, `kind`, `metadata`, `spec`."""
+
+    apiVersion: Literal["microseg.io/v1"]  # noqa: N815 - the policy-file field name
+    kind: str = Field(min_length=1, max_length=32)
+    metadata: Metadata
+    spec: dict[str, Any] = Field(default_factory=dict)
+    status: dict[str, Any] | None = None
+    """What the server reports (ETag, effective labels, agent state); ignored when written."""
+
+    def plain(self) -> dict[str, Any]:
+        """As a plain document (no status, no empty labels)."""
+        return self.model_dump(exclude_none=True, exclude={"status"})
+
+
+class ApplyRequest(Strict):
+    """Documents to create or replace in one go (Policy documents are split into Rules)."""
+
+    documents: list[dict[str, Any]] = Field(max_length=100_000)
+
+
+class NoteRequest(Strict):
+    """A note for a provision or a rollback."""
+
+    note: str = Field(default="", max_length=2000)
+
+
+class LabelsRequest(Strict):
+    """Add and remove labels on the workloads a selector (or a list of names) picks."""
+
+    selector: str | None = Field(default=None, max_length=2000)
+    workloads: list[str] | None = Field(default=None, max_length=100_000)
+    add: dict[str, str] = Field(default_factory=dict)
+    remove: list[str] = Field(default_factory=list)
+
+
+class ModeRequest(Strict):
+    """A workload's own enforcement mode."""
+
+    mode: Literal["visibility", "alert", "enforce"]
+
+
+class TokenRequest(Strict):
+    """A new API token."""
+
+    name: str = Name
+    role: Literal["viewer", "editor", "admin"]
+
+
+class EnrollmentTokenRequest(Strict):
+    """A new enrollment token: labels that enrolled workloads get, and the mode they start in."""
+
+    name: str = Name
+    labels: dict[str, str] = Field(default_factory=dict)
+    mode: Literal["visibility", "alert", "enforce"] = "visibility"
+    reusable: bool = False
+    expiresIn: float | None = Field(default=None, gt=0, le=10 * 365 * 86400)  # noqa: N815
+
+
+class Socket(Strict):
+    """A listening socket and the process that owns it."""
+
+    protocol: Literal["tcp", "udp", "sctp"]
+    address: str = Field(max_length=64)
+    port: int = Field(ge=0, le=65535)
+    process: str | None = Field(default=None, max_length=300)
+    pid: int | None = Field(default=None, ge=0)
+    user: str | None = Field(default=None, max_length=100)
+
+
+class Inventory(Strict):
+    """What an agent reports about its host."""
+
+    hostname: str = Field(min_length=1, max_length=253)
+    addresses: list[str] = Field(min_length=1, max_length=256)
+    os: str = Field(default="linux", max_length=100)
+    kernel: str | None = Field(default=None, max_length=200)
+    kind: Literal["host", "vm", "container", "pod"] = "vm"
+    sockets: list[Socket] = Field(default_factory=list, max_length=10_000)
+
+
+class EnrollRequest(Strict):
+    """An agent's first call: its enrollment token and inventory."""
+
+    token: str = Field(min_length=1, max_length=200)
+    inventory: Inventory
+
+
+class StatusReport(Strict):
+    """What the agent applied, and how it went."""
+
+    appliedHash: str | None = Field(default=None, max_length=80)  # noqa: N815
+    dataplane: str | None = Field(default=None, max_length=32)
+    errors: list[str] = Field(default_factory=list, max_length=100)
+    tampered: bool = False
+
+
+@with_config(ConfigDict(extra="forbid"))
+class FlowRecord(TypedDict):
+    """One flow summary as an agent saw it (the client's ephemeral port dropped).
+
+    A TypedDict, not a model: batches are the hot path, and validating straight into dicts is
+    about twice as fast as building a thousand model objects per batch."""
+
+    direction: Literal["in", "out"]
+    src: Annotated[str, Field(max_length=64)]
+    dst: Annotated[str, Field(max_length=64)]
+    dport: NotRequired[Annotated[int | None, Field(ge=0, le=65535)]]
+    proto: Literal["tcp", "udp", "sctp", "icmp", "other"]
+    process: NotRequired[Annotated[str | None, Field(max_length=300)]]
+    user: NotRequired[Annotated[str | None, Field(max_length=100)]]
+    bytes: NotRequired[Annotated[int, Field(ge=0, le=2**62)]]
+    packets: NotRequired[Annotated[int, Field(ge=0, le=2**62)]]
+    first_seen: Annotated[float, Field(ge=0, le=2**40)]
+    last_seen: Annotated[float, Field(ge=0, le=2**40)]
+    verdict: Literal["allowed", "blocked", "would-block"]
+    rule: NotRequired[Annotated[str | None, Field(max_length=200)]]
+
+
+FLOW_DEFAULTS = {"dport": None, "process": None, "user": None, "bytes": 0, "packets": 0, "rule": None}
+"""What a record means when it leaves a field out."""
+
+
+@with_config(ConfigDict(extra="forbid"))
+class FlowBatch(TypedDict):
+    """A batch of flow records; a batch id seen twice is stored once."""
+
+    batch_id: Annotated[str, Field(min_length=1, max_length=100)]
+    records: Annotated[list[FlowRecord], Field(max_length=100_000)]
+
+
+FLOW_BATCH = TypeAdapter(FlowBatch)
+
+
+class ExplainRequest(Strict):
+    """A flow to explain: workload names or addresses, and `PORT/PROTO`."""
+
+    source: str = Field(min_length=1, max_length=300, alias="from")
+    destination: str = Field(min_length=1, max_length=300, alias="to")
+    port: str = Field(min_length=1, max_length=20, examples=["3306/tcp"])
+    process: str | None = Field(default=None, max_length=300)
+    version: str = Field(default="active", max_length=20)

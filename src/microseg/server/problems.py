@@ -1,0 +1,107 @@
+"""RFC 7807 problem details: every error the API returns is `application/problem+json`.
+
+Raised as `Problem` by the routes and the service; microseg's own errors (bad input, unknown
+names), FastAPI's request validation and unexpected exceptions are translated here, so that a
+client never sees an HTML page or a traceback, and a 5xx only ever means a bug.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from microseg import errors
+from microseg.server import compose
+
+MEDIA_TYPE = "application/problem+json"
+BASE = "https://microseg.io/problems/"
+log = logging.getLogger("microseg.server")
+
+
+class Problem(Exception):  # noqa: N818 - RFC 7807 calls it a problem
+    """An error response: status, a short title, a human detail, and extra members."""
+
+    def __init__(self, status: int, title: str, detail: str = "", **extra: Any) -> None:
+        super().__init__(detail or title)
+        self.status, self.title, self.detail, self.extra = status, title, detail, extra
+
+    def body(self, instance: str) -> dict[str, Any]:
+        """The problem document."""
+        slug = self.title.lower().replace(" ", "-")
+        return {
+            "type": BASE + slug,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "instance": instance,
+            **self.extra,
+        }
+
+
+def response(problem: Problem, request: Request, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The problem as a response."""
+    return JSONResponse(
+        problem.body(request.url.path), problem.status, headers=headers, media_type=MEDIA_TYPE
+    )
+
+
+def from_error(exc: errors.MicrosegError) -> Problem:
+    """microseg's own errors as problems."""
+    if isinstance(exc, compose.InvalidError):
+        return Problem(422, "Invalid objects", str(exc).splitlines()[0], problems=exc.problems)
+    if isinstance(exc, errors.PolicyFileError):
+        return Problem(
+            422,
+            "Invalid policy",
+            (exc.problems and str(exc).splitlines()[0]) or str(exc),
+            problems=[{"object": p.file, "field": p.field, "message": p.message} for p in exc.problems],
+        )
+    if isinstance(exc, errors.LookupFailedError):
+        return Problem(404, "Not found", str(exc))
+    if isinstance(exc, errors.UserError):
+        field = getattr(exc, "field", "")
+        return Problem(422, "Invalid request", str(exc), **({"field": field} if field else {}))
+    if isinstance(exc, errors.TransientError):
+        return Problem(503, "Try again", str(exc))
+    return Problem(500, "Internal error", "the server could not complete the request")
+
+
+def install(app: FastAPI) -> None:
+    """Register the translating handlers."""
+
+    @app.exception_handler(Problem)
+    async def on_problem(request: Request, exc: Problem) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return response(exc, request, headers)
+
+    @app.exception_handler(errors.MicrosegError)
+    async def on_error(request: Request, exc: errors.MicrosegError) -> JSONResponse:
+        return response(from_error(exc), request)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        found = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())), "message": str(e.get("msg", ""))}
+            for e in exc.errors()
+        ]
+        return response(
+            Problem(422, "Invalid request", "the request does not match the API", errors=found), request
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return response(Problem(exc.status_code, _title(exc.status_code), str(exc.detail)), request)
+
+    @app.exception_handler(Exception)
+    async def on_bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return response(Problem(500, "Internal error", "the server could not complete the request"), request)
+
+
+def _title(status: int) -> str:
+    return {404: "Not found", 405: "Method not allowed", 413: "Request too large"}.get(status, "Error")

@@ -1,0 +1,202 @@
+"""Drafts become versions: provision, rollback, revert, and the diffs between any two.
+
+Provisioning runs under a database lock (`Database.lock("provision")`), so replicas provisioning at
+the same moment get consecutive numbers, never the same or a gap. A version stores the draft's
+objects exactly; rollback provisions an older version's objects as a new version and resets the
+draft to them (pending draft edits are dropped, and the audit log keeps them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from microseg import errors
+from microseg.engine import engine as engines
+from microseg.engine import reachability
+from microseg.model import estate
+from microseg.server import compose, kinds, runtime
+from microseg.server.auth import Principal
+from microseg.server.problems import Problem
+from microseg.server.runtime import Runtime
+from microseg.store import audit, objects, state, versions
+
+Doc = dict[str, Any]
+CHANGE_LIMIT = 500
+"""Reachability changes listed in a diff (the total is always given)."""
+
+
+def _keyed(docs: list[Doc]) -> dict[str, Doc]:
+    return {f"{d['kind']}/{kinds.object_name(d)}": d for d in docs}
+
+
+def _named(docs: list[Doc]) -> list[tuple[str, Doc]]:
+    return [(kinds.object_name(d), d) for d in docs]
+
+
+def object_changes(before: list[Doc], after: list[Doc]) -> dict[str, list[str]]:
+    """Objects added, removed and changed between two sets of policy objects."""
+    old, new = _keyed(before), _keyed(after)
+    return {
+        "added": sorted(new.keys() - old.keys()),
+        "removed": sorted(old.keys() - new.keys()),
+        "changed": sorted(k for k in old.keys() & new.keys() if old[k] != new[k]),
+    }
+
+
+def draft_documents(conn: sa.Connection) -> list[Doc]:
+    """The draft's policy objects."""
+    return [o.doc for o in objects.of_kinds(conn, kinds.DRAFT)]
+
+
+def _provision(
+    rt: Runtime, who: Principal, note: str, docs: list[Doc] | None, rollback_of: int | None
+) -> versions.Version:
+    with rt.db.write() as conn:
+        rt.db.lock(conn, "microseg-provision")
+        active, _ = state.read(conn)
+        current = versions.get(conn, active) if active else None
+        content = draft_documents(conn) if docs is None else docs
+        changes = object_changes(current.documents if current else [], content)
+        if current is not None and not any(changes.values()):
+            raise Problem(409, "Nothing to provision", f"the content equals the active version v{active}")
+        label_rules = objects.of_kinds(conn, ("LabelRule",))
+        parsed = compose.load_policy([*content, *(o.doc for o in label_rules)])
+        number = versions.next_number(conn)
+        version = versions.new(
+            number, note=note, actor=who.actor, documents=content, changes=changes, rollback_of=rollback_of
+        )
+        versions.insert(conn, version)
+        state.set_active(conn, number)
+        if docs is not None:
+            objects.replace_kinds(conn, kinds.DRAFT, _named(docs), who.actor)
+        action = "rollback" if rollback_of else "provision"
+        audit.record(
+            conn,
+            who.actor,
+            action,
+            f"version/{number}",
+            {"note": note, "changes": changes, "rollbackOf": rollback_of},
+        )
+    rt.remember_policy(runtime.policy_key(number, label_rules), parsed)
+    rt.poke()
+    return version
+
+
+def provision(rt: Runtime, who: Principal, note: str) -> versions.Version:
+    """The draft becomes the next version (409 when it equals the active one)."""
+    return _provision(rt, who, note, None, None)
+
+
+def rollback(rt: Runtime, who: Principal, number: int, note: str) -> versions.Version:
+    """Provision version `number`'s objects again, as a new version; the draft becomes them too."""
+    with rt.db.read() as conn:
+        old = versions.get(conn, number)
+    if old is None:
+        raise errors.LookupFailedError(f"no version {number}")
+    return _provision(rt, who, note or f"rollback to v{number}", old.documents, number)
+
+
+def revert_draft(rt: Runtime, who: Principal) -> dict[str, list[str]]:
+    """Throw the draft's edits away: the draft becomes the active version again."""
+    with rt.db.write() as conn:
+        active, _ = state.read(conn)
+        current = versions.get(conn, active) if active else None
+        docs = current.documents if current else []
+        changes = object_changes(draft_documents(conn), docs)
+        objects.replace_kinds(conn, kinds.DRAFT, _named(docs), who.actor)
+        audit.record(conn, who.actor, "revert-draft", "draft", {"changes": changes, "toVersion": active})
+    return changes
+
+
+def version_documents(conn: sa.Connection, ref: str) -> list[Doc]:
+    """`draft`, `active` or a version number -> its policy objects."""
+    if ref == "draft":
+        return draft_documents(conn)
+    number = state.read(conn)[0] if ref == "active" else _number(ref)
+    if number == 0:
+        return []
+    found = versions.get(conn, number)
+    if found is None:
+        raise errors.LookupFailedError(f"no version {ref}")
+    return found.documents
+
+
+def _number(ref: str) -> int:
+    text = ref.removeprefix("v")
+    if not text.isdigit():
+        raise errors.ValidationError(f"{ref!r} is not draft, active or a version number")
+    return int(text)
+
+
+def diff(rt: Runtime, old_ref: str, new_ref: str) -> dict[str, Any]:
+    """Objects changed, rules changed and the semantic reachability change between two policies,
+    both over the current live inventory."""
+    with rt.db.read() as conn:
+        old_docs, new_docs = version_documents(conn, old_ref), version_documents(conn, new_ref)
+        live = objects.of_kinds(conn, kinds.LIVE)
+    old_est, new_est = rt.estate(old_docs, live, 0), rt.estate(new_docs, live, 0)
+    changes = semantic_changes(old_est, new_est)
+    return {
+        "from": old_ref,
+        "to": new_ref,
+        "objects": object_changes(old_docs, new_docs),
+        "rules": rule_changes(old_est, new_est),
+        "reachability": changes,
+    }
+
+
+def rule_changes(old: estate.Estate, new: estate.Estate) -> dict[str, list[str]]:
+    """Rule references added, removed or changed."""
+    before, after = {r.ref: r for r in old.rules}, {r.ref: r for r in new.rules}
+    return {
+        "added": sorted(after.keys() - before.keys()),
+        "removed": sorted(before.keys() - after.keys()),
+        "changed": sorted(k for k in before.keys() & after.keys() if before[k] != after[k]),
+    }
+
+
+def semantic_changes(old: estate.Estate, new: estate.Estate) -> dict[str, Any]:
+    """Which workload pairs and ports gain or lose reachability, each with both verdicts."""
+    old_eng, new_eng = engines.PolicyEngine(old), engines.PolicyEngine(new)
+    probes = sorted(
+        set(reachability.probes_of(old_eng)) | set(reachability.probes_of(new_eng)),
+        key=lambda p: (p[0].value, p[1] or 0),
+    )
+    found = reachability.semantic_diff(old_eng, new_eng, probes)
+    listed = [
+        {
+            "from": c.source,
+            "to": c.destination,
+            "port": c.probe,
+            "change": "gained" if c.gained else "lost",
+            "before": c.before.to_dict(),
+            "after": c.after.to_dict(),
+        }
+        for c in found[:CHANGE_LIMIT]
+    ]
+    gained = sum(1 for c in found if c.gained)
+    return {
+        "total": len(found),
+        "gained": gained,
+        "lost": len(found) - gained,
+        "changes": listed,
+        "truncated": len(found) > CHANGE_LIMIT,
+    }
+
+
+def version_json(v: versions.Version, *, documents: bool = False) -> dict[str, Any]:
+    """A version for the API."""
+    out: dict[str, Any] = {
+        "number": v.number,
+        "name": f"v{v.number}",
+        "note": v.note,
+        "createdAt": v.created_at,
+        "createdBy": v.created_by,
+        "rollbackOf": v.rollback_of,
+        "changes": v.changes,
+    }
+    if documents:
+        out["documents"] = v.documents
+    return out

@@ -1,0 +1,189 @@
+"""CRUD for every object kind (one router per kind, made by `object_router`), bulk apply, labels.
+
+GET lists (workloads filter by a kubectl selector and page with `limit` / `continue`) and reads one
+object with its ETag; POST creates (409 when it exists); PUT creates or replaces, honouring
+If-Match and If-None-Match; DELETE honours If-Match. Policy kinds change the draft; live kinds the
+inventory. Rules live under /rules/{tier}/{name}.
+
+No `from __future__ import annotations` here: the per-kind routes close over a local dependency,
+and FastAPI must see their annotations as objects, not strings.
+"""
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi.responses import JSONResponse
+
+from microseg import errors
+from microseg.model import labelrules, workloads
+from microseg.server import auth, compose, deps, kinds, models, service, status
+from microseg.server.auth import Principal
+from microseg.server.problems import Problem
+from microseg.server.runtime import Runtime
+from microseg.store import agents, objects
+
+Rt = Annotated[Runtime, Depends(deps.runtime)]
+Viewer = Annotated[Principal, Depends(auth.viewer)]
+Editor = Annotated[Principal, Depends(auth.editor)]
+IfMatch = Annotated[str | None, Header()]
+IfNoneMatch = Annotated[str | None, Header()]
+
+
+def one(stored: objects.Stored, code: int = 200, extra: dict[str, Any] | None = None) -> JSONResponse:
+    """An object with its ETag header."""
+    body = {
+        **stored.doc,
+        "status": {
+            "etag": stored.etag,
+            "updatedAt": stored.updated_at,
+            "updatedBy": stored.updated_by,
+            **(extra or {}),
+        },
+    }
+    return JSONResponse(body, code, headers={"ETag": f'"{stored.etag}"'})
+
+
+def object_router(kind: kinds.Kind) -> APIRouter:
+    """GET/POST on the collection, GET/PUT/DELETE on one object, for one kind."""
+    router = APIRouter(prefix=f"/api/v1/{kind.path}", tags=[kind.name])
+    item = "/{tier}/{name}" if kind.name == "Rule" else "/{name}"
+
+    def key(name: str, tier: str | None = None) -> str:
+        return f"{tier}/{name}" if tier is not None else name
+
+    @router.get("", summary=f"List {kind.path}")
+    def list_objects(
+        rt: Rt,
+        _: Viewer,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+        after: Annotated[str | None, Query(alias="continue", max_length=600)] = None,
+        selector: Annotated[str | None, Query(max_length=2000)] = None,
+    ) -> dict[str, Any]:
+        with rt.db.read() as conn:
+            found = (
+                service.select_workloads(rt, conn, selector)
+                if kind.name == "Workload"
+                else objects.of_kinds(conn, (kind.name,))
+            )
+            page = [o for o in found if after is None or o.name > after][:limit]
+            context = _workload_context(conn) if kind.name == "Workload" else None
+        items = [_listed(rt, o, context) for o in page]
+        more = len(page) == limit and any(o.name > page[-1].name for o in found)
+        return {"kind": f"{kind.name}List", "items": items, "continue": page[-1].name if more else None}
+
+    @router.post("", status_code=201, summary=f"Create a {kind.name}")
+    def create(rt: Rt, who: Editor, body: models.Document) -> JSONResponse:
+        try:
+            stored, _ = service.save(rt, who, body.plain(), kind=kind.name, if_none_match="*")
+        except Problem as exc:
+            if exc.status == 412:
+                raise Problem(409, "Conflict", f"{kind.name} {body.metadata.name} already exists") from None
+            raise
+        return one(stored, 201)
+
+    @router.get(item, summary=f"Read a {kind.name}")
+    def read(rt: Rt, _: Viewer, name: Annotated[str, Depends(key)]) -> JSONResponse:
+        with rt.db.read() as conn:
+            stored = objects.get(conn, kind.name, name)
+        if stored is None:
+            raise errors.LookupFailedError(f"no {kind.name} called {name!r}")
+        return one(stored)
+
+    @router.put(item, summary=f"Create or replace a {kind.name}")
+    def replace(
+        *,
+        rt: Rt,
+        who: Editor,
+        name: Annotated[str, Depends(key)],
+        body: models.Document,
+        if_match: IfMatch = None,
+        if_none_match: IfNoneMatch = None,
+    ) -> JSONResponse:
+        stored, created = service.save(
+            rt, who, body.plain(), kind=kind.name, name=name, if_match=if_match, if_none_match=if_none_match
+        )
+        return one(stored, 201 if created else 200)
+
+    @router.delete(item, status_code=204, summary=f"Delete a {kind.name}")
+    def delete(rt: Rt, who: Editor, name: Annotated[str, Depends(key)], if_match: IfMatch = None) -> Response:
+        service.remove(rt, who, kind.name, name, if_match)
+        return Response(status_code=204)
+
+    return router
+
+
+Context = tuple[tuple[labelrules.LabelRule, ...], list[compose.ModeScope], dict[str, dict[str, Any]]]
+
+
+def _workload_context(conn: sa.Connection) -> Context:
+    scopes = [compose.mode_scope(o.doc) for o in objects.of_kinds(conn, ("ModeScope",))]
+    return service.label_rules(conn), scopes, {a["workload"]: a for a in agents.listing(conn)}
+
+
+def _listed(rt: Runtime, o: objects.Stored, context: Context | None) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if context is not None:
+        rules, scopes, agent_rows = context
+        extra = status.workload_status(
+            rt, rt.workloads.model(o.doc, o.etag), rules, scopes, agent_rows.get(o.name)
+        )
+    return {
+        **o.doc,
+        "status": {"etag": o.etag, "updatedAt": o.updated_at, "updatedBy": o.updated_by, **extra},
+    }
+
+
+router = APIRouter(prefix="/api/v1", tags=["inventory"])
+
+
+@router.post("/apply", summary="Create or replace many objects: all of them or none")
+def apply(rt: Rt, who: Editor, body: models.ApplyRequest) -> dict[str, list[str]]:
+    return service.apply(rt, who, body.documents)
+
+
+@router.get("/labels", summary="Label keys and values in use (effective labels)")
+def labels_in_use(rt: Rt, _: Viewer) -> dict[str, list[str]]:
+    with rt.db.read() as conn:
+        rules = service.label_rules(conn)
+        found: dict[str, set[str]] = {}
+        for o in objects.of_kinds(conn, ("Workload",)):
+            for k, v in labelrules.effective_labels(rt.workloads.model(o.doc, o.etag), rules).items():
+                found.setdefault(k, set()).add(v)
+    return {k: sorted(v) for k, v in sorted(found.items())}
+
+
+@router.post("/labels/bulk", summary="Add and remove labels on many workloads at once")
+def bulk_labels(rt: Rt, who: Editor, body: models.LabelsRequest) -> dict[str, list[str]]:
+    if (body.selector is None) == (body.workloads is None):
+        raise errors.ValidationError("give exactly one of selector and workloads")
+    with rt.db.read() as conn:
+        names = body.workloads or [o.name for o in service.select_workloads(rt, conn, body.selector)]
+    changed = service.modify_workloads(rt, who, names, service.relabel(body.add, body.remove), "relabel")
+    return {"changed": changed}
+
+
+def _action(
+    rt: Runtime, who: Principal, name: str, change: Callable[[dict[str, Any]], dict[str, Any]], action: str
+) -> JSONResponse:
+    service.modify_workloads(rt, who, [name], change, action)
+    with rt.db.read() as conn:
+        stored = objects.get(conn, "Workload", name)
+    assert stored is not None
+    return one(stored)
+
+
+@router.post("/workloads/{name}/quarantine", summary="Isolate a workload (label quarantine=true)")
+def quarantine(rt: Rt, who: Editor, name: str) -> JSONResponse:
+    return _action(rt, who, name, service.quarantine(True), "quarantine")
+
+
+@router.post("/workloads/{name}/release", summary="End a workload's quarantine")
+def release(rt: Rt, who: Editor, name: str) -> JSONResponse:
+    return _action(rt, who, name, service.quarantine(False), "release")
+
+
+@router.put("/workloads/{name}/mode", summary="Set a workload's own enforcement mode")
+def set_mode(rt: Rt, who: Editor, name: str, body: models.ModeRequest) -> JSONResponse:
+    return _action(rt, who, name, service.set_mode(workloads.Mode(body.mode)), "set-mode")

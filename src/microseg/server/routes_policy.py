@@ -1,0 +1,120 @@
+"""The draft and provisioned versions: export, diff, revert, provision, list, show, rollback; and
+explained verdicts against the active version or the draft."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
+
+from microseg import errors
+from microseg.engine import engine as engines
+from microseg.engine import reachability
+from microseg.server import auth, compose, deps, kinds, models, provisioning
+from microseg.server.auth import Principal
+from microseg.server.runtime import Runtime
+from microseg.store import objects, versions
+
+Rt = Annotated[Runtime, Depends(deps.runtime)]
+Viewer = Annotated[Principal, Depends(auth.viewer)]
+Editor = Annotated[Principal, Depends(auth.editor)]
+router = APIRouter(prefix="/api/v1", tags=["policy"])
+
+
+@router.get("/draft", summary="The draft's objects (format=policy groups rules into Policy documents)")
+def draft(
+    rt: Rt, _: Viewer, format: Annotated[str, Query(pattern="^(objects|policy)$")] = "objects"
+) -> dict[str, Any]:
+    with rt.db.read() as conn:
+        docs = provisioning.draft_documents(conn)
+    items = compose.policy_file_documents(docs) if format == "policy" else docs
+    return {"kind": "List", "apiVersion": kinds.API_VERSION, "items": items}
+
+
+@router.get("/draft/diff", summary="Draft against the active version: objects, rules, reachability")
+def draft_diff(rt: Rt, _: Viewer) -> dict[str, Any]:
+    return provisioning.diff(rt, "active", "draft")
+
+
+@router.delete("/draft", summary="Throw away the draft's edits (back to the active version)")
+def revert(rt: Rt, who: Editor) -> dict[str, Any]:
+    return {"reverted": provisioning.revert_draft(rt, who)}
+
+
+@router.get("/versions", summary="Provisioned versions, newest first")
+def list_versions(
+    rt: Rt,
+    _: Viewer,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    with rt.db.read() as conn:
+        found = versions.listing(conn, limit, before)
+    return {"items": [provisioning.version_json(v) for v in found]}
+
+
+@router.post("/versions", status_code=201, summary="Provision the draft as the next version")
+def provision(rt: Rt, who: Editor, body: models.NoteRequest) -> JSONResponse:
+    version = provisioning.provision(rt, who, body.note)
+    return JSONResponse(provisioning.version_json(version), 201)
+
+
+@router.get("/versions/{number}", summary="One version with its objects")
+def show_version(rt: Rt, _: Viewer, number: int) -> dict[str, Any]:
+    with rt.db.read() as conn:
+        found = versions.get(conn, number)
+    if found is None:
+        raise errors.LookupFailedError(f"no version {number}")
+    return provisioning.version_json(found, documents=True)
+
+
+@router.get("/diff", summary="Diff any two of: draft, active, a version number")
+def diff(
+    rt: Rt,
+    _: Viewer,
+    old: Annotated[str, Query(alias="from", max_length=20)],
+    new: Annotated[str, Query(alias="to", max_length=20)],
+) -> dict[str, Any]:
+    return provisioning.diff(rt, old, new)
+
+
+@router.post("/versions/{number}/rollback", status_code=201, summary="Provision an older version again")
+def rollback(rt: Rt, who: Editor, number: int, body: models.NoteRequest) -> JSONResponse:
+    version = provisioning.rollback(rt, who, number, body.note)
+    return JSONResponse(provisioning.version_json(version), 201)
+
+
+@router.post("/explain", summary="The explained verdict for one flow, under the active version or the draft")
+def explain(rt: Rt, _: Viewer, body: models.ExplainRequest) -> dict[str, Any]:
+    eng = _engine(rt, body.version)
+    proto, port = _probe(body.port)
+    with rt.engine_lock:
+        src, dst = eng.endpoint(body.source), eng.endpoint(body.destination)
+        verdict = eng.evaluate(src, dst, port, proto, process=body.process)
+    return {
+        "from": str(src),
+        "to": str(dst),
+        "port": reachability.probe_text((proto, port)),
+        "version": body.version,
+        "verdict": verdict.to_dict(),
+    }
+
+
+def _probe(text: str) -> reachability.Probe:
+    try:
+        return reachability.parse_probe(text)
+    except ValueError:
+        raise errors.ValidationError(f"port {text!r}: expected PORT/PROTO such as 443/tcp, or icmp") from None
+
+
+def _engine(rt: Runtime, ref: str) -> engines.PolicyEngine:
+    if ref == "active":
+        compiled = rt.compiled()
+        if compiled.engine is None:
+            raise errors.LookupFailedError("nothing is provisioned yet")
+        return compiled.engine
+    with rt.db.read() as conn:
+        docs = provisioning.version_documents(conn, ref)
+        live = objects.of_kinds(conn, kinds.LIVE)
+    return engines.PolicyEngine(rt.estate(docs, live, 0))

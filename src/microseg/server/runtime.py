@@ -1,0 +1,247 @@
+"""The process's view of the database: the compiled engine, change notification, metrics.
+
+Fed by the state row (active version, inventory generation); feeds the ruleset feed, agent
+status and explanations. `engine()` rebuilds the PolicyEngine whenever the row differs from what
+the cached one was built from, so every replica serves what the database says. A watcher task
+reads the row every `watch_interval` (and at once after a local write) and wakes long-polls.
+
+What it deliberately does not do: hold anything that is not in the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from microseg.engine import engine as engines
+from microseg.errors import LookupFailedError, MicrosegError
+from microseg.model import estate, ruleset
+from microseg.model.workloads import Workload
+from microseg.server import compose, config, documents, kinds, ratelimit
+from microseg.store import database, objects, state, versions
+
+if TYPE_CHECKING:  # the feed drives a runtime; only its type is needed here
+    from microseg.server import feed
+
+log = logging.getLogger("microseg.server")
+
+
+@dataclass
+class Metrics:
+    """Counters of this process (Prometheus sums them over replicas)."""
+
+    flow_records: int = 0
+    flow_batches: int = 0
+    compiles: int = 0
+    compile_seconds: float = 0.0
+    last_compile_seconds: float = 0.0
+    feed_waiting: int = 0
+    """Ruleset long-polls parked in this process right now."""
+    ingest_times: list[tuple[float, int]] = field(default_factory=list)
+
+    def ingested(self, records: int) -> None:
+        """Count a stored batch (and keep a minute of history for the rate)."""
+        now = time.time()
+        self.flow_records += records
+        self.flow_batches += 1
+        self.ingest_times.append((now, records))
+        while self.ingest_times and self.ingest_times[0][0] < now - 60:
+            self.ingest_times.pop(0)
+
+    def ingest_rate(self) -> float:
+        """Flow records per second over the last minute."""
+        now = time.time()
+        return sum(n for t, n in self.ingest_times if t >= now - 60) / 60.0
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """An engine built for one (version, inventory generation)."""
+
+    key: tuple[int, int]
+    engine: engines.PolicyEngine | None
+    """None before the first provision: agents get nothing until then."""
+    basis: tuple[int, tuple[str, ...]] = (0, ())
+    """The policy it was built from (`policy_key`)."""
+    workloads: Mapping[str, Workload] = field(default_factory=dict)
+    """The workloads it holds, by name, as the engine has them (modes after mode scopes)."""
+
+
+def policy_key(version: int, label_rules: list[objects.Stored]) -> tuple[int, tuple[str, ...]]:
+    """What a parsed policy depends on: the version and the label rules' contents."""
+    return version, tuple(sorted(o.etag for o in label_rules))
+
+
+class Runtime:
+    """Shared by every request of one server process."""
+
+    def __init__(self, settings: config.ServerSettings, db: database.Database) -> None:
+        self.settings = settings
+        self.db = db
+        self.workloads = compose.WorkloadCache()
+        self.metrics = Metrics()
+        self.control_plane: tuple[estate.Endpoint, ...] = tuple(
+            compose.endpoint(e) for e in settings.own_endpoints()
+        )
+        self.enroll_limit = ratelimit.RateLimit(settings.enroll_per_minute)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.encoder = documents.DocumentEncoder()
+        self.feed: feed.Feed | None = None
+        """The ruleset feed, set by the app factory."""
+        self._lock = threading.Lock()
+        self._policy_lock = threading.Lock()
+        self._policies: dict[tuple[int, tuple[str, ...]], estate.Estate] = {}
+        self._compiled = Compiled((-1, -1), None)
+        self._event: asyncio.Event | None = None
+        self._poke: asyncio.Event | None = None
+        self._seen: tuple[int, int] = (-1, -1)
+
+    # -- the compiled engine ---------------------------------------------------------------
+
+    def compiled(self, *, refresh: bool = True) -> Compiled:
+        """The engine for what the database says now (rebuilt when the state row moved);
+        `refresh=False`: the last one built, without reading the state row."""
+        if not refresh:
+            return self._compiled
+        with self.db.read() as conn:
+            key = state.read(conn)
+        with self._lock:
+            if self._compiled.key != key:
+                self._compiled = self._build(key)
+            return self._compiled
+
+    def _build(self, key: tuple[int, int]) -> Compiled:
+        started = time.perf_counter()
+        with self.db.read() as conn:
+            key = state.read(conn)
+            live = objects.of_kinds(conn, kinds.LIVE)
+            rules = [o for o in live if o.kind == "LabelRule"]
+            policy = self._policies.get(policy_key(key[0], rules))
+            version = versions.get(conn, key[0]) if key[0] and policy is None else None
+        if key[0] == 0:
+            return Compiled(key, None)
+        if policy is None:
+            assert version is not None  # the state row only ever names a stored version
+            policy = compose.load_policy([*version.documents, *(o.doc for o in rules)])
+            self.remember_policy(policy_key(key[0], rules), policy)
+        etags = {o.name: o.etag for o in live if o.kind == "Workload"}
+        est = compose.compose(policy, [o.doc for o in live], self.workloads, self.control_plane,
+                              version=key[0], etags=etags)  # fmt: skip
+        basis = policy_key(key[0], rules)
+        eng = self._updated(basis, est) or engines.PolicyEngine(est)
+        took = time.perf_counter() - started
+        self.metrics.compiles += 1
+        self.metrics.compile_seconds += took
+        self.metrics.last_compile_seconds = took
+        return Compiled(key, eng, basis, {w.name: w for w in est.workloads})
+
+    def _updated(self, basis: tuple[int, tuple[str, ...]], est: estate.Estate) -> engines.PolicyEngine | None:
+        """The last engine brought up to `est` one workload at a time, when only workloads changed
+        (the engine's incremental path: a relabel recomputes one identity, a re-address moves set
+        members). None when a full compile is due: other policy, many changes, or a change the
+        incremental path refuses (an address moving between two workloads in one step)."""
+        prev = self._compiled
+        if (
+            prev.engine is None
+            or prev.basis != basis
+            or prev.engine.estate.control_plane != est.control_plane
+        ):
+            return None
+        new = {w.name: w for w in est.workloads}
+        gone = [n for n in prev.workloads if n not in new]
+        changed = [w for n, w in new.items() if prev.workloads.get(n) != w]
+        if len(gone) + len(changed) > max(8, len(new) // 4):
+            return None
+        try:
+            for name in gone:
+                prev.engine.remove_workload(name)
+            for w in changed:
+                prev.engine.upsert_workload(w)
+        except MicrosegError:  # the half-updated engine is dropped; the caller compiles afresh
+            return None
+        return prev.engine
+
+    def remember_policy(self, key: tuple[int, tuple[str, ...]], policy: estate.Estate) -> None:
+        """Keep a parsed version (versions never change, so it is valid until its label rules do)."""
+        with self._policy_lock:
+            if len(self._policies) >= 4:
+                self._policies.pop(next(iter(self._policies)))
+            self._policies[key] = policy
+
+    @property
+    def engine_lock(self) -> threading.Lock:
+        """Held while using a compiled engine: its caches are not meant for two threads at once."""
+        return self._lock
+
+    def estate(
+        self, documents: list[dict[str, Any]], live: list[objects.Stored], version: int
+    ) -> estate.Estate:
+        """The estate of policy `documents` over the live inventory `live`."""
+        policy = compose.load_policy([*documents, *(o.doc for o in live if o.kind == "LabelRule")])
+        etags = {o.name: o.etag for o in live if o.kind == "Workload"}
+        docs = [o.doc for o in live]
+        return compose.compose(policy, docs, self.workloads, self.control_plane, version=version, etags=etags)
+
+    def document_json(self, workload: str, *, refresh: bool = True) -> tuple[str, bytes] | None:
+        """(hash, JSON bytes) of the workload's provisioned ruleset (None as for `document`)."""
+        doc = self.document(workload, refresh=refresh)
+        if doc is None:
+            return None
+        with self._lock:
+            return doc.hash, self.encoder.encode(doc)
+
+    def document(self, workload: str, *, refresh: bool = True) -> ruleset.RulesetDocument | None:
+        """The provisioned ruleset of a managed workload (None: nothing provisioned, or no
+        such managed workload)."""
+        compiled = self.compiled(refresh=refresh)
+        if compiled.engine is None:
+            return None
+        with self._lock:
+            try:
+                return compiled.engine.document(workload)
+            except LookupFailedError:
+                return None
+
+    # -- change notification ---------------------------------------------------------------
+
+    def changed_event(self) -> asyncio.Event:
+        """An event set at the next change (take it before looking, so no change is missed)."""
+        if self._event is None:
+            self._event = asyncio.Event()
+        return self._event
+
+    def poke(self) -> None:
+        """A local write happened: look at the state row now (thread-safe)."""
+        loop, poke = self._loop, self._poke
+        if loop is not None and poke is not None:
+            loop.call_soon_threadsafe(poke.set)
+
+    async def watch(self) -> None:
+        """Wake long-polls whenever the state row changes, whoever changed it."""
+        self._loop = asyncio.get_running_loop()
+        self._poke = asyncio.Event()
+        self.changed_event()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), self.settings.watch_interval)
+            self._poke.clear()
+            try:
+                key = await asyncio.to_thread(self._read_key)
+            except Exception:  # the database may be restarting; keep watching, but say so
+                log.warning("cannot read the state row; retrying", exc_info=True)
+                await asyncio.sleep(self.settings.watch_interval)
+                continue
+            if key != self._seen:
+                self._seen = key
+                old, self._event = self.changed_event(), asyncio.Event()
+                old.set()
+
+    def _read_key(self) -> tuple[int, int]:
+        with self.db.read() as conn:
+            return state.read(conn)

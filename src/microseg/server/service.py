@@ -1,0 +1,252 @@
+"""Changes to objects: validate the whole result first, then write it with its audit record in
+one transaction. Bad input raises and changes nothing.
+
+Fed by the routes; feeds the store. Policy kinds change the draft (and are checked with the
+whole draft through the loader, so a rule naming a deleted service is refused); live kinds change
+the inventory at once and bump the inventory generation, which recompiles every replica.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import sqlalchemy as sa
+
+from microseg import errors
+from microseg.model import labelrules, labels, selectors, workloads
+from microseg.server import compose, inventory, kinds
+from microseg.server.auth import Principal
+from microseg.server.problems import Problem
+from microseg.server.runtime import Runtime
+from microseg.store import agents, audit, objects, state
+
+Doc = dict[str, Any]
+Key = tuple[str, str]
+
+
+def check_preconditions(old: objects.Stored | None, if_match: str | None, if_none_match: str | None) -> None:
+    """HTTP conditional requests: If-Match (optimistic concurrency) and If-None-Match: * (create only)."""
+    if if_match is not None:
+        wanted = {t.strip().removeprefix("W/").strip('"') for t in if_match.split(",")}
+        if old is None or ("*" not in wanted and old.etag not in wanted):
+            raise Problem(
+                412,
+                "Precondition failed",
+                "the object changed since you read it (ETag mismatch)"
+                if old
+                else "the object does not exist",
+            )
+    if if_none_match is not None and if_none_match.strip() == "*" and old is not None:
+        raise Problem(412, "Precondition failed", "the object already exists")
+
+
+def header(doc: Doc, kind: str | None = None, name: str | None = None) -> tuple[kinds.Kind, str]:
+    """A document's kind and stored name, checked against the URL it was sent to."""
+    found = kinds.check_header(doc)
+    key = kinds.object_name(doc)
+    if kind is not None and found.name != kind:
+        raise errors.ValidationError(f"this URL takes kind {kind}, the document is a {found.name}", "kind")
+    if name is not None and key != name:
+        raise errors.ValidationError(f"the URL names {name!r}, the document {key!r}", "metadata.name")
+    return found, key
+
+
+def validate(rt: Runtime, conn: sa.Connection, changes: dict[Key, Doc | None]) -> None:
+    """Raise InvalidError unless the objects, with `changes` applied, form a valid estate."""
+    touched = {k for k, _ in changes}
+    if touched & {*kinds.DRAFT, "LabelRule"}:
+        current: dict[Key, Doc | None] = {
+            (o.kind, o.name): o.doc for o in objects.of_kinds(conn, (*kinds.DRAFT, "LabelRule"))
+        }
+        current.update(changes)
+        compose.load_policy([d for d in current.values() if d is not None])
+    if "Workload" in touched:
+        _check_workloads(rt, conn, {k[1]: d for k, d in changes.items() if k[0] == "Workload"})
+    for (kind, _), doc in changes.items():
+        if kind == "ModeScope" and doc is not None:
+            compose.mode_scope(doc)
+
+
+def _check_workloads(rt: Runtime, conn: sa.Connection, changed: dict[str, Doc | None]) -> None:
+    stored = {o.name: o for o in objects.of_kinds(conn, ("Workload",))}
+    owners = inventory.AddressOwners(
+        rt.workloads.model(o.doc, o.etag) for name, o in stored.items() if name not in changed
+    )
+    for doc in changed.values():
+        if doc is not None:
+            model = rt.workloads.model(doc)
+            owners.check(model)
+            owners.add(model)
+
+
+def _write(
+    conn: sa.Connection, who: Principal, key: Key, old: objects.Stored | None, doc: Doc | None
+) -> None:
+    kind, name = key
+    if doc is None:
+        objects.delete(conn, kind, name)
+    else:
+        objects.put(conn, kind, name, doc, who.actor)
+    action = "delete" if doc is None else "create" if old is None else "update"
+    audit.record(
+        conn, who.actor, action, f"{kind}/{name}", {"before": old.doc if old else None, "after": doc}
+    )
+    if kind == "Workload" and doc is None:
+        found = agents.by_workload(conn, name)
+        if found is not None:
+            agents.revoke(conn, found["id"])
+
+
+def save(
+    rt: Runtime,
+    who: Principal,
+    doc: Doc,
+    *,
+    kind: str | None = None,
+    name: str | None = None,
+    if_match: str | None = None,
+    if_none_match: str | None = None,
+) -> tuple[objects.Stored, bool]:
+    """Create or replace one object; (what is stored now, whether it was created)."""
+    found, key_name = header(doc, kind, name)
+    key = (found.name, key_name)
+    with rt.db.write() as conn:
+        old = objects.get(conn, *key)
+        check_preconditions(old, if_match, if_none_match)
+        if old is not None and old.doc == doc:
+            return old, False
+        validate(rt, conn, {key: doc})
+        _write(conn, who, key, old, doc)
+        if not found.draft:
+            state.bump_inventory(conn)
+        stored = objects.get(conn, *key)
+    rt.poke()
+    assert stored is not None
+    return stored, old is None
+
+
+def remove(rt: Runtime, who: Principal, kind: str, name: str, if_match: str | None = None) -> None:
+    """Delete one object (refused when anything still refers to it)."""
+    with rt.db.write() as conn:
+        old = objects.get(conn, kind, name)
+        if old is None:
+            raise errors.LookupFailedError(f"no {kind} called {name!r}")
+        check_preconditions(old, if_match, None)
+        validate(rt, conn, {(kind, name): None})
+        _write(conn, who, (kind, name), old, None)
+        if not kinds.KINDS[kind].draft:
+            state.bump_inventory(conn)
+    rt.poke()
+
+
+def apply(rt: Runtime, who: Principal, docs: list[Doc]) -> dict[str, list[str]]:
+    """Create or replace many objects at once: all of them, or (on any problem) none."""
+    wanted: dict[Key, Doc] = {}
+    for doc in compose.api_documents(docs):
+        if not isinstance(doc, dict):
+            raise errors.ValidationError("every document must be a mapping")
+        found, name = header(doc)
+        if (found.name, name) in wanted:
+            raise errors.ValidationError(f"{found.name} {name} appears twice in one apply")
+        wanted[(found.name, name)] = doc
+    result: dict[str, list[str]] = {"created": [], "updated": [], "unchanged": []}
+    with rt.db.write() as conn:
+        olds = {key: objects.get(conn, *key) for key in wanted}
+        changes: dict[Key, Doc | None] = {k: d for k, d in wanted.items() if _differs(olds[k], d)}
+        validate(rt, conn, changes)
+        for key, changed in changes.items():
+            _write(conn, who, key, olds[key], changed)
+        if any(not kinds.KINDS[k].draft for k, _ in changes):
+            state.bump_inventory(conn)
+    for key in wanted:
+        bucket = "unchanged" if key not in changes else "created" if olds[key] is None else "updated"
+        result[bucket].append(f"{key[0]}/{key[1]}")
+    rt.poke()
+    return result
+
+
+def _differs(old: objects.Stored | None, doc: Doc) -> bool:
+    return old is None or old.doc != doc
+
+
+def label_rules(conn: sa.Connection) -> tuple[labelrules.LabelRule, ...]:
+    """The live label rules as models."""
+    return compose.load_policy([o.doc for o in objects.of_kinds(conn, ("LabelRule",))]).label_rules
+
+
+def select_workloads(rt: Runtime, conn: sa.Connection, selector: str | None) -> list[objects.Stored]:
+    """Stored workloads whose effective labels (after label rules) match a kubectl selector."""
+    stored = objects.of_kinds(conn, ("Workload",))
+    if not selector:
+        return stored
+    sel = selectors.LabelSelector.parse(selector)
+    rules = label_rules(conn)
+    return [
+        o
+        for o in stored
+        if sel.matches(labelrules.effective_labels(rt.workloads.model(o.doc, o.etag), rules))
+    ]
+
+
+def modify_workloads(
+    rt: Runtime, who: Principal, names: Iterable[str], change: Callable[[Doc], Doc], action: str
+) -> list[str]:
+    """Rewrite workloads' documents with `change` (validated together; one audit record each)."""
+    with rt.db.write() as conn:
+        olds = {}
+        for name in names:
+            old = objects.get(conn, "Workload", name)
+            if old is None:
+                raise errors.LookupFailedError(f"no workload called {name!r}")
+            olds[name] = old
+        new = {name: change(_copy(old.doc)) for name, old in olds.items()}
+        changes: dict[Key, Doc | None] = {("Workload", n): d for n, d in new.items() if d != olds[n].doc}
+        validate(rt, conn, changes)
+        for (_, name), doc in changes.items():
+            assert doc is not None
+            objects.put(conn, "Workload", name, doc, who.actor)
+            audit.record(
+                conn, who.actor, action, f"Workload/{name}", {"before": olds[name].doc, "after": doc}
+            )
+        if changes:
+            state.bump_inventory(conn)
+    rt.poke()
+    return sorted(k[1] for k in changes)
+
+
+def _copy(doc: Doc) -> Doc:
+    meta = dict(doc.get("metadata") or {})
+    meta["labels"] = dict(meta.get("labels") or {})
+    return {**doc, "metadata": meta, "spec": dict(doc.get("spec") or {})}
+
+
+def relabel(add: dict[str, str], remove: list[str]) -> Callable[[Doc], Doc]:
+    """A change that adds (or replaces) and removes labels."""
+    checked = labels.Labels(add)
+
+    def change(doc: Doc) -> Doc:
+        current = {k: v for k, v in doc["metadata"]["labels"].items() if k not in remove}
+        doc["metadata"]["labels"] = {**current, **dict(checked)}
+        if not doc["metadata"]["labels"]:
+            del doc["metadata"]["labels"]
+        return doc
+
+    return change
+
+
+def set_mode(mode: workloads.Mode) -> Callable[[Doc], Doc]:
+    """A change that sets a workload's own enforcement mode."""
+
+    def change(doc: Doc) -> Doc:
+        doc["spec"]["mode"] = mode.value
+        return doc
+
+    return change
+
+
+def quarantine(on: bool) -> Callable[[Doc], Doc]:
+    """Quarantine (label quarantine=true, enforced by the built-in quarantine tier) or release."""
+    return (
+        relabel({workloads.QUARANTINE_LABEL: "true"}, []) if on else relabel({}, [workloads.QUARANTINE_LABEL])
+    )

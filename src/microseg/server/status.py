@@ -1,0 +1,79 @@
+"""What the server reports about workloads: effective labels, effective mode, agent state.
+
+Fed by the compiled engine (effective labels and modes after label rules and mode scopes, and the
+ruleset hash each agent should have applied) and the agents table; feeds workload listings and
+/metrics. Agent state is `in sync` (applied the current document), `stale` (has not yet),
+`failed` (reported errors) or `tampered` (found its table changed behind its back); a workload
+without an agent shows `no agent`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from microseg.model import labelrules, workloads
+from microseg.server import compose
+from microseg.server.runtime import Runtime
+
+STATES = ("in sync", "stale", "failed", "tampered", "no agent")
+
+
+def agent_state(agent: dict[str, Any] | None, expected: str | None) -> str:
+    """One of STATES."""
+    if agent is None or agent.get("revoked_at") is not None:
+        return "no agent"
+    if agent["tampered"]:
+        return "tampered"
+    if agent["errors"]:
+        return "failed"
+    return "in sync" if agent["applied_hash"] == expected else "stale"
+
+
+def expected_hash(rt: Runtime, workload: str) -> str | None:
+    """The hash of the document the workload's agent should have applied now."""
+    doc = rt.document(workload)
+    return doc.hash if doc is not None else None
+
+
+def agent_json(rt: Runtime, agent: dict[str, Any]) -> dict[str, Any]:
+    """An agent for the API (never its credential)."""
+    expected = expected_hash(rt, agent["workload"])
+    return {
+        "id": agent["id"],
+        "workload": agent["workload"],
+        "state": agent_state(agent, expected),
+        "online": agent["online"],
+        "lastSeen": agent["last_seen"],
+        "enrolledAt": agent["enrolled_at"],
+        "appliedHash": agent["applied_hash"],
+        "expectedHash": expected,
+        "dataplane": agent["dataplane"],
+        "errors": agent["errors"],
+        "tampered": agent["tampered"],
+        "revoked": agent["revoked_at"] is not None,
+        "inventory": agent["inventory"],
+        "silentFor": round(time.time() - agent["last_seen"], 1),
+    }
+
+
+def workload_status(
+    rt: Runtime,
+    w: workloads.Workload,
+    rules: tuple[labelrules.LabelRule, ...],
+    scopes: list[compose.ModeScope],
+    agent: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The `status` block of a workload: effective labels and mode, quarantine, agent state."""
+    own = labelrules.effective_labels(w, rules)
+    scope = next(
+        (s for s in sorted(scopes, key=lambda s: (s.priority, s.name)) if s.selector.matches(own)), None
+    )
+    mode = workloads.Mode.ENFORCE if w.quarantined else scope.mode if scope else w.mode
+    return {
+        "effectiveLabels": dict(own),
+        "mode": mode.value,
+        "modeFrom": "quarantine" if w.quarantined else f"ModeScope/{scope.name}" if scope else "workload",
+        "quarantined": w.quarantined,
+        "agent": agent_state(agent, expected_hash(rt, w.name) if agent else None),
+    }

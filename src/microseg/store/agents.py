@@ -1,0 +1,88 @@
+"""Enrolled agents: one per workload, with a hashed credential, inventory and applied state.
+
+Heartbeats update `last_seen` and the inventory; status reports update the applied hash, data
+plane, errors and the tamper flag. `mark_offline` is a conditional UPDATE, so when several
+replicas look for silent agents at once, each agent goes offline (and gets its event) once.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import sqlalchemy as sa
+
+from microseg.store import schema, tokens
+
+T = schema.agents
+
+
+def create(conn: sa.Connection, workload: str, inventory: dict[str, Any]) -> tuple[str, str]:
+    """Enroll: (agent id, credential). The credential is shown to the agent once."""
+    ident = secrets.token_hex(8)
+    credential = f"msa_{ident}_{secrets.token_urlsafe(32)}"
+    now = time.time()
+    conn.execute(
+        sa.insert(T).values(
+            id=ident,
+            workload=workload,
+            secret_hash=tokens.digest(credential),
+            enrolled_at=now,
+            last_seen=now,
+            online=True,
+            inventory=inventory,
+            applied_hash=None,
+            dataplane=None,
+            errors=[],
+            tampered=False,
+            revoked_at=None,
+        )
+    )
+    return ident, credential
+
+
+def find(conn: sa.Connection, credential: str) -> dict[str, Any] | None:
+    """The live agent holding this credential."""
+    query = sa.select(T).where(T.c.secret_hash == tokens.digest(credential), T.c.revoked_at.is_(None))
+    row = conn.execute(query).first()
+    return None if row is None else row._asdict()
+
+
+def by_workload(conn: sa.Connection, workload: str) -> dict[str, Any] | None:
+    """The agent of a workload."""
+    row = conn.execute(sa.select(T).where(T.c.workload == workload)).first()
+    return None if row is None else row._asdict()
+
+
+def listing(conn: sa.Connection) -> list[dict[str, Any]]:
+    """Every agent, by workload."""
+    return [r._asdict() for r in conn.execute(sa.select(T).order_by(T.c.workload))]
+
+
+def seen(conn: sa.Connection, ident: str, **values: Any) -> bool:
+    """Record contact (and any reported fields); whether the agent was offline until now."""
+    was = conn.execute(sa.select(T.c.online).where(T.c.id == ident)).scalar_one()
+    conn.execute(sa.update(T).where(T.c.id == ident).values(last_seen=time.time(), online=True, **values))
+    return not was
+
+
+def mark_offline(conn: sa.Connection, silent_since: float) -> list[dict[str, Any]]:
+    """Agents online but silent since before `silent_since`, now marked offline (each once)."""
+    candidates = conn.execute(
+        sa.select(T.c.id, T.c.workload, T.c.last_seen).where(
+            T.c.online.is_(True), T.c.last_seen < silent_since
+        )
+    ).all()
+    gone = []
+    for ident, workload, last in candidates:
+        stmt = sa.update(T).where(T.c.id == ident, T.c.online.is_(True), T.c.last_seen < silent_since)
+        if conn.execute(stmt.values(online=False)).rowcount:
+            gone.append({"id": ident, "workload": workload, "last_seen": last})
+    return gone
+
+
+def revoke(conn: sa.Connection, ident: str) -> bool:
+    """Revoke an agent's credential."""
+    stmt = sa.update(T).where(T.c.id == ident, T.c.revoked_at.is_(None)).values(revoked_at=time.time())
+    return conn.execute(stmt).rowcount > 0

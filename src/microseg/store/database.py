@@ -1,0 +1,95 @@
+"""The database handle: one SQLAlchemy engine with each dialect's settings, and transactions.
+
+Used by the server for every request: `read()` for a consistent snapshot, `write()` for a change
+that commits whole or not at all. SQLite runs in WAL mode (readers never wait for the writer) and
+starts write transactions with BEGIN IMMEDIATE, so two writers queue instead of failing half way;
+PostgreSQL serializes provisioning with a transaction-scoped advisory lock (`lock`), never with
+process memory, so any number of replicas can share one database.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+WRITE = "microseg_write"
+"""Execution option that marks a connection's transaction as a write (SQLite: BEGIN IMMEDIATE)."""
+
+
+def sqlite_url(data_dir: str | Path) -> str:
+    """The default database: `microseg.db` in the data directory (created when missing)."""
+    path = Path(data_dir).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path / 'microseg.db'}"
+
+
+class Database:
+    """An engine plus the transaction helpers every store module uses."""
+
+    def __init__(self, url: str, *, pool_size: int = 20) -> None:
+        self.url = sa.make_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            self.engine = sa.create_engine(
+                self.url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=pool_size
+            )
+            _configure_sqlite(self.engine)
+        else:
+            self.engine = sa.create_engine(
+                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            )
+
+    @contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        """A transaction for reading (rolled back at the end: it changes nothing)."""
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        """A transaction that commits when the block ends normally and rolls back otherwise."""
+        with self.engine.connect().execution_options(**{WRITE: True}) as conn, conn.begin():
+            yield conn
+
+    def lock(self, conn: sa.Connection, name: str) -> None:
+        """Serialize this transaction with every other one taking the same lock, in any process.
+
+        SQLite write transactions are already serialized by BEGIN IMMEDIATE."""
+        if not self.is_sqlite:
+            key = zlib.crc32(name.encode())
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+    def insert_ignoring_duplicates(self, table: sa.Table) -> Any:
+        """INSERT that silently skips rows whose primary key already exists."""
+        if self.is_sqlite:
+            return sqlite.insert(table).on_conflict_do_nothing()
+        return postgresql.insert(table).on_conflict_do_nothing()
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def _configure_sqlite(engine: sa.Engine) -> None:
+    """WAL, a busy timeout, and our own BEGIN (the driver's implicit transactions are off)."""
+
+    @sa.event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a killed process; only a power loss can cost the last commits.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def on_begin(conn: sa.Connection) -> None:
+        immediate = conn.get_execution_options().get(WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

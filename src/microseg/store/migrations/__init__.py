@@ -1,0 +1,1 @@
+"""Alembic scripts of the control-plane store (see `microseg.store.migrate`)."""

@@ -1,0 +1,144 @@
+"""The tables, in SQLAlchemy Core. Migrations (`microseg.store.migrations`) create exactly these;
+a test compares the two.
+
+Times are epoch seconds (double precision) so that both dialects store and compare them alike.
+Documents are JSON (JSONB on PostgreSQL, so they can be indexed later).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+metadata = sa.MetaData()
+
+Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+Time: sa.Double[float] = sa.Double()
+
+objects = sa.Table(
+    "objects",
+    metadata,
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(300), primary_key=True),
+    sa.Column("doc", Json, nullable=False),
+    sa.Column("etag", sa.String(64), nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+)
+"""Every named object as its policy-file document: the draft's policy objects (Tier, IPList,
+Service, Rule, Exception, Settings) and the live inventory (Workload, LabelRule, ModeScope)."""
+
+state = sa.Table(
+    "state",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("active_version", sa.Integer, nullable=False),
+    sa.Column("inventory_generation", sa.BigInteger, nullable=False),
+)
+"""One row (id 1): what every replica compares to know whether its compiled engine is current."""
+
+versions = sa.Table(
+    "versions",
+    metadata,
+    sa.Column("number", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("rollback_of", sa.Integer, nullable=True),
+    sa.Column("documents", Json, nullable=False),
+    sa.Column("changes", Json, nullable=False),
+)
+"""Provisioned policy versions: immutable, numbered 1, 2, 3, ... without gaps."""
+
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("at", Time, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(400), nullable=False),
+    sa.Column("details", Json, nullable=False),
+)
+"""Append-only (a trigger refuses UPDATE and DELETE): who did what, when, with the diff."""
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("revoked_at", Time, nullable=True),
+)
+
+enrollment_tokens = sa.Table(
+    "enrollment_tokens",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("labels", Json, nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("reusable", sa.Boolean, nullable=False),
+    sa.Column("uses", sa.Integer, nullable=False),
+    sa.Column("expires_at", Time, nullable=True),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("revoked_at", Time, nullable=True),
+)
+
+agents = sa.Table(
+    "agents",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("workload", sa.String(300), nullable=False, unique=True),
+    sa.Column("secret_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("enrolled_at", Time, nullable=False),
+    sa.Column("last_seen", Time, nullable=False),
+    sa.Column("online", sa.Boolean, nullable=False),
+    sa.Column("inventory", Json, nullable=False),
+    sa.Column("applied_hash", sa.String(80), nullable=True),
+    sa.Column("dataplane", sa.String(32), nullable=True),
+    sa.Column("errors", Json, nullable=False),
+    sa.Column("tampered", sa.Boolean, nullable=False),
+    sa.Column("revoked_at", Time, nullable=True),
+)
+
+flow_batches = sa.Table(
+    "flow_batches",
+    metadata,
+    sa.Column(
+        "seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    sa.Column("agent_id", sa.String(32), nullable=False),
+    sa.Column("batch_id", sa.String(100), nullable=False),
+    sa.Column("workload", sa.String(300), nullable=False),
+    sa.Column("received_at", Time, nullable=False),
+    sa.Column("first_seen", Time, nullable=False),
+    sa.Column("last_seen", Time, nullable=False),
+    sa.Column("records", sa.Integer, nullable=False),
+    sa.Column("blocked", sa.Integer, nullable=False),
+    sa.Column("would_block", sa.Integer, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.UniqueConstraint("agent_id", "batch_id", name="uq_flow_batches_agent_batch"),
+    sa.Index("ix_flow_batches_workload", "workload", "last_seen"),
+    sa.Index("ix_flow_batches_last_seen", "last_seen"),
+)
+"""Flow summaries as agents report them, one row per batch: the records as a JSON array, with the
+columns queries narrow batches by. A batch id seen twice for one agent is stored once."""
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("at", Time, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("workload", sa.String(300), nullable=True),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("details", Json, nullable=False),
+    sa.Index("ix_events_at", "at"),
+)
+"""Tamper, blocked, would-block, agent offline and agent failed events."""

@@ -1,0 +1,136 @@
+"""API tokens (roles admin / editor / viewer) and agent enrollment tokens, stored hashed.
+
+A token is `msk_<id>_<secret>` (API) or `mse_<id>_<secret>` (enrollment): the id names it in
+listings and the audit log, the secret is 32 random bytes. Only the SHA-256 of the whole token is
+stored: a database dump gives no usable token, and with 256 bits of randomness a slow hash adds
+nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from microseg.store import schema
+
+API = schema.api_tokens
+ENROLL = schema.enrollment_tokens
+ROLES = ("viewer", "editor", "admin")
+"""Weakest first: each role may do everything the ones before it may."""
+
+
+def digest(token: str) -> str:
+    """What the database keeps of a token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def make(prefix: str) -> tuple[str, str]:
+    """(id, token) for a new token."""
+    ident = secrets.token_hex(6)
+    return ident, f"{prefix}_{ident}_{secrets.token_urlsafe(32)}"
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """An API token as listed (never with its secret)."""
+
+    id: str
+    name: str
+    role: str
+    created_at: float
+    created_by: str
+    revoked_at: float | None
+
+
+def create_api(conn: sa.Connection, name: str, role: str, actor: str) -> tuple[ApiToken, str]:
+    """A new API token and its text (shown once)."""
+    ident, token = make("msk")
+    row = ApiToken(ident, name, role, time.time(), actor, None)
+    conn.execute(sa.insert(API).values(**row.__dict__, secret_hash=digest(token)))
+    return row, token
+
+
+def find_api(conn: sa.Connection, token: str) -> ApiToken | None:
+    """The live (not revoked) API token with this text."""
+    query = sa.select(API).where(API.c.secret_hash == digest(token), API.c.revoked_at.is_(None))
+    row = conn.execute(query).first()
+    return None if row is None else ApiToken(**{k: v for k, v in row._asdict().items() if k != "secret_hash"})
+
+
+def list_api(conn: sa.Connection) -> list[ApiToken]:
+    """Every API token, oldest first."""
+    rows = conn.execute(sa.select(API).order_by(API.c.created_at))
+    return [ApiToken(**{k: v for k, v in r._asdict().items() if k != "secret_hash"}) for r in rows]
+
+
+def revoke_api(conn: sa.Connection, ident: str) -> bool:
+    """Revoke; whether a live token had that id."""
+    stmt = sa.update(API).where(API.c.id == ident, API.c.revoked_at.is_(None)).values(revoked_at=time.time())
+    return conn.execute(stmt).rowcount > 0
+
+
+def count_api(conn: sa.Connection) -> int:
+    """How many API tokens were ever made."""
+    return int(conn.execute(sa.select(sa.func.count()).select_from(API)).scalar_one())
+
+
+def create_enrollment(
+    conn: sa.Connection,
+    name: str,
+    labels: dict[str, str],
+    *,
+    mode: str,
+    reusable: bool,
+    expires_at: float | None,
+    actor: str,
+) -> tuple[dict[str, Any], str]:
+    """A new enrollment token and its text (shown once)."""
+    ident, token = make("mse")
+    row = {
+        "id": ident,
+        "name": name,
+        "labels": labels,
+        "mode": mode,
+        "reusable": reusable,
+        "uses": 0,
+        "expires_at": expires_at,
+        "created_at": time.time(),
+        "created_by": actor,
+        "revoked_at": None,
+    }
+    conn.execute(sa.insert(ENROLL).values(**row, secret_hash=digest(token)))
+    return row, token
+
+
+def consume_enrollment(conn: sa.Connection, token: str) -> dict[str, Any] | None:
+    """Use an enrollment token once; None when it is unknown, revoked, expired or used up.
+
+    One conditional UPDATE, so two agents racing for a one-time token cannot both win."""
+    now = time.time()
+    usable = sa.and_(
+        ENROLL.c.secret_hash == digest(token),
+        ENROLL.c.revoked_at.is_(None),
+        sa.or_(ENROLL.c.reusable.is_(True), ENROLL.c.uses == 0),
+        sa.or_(ENROLL.c.expires_at.is_(None), ENROLL.c.expires_at > now),
+    )
+    if conn.execute(sa.update(ENROLL).where(usable).values(uses=ENROLL.c.uses + 1)).rowcount != 1:
+        return None
+    row = conn.execute(sa.select(ENROLL).where(ENROLL.c.secret_hash == digest(token))).one()
+    return {k: v for k, v in row._asdict().items() if k != "secret_hash"}
+
+
+def list_enrollment(conn: sa.Connection) -> list[dict[str, Any]]:
+    """Every enrollment token (without secrets)."""
+    rows = conn.execute(sa.select(ENROLL).order_by(ENROLL.c.created_at))
+    return [{k: v for k, v in r._asdict().items() if k != "secret_hash"} for r in rows]
+
+
+def revoke_enrollment(conn: sa.Connection, ident: str) -> bool:
+    """Revoke; whether a live token had that id."""
+    stmt = sa.update(ENROLL).where(ENROLL.c.id == ident, ENROLL.c.revoked_at.is_(None))
+    return conn.execute(stmt.values(revoked_at=time.time())).rowcount > 0
