@@ -53,9 +53,12 @@ own in a namespace that does not say alert or visibility."""
 def write(ctx: export_base.Context) -> tuple[list[Manifest], list[str]]:
     """Every CiliumClusterwideNetworkPolicy, the default deny first."""
     flat = flatten.flatten(ctx.book, ctx.inventory, port_level=ctx.options.port_level, deny_wins=True)
-    out = default_deny(ctx)
     writer = RuleWriter(ctx)
-    for section, found in (("", flat.allowed), ("Deny", flat.denied)):
+    allowed = [(br, writer.allowed_ports(br, boxes)) for br, boxes in flat.allowed]
+    every_allow = [b for _, boxes in allowed for b in boxes]
+    denied = flatten.where_allowed(flat.denied, every_allow, ctx.inventory.universe)
+    out = default_deny(ctx)
+    for section, found in (("", allowed), ("Deny", denied)):
         for br, boxes in found:
             out += writer.policies(br, boxes, section)
     return out, [*flat.warnings, *writer.warnings]
@@ -87,7 +90,11 @@ def default_deny(ctx: export_base.Context) -> list[Manifest]:
         egress.append(rule)
     out = []
     for k, conj in enumerate(ENFORCING):
-        spec = {"endpointSelector": selector(conj), "ingress": [{}], "egress": egress or [{}]}
+        # `none` selects no peer: the section exists (so the pod is isolated) and admits nothing;
+        # an empty rule `{}` would admit everything.
+        nothing_in: list[dict[str, Any]] = [{"fromEntities": ["none"]}]
+        nothing_out: list[dict[str, Any]] = [{"toEntities": ["none"]}]
+        spec = {"endpointSelector": selector(conj), "ingress": nothing_in, "egress": egress or nothing_out}
         out.append(policy(f"ms-default-deny-{k + 1}", spec))
     return out
 
@@ -101,12 +108,31 @@ class RuleWriter:
         self.blocks = export_base.IpBlocks(ctx)
         self.warnings = export_base.Warnings()
 
+    def allowed_ports(self, br: rulebook.BookRule, boxes: Sequence[regions.Box]) -> tuple[regions.Box, ...]:
+        """An allow's boxes as they will be written: without ICMP when --skip-icmp (warned), so
+        that denies are not widened to cover ICMP nothing allows."""
+        if not self.ctx.options.skip_icmp:
+            return tuple(boxes)
+        out = []
+        for box in boxes:
+            if box.ports.icmp and not box.ports.is_everything:
+                self.warnings.add(f"rule {br.rule.ref}: ICMP left out for pods (--skip-icmp)")
+                box = regions.Box(
+                    box.sources,
+                    box.destinations,
+                    regions.Ports(box.ports.ranges, other=box.ports.other),
+                    box.rules,
+                )
+            if not box.empty:
+                out.append(box)
+        return tuple(out)
+
     def policies(self, br: rulebook.BookRule, boxes: Sequence[regions.Box], section: str) -> list[Manifest]:
         ref = br.rule.ref
         groups: dict[tuple[str, str], tuple[dict[str, Any], list[dict[str, Any]]]] = {}
         for box in boxes:
-            skip = self.ctx.options.skip_icmp and not section  # leaving ICMP out of a deny loosens it
-            spans = export_base.port_spans(box.ports, ref, "Cilium", skip_icmp=skip, warnings=self.warnings)
+            # allows lost ICMP already (allowed_ports); leaving it out of a deny would loosen the deny
+            spans = export_base.port_spans(box.ports, ref, "Cilium", skip_icmp=False, warnings=self.warnings)
             if spans == []:
                 continue
             ports = None if spans is None else to_ports(spans)

@@ -151,3 +151,22 @@ def flatten(book: rulebook.RuleBook, inventory: Inventory, *, port_level: bool, 
             passed.append((br, tuple(mine)))
             tier_passes += mine
     return Flattened(tuple(allowed), tuple(denied), tuple(passed), tuple(warnings))
+
+
+def where_allowed(
+    denied: Sequence[tuple[rulebook.BookRule, tuple[regions.Box, ...]]],
+    allows: Sequence[regions.Box],
+    universe: regions.Universe,
+) -> list[tuple[rulebook.BookRule, tuple[regions.Box, ...]]]:
+    """Deny boxes whose ports a port-only format cannot name (ICMP, "every protocol but tcp/80")
+    cut down to what some allow would let through: where no allow reaches, the default deny
+    already blocks, so a deny of everything but tcp/80 after an allow of tcp/80 needs no box at
+    all. Boxes a format can name are kept whole: fewer, more readable policies."""
+    out = []
+    for br, boxes in denied:
+        kept: list[regions.Box] = []
+        for d in boxes:
+            nameable = d.ports.is_everything or not (d.ports.icmp or d.ports.other)
+            kept += [d] if nameable else [m for a in allows if not (m := regions.meet(d, a, universe)).empty]
+        out.append((br, tuple(kept)))
+    return out

@@ -300,6 +300,16 @@ class Box:
         return self.sources.empty or self.destinations.empty or self.ports.empty
 
 
+def meet(box: Box, other: Box, universe: Universe) -> Box:
+    """The flows in both boxes (named after `box`'s rules)."""
+    return Box(
+        intersect(box.sources, other.sources, universe),
+        intersect(box.destinations, other.destinations, universe),
+        box.ports & other.ports,
+        box.rules,
+    )
+
+
 def subtract(box: Box, cut: Box, universe: Universe) -> list[Box]:
     """`box` minus `cut`, as up to three disjoint boxes."""
     src = intersect(box.sources, cut.sources, universe)
