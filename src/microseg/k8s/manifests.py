@@ -62,8 +62,8 @@ def from_documents(docs: list[nodes.Document], problems: list[errors.Problem]) -
     """Build the cluster from parsed documents; raise ManifestError when anything is wrong."""
     objects = [obj for doc in docs for obj in _objects(doc)]
     found = _assemble(_build(objects))
-    for _, _, data, own in objects:
-        where = _document_name(data)
+    for _, r, data, own in objects:
+        where = _document_name(r, data)
         problems.extend(dataclasses.replace(p, field=f"{where} {p.field}".strip()) for p in own)
     if problems:
         raise errors.ManifestError(problems)
@@ -79,7 +79,7 @@ def _objects(doc: nodes.Document) -> list[Object]:
         r.error(
             (), f"expected a Kubernetes object (a mapping with apiVersion and kind), got {describe(data)}"
         )
-        return [("", r, {"__document__": doc.index}, found)]
+        return [("", r, {}, found)]
     if data["kind"] == "List" or (data["kind"].endswith("List") and "items" in data):
         out: list[Object] = []
         for path, item in r.items(data.get("items") or [], ("items",)):
@@ -88,9 +88,9 @@ def _objects(doc: nodes.Document) -> list[Object]:
             if not isinstance(item, dict) or not isinstance(item.get("kind"), str):
                 ir.error((), f"expected a Kubernetes object with a kind, got {describe(item)}")
                 item = {}
-            out.append((str(item.get("kind", "")), ir, {**item, "__document__": doc.index}, item_found))
-        return out + ([("", r, {"__document__": doc.index}, found)] if found else [])
-    return [(data["kind"], r, {**data, "__document__": doc.index}, found)]
+            out.append((str(item.get("kind", "")), ir, item, item_found))
+        return out + ([("", r, {}, found)] if found else [])
+    return [(data["kind"], r, data, found)]
 
 
 @dataclasses.dataclass
@@ -172,8 +172,7 @@ def _name_templates(templates: list[tuple[cluster.Pod, Reader]]) -> list[tuple[c
     return out
 
 
-def _document_name(data: dict[str, Any]) -> str:
+def _document_name(r: Reader, data: dict[str, Any]) -> str:
     """`document 2 (NetworkPolicy shop/allow-web)`: where a problem is, beside file and line."""
-    index = data.get("__document__", 0)
-    shown = {k: v for k, v in data.items() if k != "__document__"}
-    return f"document {index + 1}" + (f" ({policies.describe_kind(shown)})" if shown.get("kind") else "")
+    kind = f" ({policies.describe_kind(data)})" if data.get("kind") else ""
+    return f"document {r.doc.index + 1}{kind}"
