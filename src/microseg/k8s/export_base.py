@@ -201,3 +201,13 @@ def port_spans(
             (ref,),
         )
     return [(p.value.upper(), lo, hi) for p, spans in found.ranges for lo, hi in spans]
+
+
+def pod_held_by_address(ctx: Context, side: regions.Endpoints) -> workloads.Workload | None:
+    """The first pod a side holds by its address only (not by labels): what formats that select
+    pods by labels cannot say. None when there is none."""
+    for pod in ctx.pods:
+        held = any(addresses.contains(side.nets, n.network_address) for n in pod.addresses)
+        if held and not side.matches_labels(pod.labels):
+            return pod
+    return None

@@ -155,14 +155,13 @@ class RuleWriter:
         return [c for conj in side.conjs for e in ENFORCING if (c := regions.conjoin(conj, e)) is not None]
 
     def refuse_addressed_pods(self, side: regions.Endpoints, ref: str) -> None:
-        for pod in self.ctx.pods:
-            held = any(addresses.contains(side.nets, n.network_address) for n in pod.addresses)
-            if held and not side.matches_labels(pod.labels):
-                raise errors.InexpressibleError(
-                    f"rule {ref}: pod {pod.name} is matched by its address ({pod.addresses[0]}); Cilium "
-                    "matches pods by identity (labels), never by CIDR: name them with a selector",
-                    (ref,),
-                )
+        pod = export_base.pod_held_by_address(self.ctx, side)
+        if pod is not None:
+            raise errors.InexpressibleError(
+                f"rule {ref}: pod {pod.name} is matched by its address ({pod.addresses[0]}); Cilium "
+                "matches pods by identity (labels), never by CIDR: name them with a selector",
+                (ref,),
+            )
 
     def entries(
         self, side: regions.Endpoints, direction: str, ports: list[dict[str, Any]] | None, ref: str

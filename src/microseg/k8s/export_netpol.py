@@ -131,14 +131,13 @@ class RuleWriter:
 
     def subjects(self, side: regions.Endpoints, ref: str, role: str) -> list[tuple[str, dict[str, Any]]]:
         """(namespace, podSelector) for the pods a side holds; pods it holds only by address: refused."""
-        for pod in self.ctx.pods:
-            held = any(addresses.contains(side.nets, n.network_address) for n in pod.addresses)
-            if held and not side.matches_labels(pod.labels):
-                raise errors.InexpressibleError(
-                    f"rule {ref}: its {role} includes pod {pod.name} by address ({pod.addresses[0]}); a "
-                    "NetworkPolicy selects the pods it protects by labels only: name them with a selector",
-                    (ref,),
-                )
+        pod = export_base.pod_held_by_address(self.ctx, side)
+        if pod is not None:
+            raise errors.InexpressibleError(
+                f"rule {ref}: its {role} includes pod {pod.name} by address ({pod.addresses[0]}); a "
+                "NetworkPolicy selects the pods it protects by labels only: name them with a selector",
+                (ref,),
+            )
         out = []
         for conj in side.conjs:
             ns_part, pod_part = export_base.split(conj)
