@@ -28,6 +28,11 @@ class RenderSettings:
     ipset_prefix: str = "ms"
     """Prefix of ipset and iptables chain names in the iptables fallback."""
 
+    cgroup2_mount: str = ""
+    """Where the cgroup2 hierarchy is mounted, relative to /sys/fs/cgroup ("" when it is mounted
+    there, "unified" on hybrid hosts). nft resolves `socket cgroupv2` paths under /sys/fs/cgroup,
+    while the level counts from the hierarchy's root, so both are needed."""
+
 
 @dataclass(frozen=True)
 class Settings:

@@ -155,6 +155,34 @@ def test_status_shows_in_sync_stale_failed_and_tampered(api: Api) -> None:
     assert 'microseg_agents{state="tampered"} 1' in metrics and "microseg_provisions_total 1" in metrics
 
 
+def test_each_reported_tamper_incident_is_one_event_and_warnings_are_shown(api: Api) -> None:
+    agent = enroll(api, "web-9", "10.77.1.99", labels={"env": "prod", "app": "crm", "role": "web"})
+    _provisioned(api)
+    doc = ok(agent.get("/agent/ruleset"))
+    incident = {
+        "at": 1.0,
+        "summary": "the table was deleted",
+        "changes": ["- the whole table"],
+        "restoredIn": 0.01,
+    }
+    warning = "application/db (ingress): process mysqld not enforced: no cgroup known; enforced at port level"
+    report = {"appliedHash": doc["hash"], "tampered": True, "warnings": [warning]}
+    ok(agent.post("/agent/status", {**report, "tamper": [incident]}))
+    ok(agent.post("/agent/status", report))  # the same incident is not reported twice
+    ok(
+        agent.post(
+            "/agent/status", {**report, "tamper": [{**incident, "at": 2.0, "summary": "1 line(s) removed"}]}
+        )
+    )
+    events = ok(api.get("/events", kind="tamper"))["items"]
+    assert [e["details"]["summary"] for e in events] == ["the table was deleted", "1 line(s) removed"]
+    assert events[0]["details"]["changes"] == ["- the whole table"]
+    assert "restored in 0.01s" in events[0]["message"]
+    assert ok(api.get("/agents"))["items"][0]["warnings"] == [warning]
+    bad = agent.post("/agent/status", {**report, "tamper": [{"summary": "x"}]})
+    assert bad.status_code == 422
+
+
 def test_heartbeat_updates_the_inventory_and_silence_marks_offline(api: Api) -> None:
     agent = enroll(api, "web-9", "10.77.1.99")
     inventory = {"hostname": "web-9", "addresses": ["10.77.1.98"], "os": "linux", "kernel": "6.18",

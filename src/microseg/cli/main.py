@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from microseg import __version__, errors
-from microseg.cli import client, demo, explain, k8s, output, policy, remote, serve
+from microseg.cli import agent, client, demo, explain, k8s, output, policy, remote, serve
 
 
 def _reporting(command: Callable[..., None]) -> Callable[..., None]:
@@ -54,6 +54,7 @@ app.command()(_reporting(policy.matrix))
 app.command()(_reporting(policy.diff))
 app.command()(_reporting(demo.demo))
 app.command()(_reporting(serve.server))
+app.command()(_reporting(agent.agent))
 SERVER_COMMANDS = (remote.get, remote.apply, remote.provision, remote.rollback, remote.quarantine,
                    remote.release, remote.events, remote.audit, remote.login)  # fmt: skip
 for command in SERVER_COMMANDS:

@@ -34,8 +34,9 @@ verdict without the log, so a flood only loses log lines, never the verdict.
 Processes and users: with a cgroup for the entry's process, `socket cgroupv2 level N "<path>"` (the
 socket's ancestor at depth N, so child cgroups of a service match too; the kernel looks up TCP and
 UDP sockets only, so such an entry matches nothing else); with a uid for an egress entry's user,
-`meta skuid`. Paths are relative to the cgroup2 root mounted at /sys/fs/cgroup (nft resolves them
-when loading). Everything else is enforced at port level and reported in `warnings`.
+`meta skuid`. Cgroup paths are given relative to the cgroup2 hierarchy's root (that is what the
+level counts); nft resolves them under /sys/fs/cgroup when loading, so on hybrid hosts the mount
+point (`cgroup2_mount`, e.g. "unified") is put in front. Everything else is enforced at port level and reported in `warnings`.
 
 It does not talk to the kernel, read the host, or decide what a document means (`semantics` does).
 """
@@ -195,8 +196,9 @@ class NftablesRenderer:
         if rule.not_after is not None:
             out.append(f"meta time < {rule.not_after}")
         if rule.cgroup is not None:
-            level = len(rule.cgroup.split("/"))
-            out.append(f"socket cgroupv2 level {level} {self._quote(rule.cgroup, 4096)}")
+            level = len(rule.cgroup.strip("/").split("/"))
+            path = "/".join(p for p in (self.settings.cgroup2_mount.strip("/"), rule.cgroup.strip("/")) if p)
+            out.append(f"socket cgroupv2 level {level} {self._quote(path, 4096)}")
         if rule.uid is not None:
             out.append(f"meta skuid {rule.uid}")
         return out

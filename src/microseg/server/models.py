@@ -115,13 +115,26 @@ class EnrollRequest(Strict):
     inventory: Inventory
 
 
+class TamperReport(Strict):
+    """One change made to the agent's rules outside microseg, and its undoing."""
+
+    at: float = Field(ge=0, le=2**40)
+    summary: str = Field(max_length=500)
+    changes: list[str] = Field(default_factory=list, max_length=100)
+    restoredIn: float = Field(ge=0, le=3600)  # noqa: N815
+
+
 class StatusReport(Strict):
     """What the agent applied, and how it went."""
 
     appliedHash: str | None = Field(default=None, max_length=80)  # noqa: N815
     dataplane: str | None = Field(default=None, max_length=32)
     errors: list[str] = Field(default_factory=list, max_length=100)
+    warnings: list[str] = Field(default_factory=list, max_length=200)
+    """What is enforced less exactly than written (e.g. a process rule at port level)."""
     tampered: bool = False
+    tamper: list[TamperReport] = Field(default_factory=list, max_length=100)
+    """Incidents not reported before: each becomes one `tamper` event."""
 
 
 @with_config(ConfigDict(extra="forbid"))

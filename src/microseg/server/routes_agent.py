@@ -132,9 +132,18 @@ def report_status(rt: Rt, who: Agent, body: models.StatusReport) -> dict[str, An
             applied_hash=body.appliedHash,
             dataplane=body.dataplane,
             errors=body.errors,
+            warnings=body.warnings,
             tampered=body.tampered,
         )
-        if body.tampered and not before.get("tampered"):
+        for incident in body.tamper:
+            events.add(
+                conn,
+                "tamper",
+                who.workload,
+                f"{who.workload}: {incident.summary} outside microseg; restored in {incident.restoredIn:.2f}s",
+                {"dataplane": body.dataplane, **incident.model_dump()},
+            )
+        if body.tampered and not body.tamper and not before.get("tampered"):
             events.add(
                 conn,
                 "tamper",

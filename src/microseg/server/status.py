@@ -50,6 +50,7 @@ def agent_json(rt: Runtime, agent: dict[str, Any]) -> dict[str, Any]:
         "expectedHash": expected,
         "dataplane": agent["dataplane"],
         "errors": agent["errors"],
+        "warnings": agent.get("warnings") or [],
         "tampered": agent["tampered"],
         "revoked": agent["revoked_at"] is not None,
         "inventory": agent["inventory"],

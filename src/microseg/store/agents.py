@@ -35,6 +35,7 @@ def create(conn: sa.Connection, workload: str, inventory: dict[str, Any]) -> tup
             applied_hash=None,
             dataplane=None,
             errors=[],
+            warnings=[],
             tampered=False,
             revoked_at=None,
         )

@@ -103,6 +103,7 @@ agents = sa.Table(
     sa.Column("applied_hash", sa.String(80), nullable=True),
     sa.Column("dataplane", sa.String(32), nullable=True),
     sa.Column("errors", Json, nullable=False),
+    sa.Column("warnings", Json, nullable=False, server_default="[]"),
     sa.Column("tampered", sa.Boolean, nullable=False),
     sa.Column("revoked_at", Time, nullable=True),
 )

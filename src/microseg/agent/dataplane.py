@@ -1,0 +1,273 @@
+"""The data planes the reconciler drives: nftables (our one table) and iptables + ipset (fallback).
+
+Fed by the reconciler with a ruleset document (or None before anything was provisioned) and what
+the host knows about processes (cgroups, uids); feeds the kernel. Each data plane can apply a
+document atomically, tell whether what is in the kernel is still what it applied (`check`), put it
+back (`restore`), and remove everything it owns (`remove`) and nothing else.
+
+Before any document arrives the agent still installs a table: conntrack only tracks connections in
+a namespace once some rule there uses it, and without tracking there is nothing to observe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from microseg import errors
+from microseg import settings as config
+from microseg.agent import netns
+from microseg.agent import nft as nftlib
+from microseg.model import ruleset
+from microseg.render import iptables as ipt_render
+from microseg.render import nftables as nft_render
+
+
+@dataclass(frozen=True)
+class Drift:
+    """What changed in the kernel behind our back."""
+
+    summary: str
+    changes: tuple[str, ...]
+    """A short unified diff, expected (-) against found (+)."""
+
+
+class Dataplane(Protocol):
+    """What the reconciler needs of a data plane."""
+
+    name: str
+
+    def apply(
+        self, doc: ruleset.RulesetDocument | None, cgroups: Mapping[str, str], uids: Mapping[str, int]
+    ) -> tuple[str, ...]:
+        """Replace what we own with `doc`'s rules in one step; the warnings (what is enforced
+        less exactly than written). On error nothing changed."""
+        ...
+
+    def check(self) -> Drift | None:
+        """None when the kernel still holds what was last applied."""
+        ...
+
+    def restore(self) -> None:
+        """Apply the last applied rules again."""
+        ...
+
+    def remove(self) -> None:
+        """Delete everything this data plane owns (and only that)."""
+        ...
+
+
+def _diff(expected: str, found: str | None) -> Drift:
+    if found is None:
+        return Drift("the table was deleted", ("- the whole table",))
+    lines = list(
+        difflib.unified_diff(expected.splitlines(), found.splitlines(), "applied", "found", n=0, lineterm="")
+    )
+    body = tuple(line for line in lines[2:] if not line.startswith("@@"))
+    removed = sum(1 for line in body if line.startswith("-"))
+    added = len(body) - removed
+    return Drift(f"{removed} line(s) removed, {added} added", body[:40])
+
+
+class NftDataplane:
+    """Our table `inet <table>`, replaced as a whole in one transaction."""
+
+    name = "nftables"
+
+    def __init__(self, settings: config.RenderSettings, nft: nftlib.Nft | None = None) -> None:
+        self.settings = settings
+        self.nft = nft or nftlib.Nft()
+        self._script: str | None = None
+        self._expected: str | None = None
+        self._generation: int | None = None
+
+    def apply(
+        self, doc: ruleset.RulesetDocument | None, cgroups: Mapping[str, str], uids: Mapping[str, int]
+    ) -> tuple[str, ...]:
+        warnings: tuple[str, ...] = ()
+        if doc is None:
+            script = self._bootstrap()
+        else:
+            rendered = nft_render.render(doc, self.settings, cgroups, uids=uids)
+            script, warnings = rendered.text, rendered.warnings
+        self.nft.run(script)
+        self._script = script
+        self._remember()
+        return warnings
+
+    def _bootstrap(self) -> str:
+        table = self.settings.table
+        chain = "type filter hook input priority 0; policy accept;"
+        return (
+            f"table inet {table}\ndelete table inet {table}\n"
+            f'table inet {table} {{\n\tcomment "microseg: nothing provisioned yet; observing only"\n'
+            f"\tchain input {{\n\t\t{chain}\n\t\tct state established,related accept\n\t}}\n"
+            f"\tchain output {{\n\t\t{chain.replace('input', 'output')}\n"
+            "\t\tct state established,related accept\n\t}\n}\n"
+        )
+
+    def _remember(self) -> None:
+        self._generation = nftlib.generation()
+        self._expected = self.nft.list_table("inet", self.settings.table)
+
+    def check(self) -> Drift | None:
+        if self._script is None or self._expected is None:
+            return None
+        generation = nftlib.generation()
+        if generation == self._generation:
+            return None
+        found = self.nft.list_table("inet", self.settings.table)
+        if found == self._expected:
+            self._generation = generation  # something else in the namespace changed, not ours
+            return None
+        return _diff(self._expected, found)
+
+    def restore(self) -> None:
+        if self._script is None:
+            return
+        self.nft.run(self._script)
+        self._remember()
+
+    def remove(self) -> None:
+        table = self.settings.table
+        self.nft.run(f"table inet {table}\ndelete table inet {table}\n")
+        self._script = self._expected = None
+
+
+def _run(argv: list[str], stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60, check=False)
+    if check and done.returncode != 0:
+        raise errors.MicrosegError(f"{argv[0]} failed: {done.stderr.strip() or done.returncode}")
+    return done
+
+
+class IptablesDataplane:
+    """`MS-*` chains with jumps from INPUT/OUTPUT, and `ms*` ipsets; for hosts without nftables."""
+
+    name = "iptables"
+
+    def __init__(self, settings: config.RenderSettings) -> None:
+        for tool in ("iptables-restore", "ip6tables-restore", "ipset", "iptables-save"):
+            if shutil.which(tool) is None:
+                raise errors.MicrosegError(f"the iptables fallback needs {tool}, which is not installed")
+        self.settings = settings
+        self.chain_prefix = settings.ipset_prefix.upper() + "-"
+        self._rendered: ipt_render.IptablesRender | None = None
+        self._expected: str | None = None
+
+    def apply(
+        self, doc: ruleset.RulesetDocument | None, cgroups: Mapping[str, str], uids: Mapping[str, int]
+    ) -> tuple[str, ...]:
+        if doc is None:
+            return ()  # iptables tracks connections as soon as the conntrack module is in use anyway
+        rendered = ipt_render.render(doc, self.settings, cgroups, uids=uids)
+        self._load(rendered)
+        self._rendered = rendered
+        self._expected = self._snapshot()
+        return rendered.warnings
+
+    def _load(self, rendered: ipt_render.IptablesRender) -> None:
+        _run(["ipset", "restore"], rendered.ipset)
+        for tool, families in (("iptables", (rendered.v4, rendered.v4_install)),
+                               ("ip6tables", (rendered.v6, rendered.v6_install))):  # fmt: skip
+            jump = [
+                tool,
+                "-C",
+                "INPUT",
+                "-m",
+                "comment",
+                "--comment",
+                "microseg",
+                "-j",
+                f"{self.chain_prefix}INPUT",
+            ]
+            installed = _run(jump, check=False).returncode == 0
+            _run([f"{tool}-restore", "--noflush"], families[0] if installed else families[1])
+
+    def _snapshot(self) -> str:
+        lines = []
+        for tool in ("iptables-save", "ip6tables-save"):
+            out = _run([tool, "-t", "filter"]).stdout
+            lines += [line for line in out.splitlines() if self.chain_prefix in line or "microseg" in line]
+        sets = _run(["ipset", "list", "-name"]).stdout.split()
+        prefix = self.settings.ipset_prefix
+        lines += [f"set {name}" for name in sorted(sets) if name.startswith((f"{prefix}4-", f"{prefix}6-"))]
+        return "\n".join(lines)
+
+    def installed(self) -> bool:
+        """Whether any of our chains or sets exist."""
+        return bool(self._snapshot())
+
+    def check(self) -> Drift | None:
+        if self._expected is None:
+            return None
+        found = self._snapshot()
+        return None if found == self._expected else _diff(self._expected, found)
+
+    def restore(self) -> None:
+        if self._rendered is not None:
+            self._load(self._rendered)
+            self._expected = self._snapshot()
+
+    def remove(self) -> None:
+        for tool in ("iptables", "ip6tables"):
+            for builtin in ("INPUT", "OUTPUT"):
+                jump = ["-m", "comment", "--comment", "microseg", "-j", f"{self.chain_prefix}{builtin}"]
+                while _run([tool, "-D", builtin, *jump], check=False).returncode == 0:
+                    pass
+            chains = [
+                line[1:].split()[0]
+                for line in _run([f"{tool}-save", "-t", "filter"]).stdout.splitlines()
+                if line.startswith(f":{self.chain_prefix}")
+            ]
+            for chain in chains:
+                _run([tool, "-F", chain], check=False)
+            for chain in chains:
+                _run([tool, "-X", chain], check=False)
+        prefix = self.settings.ipset_prefix
+        for name in _run(["ipset", "list", "-name"]).stdout.split():
+            if name.startswith((f"{prefix}4-", f"{prefix}6-")):
+                _run(["ipset", "destroy", name], check=False)
+        self._rendered = self._expected = None
+
+
+def choose(kind: str, settings: config.RenderSettings) -> Dataplane:
+    """`nftables`, `iptables`, or `auto` (nftables when it can be used, else the fallback)."""
+    if kind in ("nftables", "nft"):
+        return NftDataplane(settings)
+    if kind == "iptables":
+        return IptablesDataplane(settings)
+    if kind != "auto":
+        raise errors.UserError(f"unknown data plane {kind!r}: use auto, nftables or iptables")
+    try:
+        plane = NftDataplane(settings)
+        nftlib.generation()
+        return plane
+    except errors.MicrosegError:
+        return IptablesDataplane(settings)
+
+
+def uninstall(netns_name: str | None, settings: config.RenderSettings | None = None) -> list[str]:
+    """Remove our table (and the iptables fallback's chains and sets, when present); what was removed."""
+    render = settings or config.RenderSettings()
+
+    def remove() -> list[str]:
+        removed = []
+        with contextlib.suppress(errors.MicrosegError):
+            plane = NftDataplane(render)
+            if plane.nft.list_table("inet", render.table) is not None:
+                plane.remove()
+                removed.append(f"nftables table inet {render.table}")
+        with contextlib.suppress(errors.MicrosegError):
+            ipt = IptablesDataplane(render)
+            if ipt.installed():
+                ipt.remove()
+                removed.append("iptables chains and ipsets")
+        return removed
+
+    return netns.run_in(netns_name, remove)

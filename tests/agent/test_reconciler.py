@@ -1,0 +1,180 @@
+"""The reconciler against real nftables (and the iptables fallback) inside ms- namespaces: it
+applies a document whole, finds tampering by the ruleset generation and restores it, keeps the
+previous rules when a document cannot be applied, and uninstall removes only our table."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from microseg import settings as config
+from microseg.agent import dataplane, knowledge, netns, reconciler
+from microseg.model import ruleset
+from tests.render import documents
+from tests.render import netns as labnet
+from tests.render.conftest import require_root_tools
+
+pytestmark = pytest.mark.netns
+SERVER = "10.77.250.2"
+NOTHING = knowledge.Knowledge({}, {})
+
+
+@pytest.fixture
+def lab() -> Iterator[labnet.Lab]:
+    require_root_tools("nft", "ip", "nsenter", "ipset", "iptables-restore", "ip6tables-restore")
+    with labnet.lab() as the_lab:
+        the_lab.serve(the_lab.b, SERVER, tcp=(8080, 8081, 8082))
+        yield the_lab
+
+
+def _doc() -> ruleset.RulesetDocument:
+    return documents.server_doc().with_hash()
+
+
+def _reconciler(plane: dataplane.Dataplane, tampers: list[reconciler.Tamper]) -> reconciler.Reconciler:
+    return reconciler.Reconciler(plane, learn=lambda doc: NOTHING, on_tamper=tampers.append)
+
+
+def test_apply_then_flush_ruleset_is_restored_and_reported(lab: labnet.Lab) -> None:
+    tampers: list[reconciler.Tamper] = []
+
+    def body() -> None:
+        rec = _reconciler(dataplane.NftDataplane(config.RenderSettings()), tampers)
+        rec.desire(_doc())
+        assert rec.status.applied_hash == _doc().hash and not rec.status.errors
+        assert lab.tcp(lab.a, SERVER, 8080) == "open"
+        assert lab.tcp(lab.a, SERVER, 8082) == "timeout"
+        rec.tick()
+        assert tampers == []  # nothing changed: the generation says so without listing
+        lab.run(lab.b, "nft", "flush", "ruleset")
+        assert lab.tcp(lab.a, SERVER, 8082) == "open"
+        rec.tick()
+        assert [t.drift.summary for t in tampers] == ["the table was deleted"]
+        assert lab.tcp(lab.a, SERVER, 8082) == "timeout"
+        assert lab.tcp(lab.a, SERVER, 8080) == "open"
+
+    netns.run_in(lab.b, body)
+
+
+def test_an_edited_rule_is_named_in_the_drift_and_put_back(lab: labnet.Lab) -> None:
+    tampers: list[reconciler.Tamper] = []
+
+    def body() -> None:
+        rec = _reconciler(dataplane.NftDataplane(config.RenderSettings()), tampers)
+        rec.desire(_doc())
+        lab.run(lab.b, "nft", "insert", "rule", "inet", "microseg", "input", "tcp", "dport", "8082", "accept")
+        assert lab.tcp(lab.a, SERVER, 8082) == "open"
+        rec.tick()
+        assert len(tampers) == 1
+        assert tampers[0].drift.summary == "0 line(s) removed, 1 added"
+        assert any(
+            "tcp dport 8082 accept" in line and line.startswith("+") for line in tampers[0].drift.changes
+        )
+        assert lab.tcp(lab.a, SERVER, 8082) == "timeout"
+
+    netns.run_in(lab.b, body)
+
+
+def test_other_tables_changing_is_not_tampering(lab: labnet.Lab) -> None:
+    tampers: list[reconciler.Tamper] = []
+
+    def body() -> None:
+        rec = _reconciler(dataplane.NftDataplane(config.RenderSettings()), tampers)
+        rec.desire(_doc())
+        lab.nft(lab.b, "table inet someone_else { chain c { }; }")
+        rec.tick()
+        assert tampers == []
+
+    netns.run_in(lab.b, body)
+
+
+def test_a_document_that_cannot_be_applied_leaves_the_previous_rules(lab: labnet.Lab) -> None:
+    process_doc = replace(
+        _doc(),
+        ingress=(
+            documents.entry(
+                "application/db",
+                documents.ALLOW,
+                documents.spec(documents.TCP, 8082),
+                peers=("clients",),
+                process="mysqld",
+            ),
+        ),
+    ).with_hash()
+    missing = knowledge.Knowledge({"mysqld": "ms-no-such-cgroup/mysqld"}, {})
+
+    def body() -> None:
+        rec = _reconciler(dataplane.NftDataplane(config.RenderSettings()), [])
+        rec.desire(_doc())
+        before = lab.run(lab.b, "nft", "-s", "list", "table", "inet", "microseg").stdout
+        rec.learn = lambda doc: missing if doc is process_doc else NOTHING
+        rec.desire(process_doc)
+        assert rec.status.errors and "NftError" in rec.status.errors[0]
+        assert rec.status.applied_hash == _doc().hash
+        assert lab.run(lab.b, "nft", "-s", "list", "table", "inet", "microseg").stdout == before
+        assert lab.tcp(lab.a, SERVER, 8080) == "open"
+
+    netns.run_in(lab.b, body)
+
+
+def test_a_process_nobody_runs_is_enforced_at_port_level_and_said(lab: labnet.Lab) -> None:
+    doc = replace(
+        _doc(),
+        ingress=(
+            documents.entry(
+                "application/db",
+                documents.ALLOW,
+                documents.spec(documents.TCP, 8082),
+                peers=("clients",),
+                process="mysqld",
+            ),
+        ),
+    ).with_hash()
+
+    def body() -> None:
+        rec = reconciler.Reconciler(dataplane.NftDataplane(config.RenderSettings()), learn=knowledge.learn)
+        rec.desire(doc)
+        assert not rec.status.errors
+        assert any("process mysqld not enforced" in w for w in rec.status.warnings)
+        assert lab.tcp(lab.a, SERVER, 8082) == "open"
+
+    netns.run_in(lab.b, body)
+
+
+def test_uninstall_removes_only_our_table(lab: labnet.Lab) -> None:
+    netns.run_in(
+        lab.b, lambda: _reconciler(dataplane.NftDataplane(config.RenderSettings()), []).desire(_doc())
+    )
+    lab.nft(lab.b, "table inet someone_else { chain c { }; }")
+    removed = dataplane.uninstall(lab.b)
+    assert removed == ["nftables table inet microseg"]
+    listing = lab.run(lab.b, "nft", "list", "tables").stdout
+    assert "someone_else" in listing and "microseg" not in listing
+    assert lab.tcp(lab.a, SERVER, 8082) == "open"
+    assert dataplane.uninstall(lab.b) == []
+
+
+def test_iptables_fallback_applies_restores_and_removes(lab: labnet.Lab) -> None:
+    tampers: list[reconciler.Tamper] = []
+
+    def body() -> None:
+        rec = _reconciler(dataplane.IptablesDataplane(config.RenderSettings()), tampers)
+        rec.desire(_doc())
+        assert rec.status.dataplane == "iptables" and not rec.status.errors
+        assert lab.tcp(lab.a, SERVER, 8080) == "open"
+        assert lab.tcp(lab.a, SERVER, 8082) == "timeout"
+        subprocess.run(["iptables", "-F", "MS-INPUT"], check=True, timeout=10)
+        assert lab.tcp(lab.a, SERVER, 8082) == "open"
+        rec.tick()
+        assert len(tampers) == 1 and tampers[0].drift.changes
+        assert lab.tcp(lab.a, SERVER, 8082) == "timeout"
+        rec.plane.remove()
+        assert (
+            "MS-" not in subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+        )
+        assert lab.tcp(lab.a, SERVER, 8082) == "open"
+
+    netns.run_in(lab.b, body)
