@@ -5,14 +5,18 @@ previous rules when a document cannot be applied, and uninstall removes only our
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from microseg import settings as config
-from microseg.agent import dataplane, knowledge, netns, reconciler
+from microseg.agent import dataplane, knowledge, netns, procfs, reconciler
 from microseg.model import ruleset
+from tests.agent import stack
+from tests.conftest import require
 from tests.render import documents
 from tests.render import netns as labnet
 from tests.render.conftest import require_root_tools
@@ -178,3 +182,46 @@ def test_iptables_fallback_applies_restores_and_removes(lab: labnet.Lab) -> None
         assert lab.tcp(lab.a, SERVER, 8082) == "open"
 
     netns.run_in(lab.b, body)
+
+
+def test_a_process_rule_admits_only_the_named_process_by_its_cgroup(lab: labnet.Lab, tmp_path: Path) -> None:
+    """mysqld (in its own cgroup) and a rogue process both serve ports the rule names: only mysqld
+    is reachable, because the kernel matches the listening socket's cgroup."""
+    mount = procfs.cgroup2_mount()
+    root = Path("/sys/fs/cgroup", mount)
+    require((root / "cgroup.procs").exists(), "needs a cgroup v2 hierarchy")
+    group = root / f"ms-{lab.a[3:9]}" / "mysqld"
+    group.mkdir(parents=True)
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        for name, port, cgroup in (("mysqld", 8083, group), ("rogue", 8084, None)):
+            enter = f"echo $$ > {cgroup / 'cgroup.procs'} && " if cgroup else ""
+            command = f'{enter}exec nsenter --net=/run/netns/{lab.b} {sys.executable} -c "$0" {SERVER} {name} {port}'
+            children.append(subprocess.Popen(["sh", "-c", command, stack.SERVE]))
+        for port in (8083, 8084):
+            stack.wait_for(f"port {port}", lambda p=port: stack.reach(lab, lab.a, SERVER, p) == "open")
+        doc = replace(
+            _doc(),
+            ingress=(documents.entry("application/db", documents.ALLOW, documents.spec(documents.TCP, (8083, 8084)),
+                                     peers=("clients",), process="mysqld"),),
+        ).with_hash()  # fmt: skip
+
+        def body() -> reconciler.Status:
+            rec = reconciler.Reconciler(dataplane.NftDataplane(config.RenderSettings(cgroup2_mount=mount)))
+            rec.desire(doc)
+            return rec.status
+
+        status = netns.run_in(lab.b, body)
+        assert not status.errors and not status.warnings
+        listing = lab.run(lab.b, "nft", "list", "table", "inet", "microseg").stdout
+        assert (
+            f'socket cgroupv2 level 2 "{mount + "/" if mount else ""}{group.parent.name}/mysqld"' in listing
+        )
+        assert stack.reach(lab, lab.a, SERVER, 8083) == "open"
+        assert stack.reach(lab, lab.a, SERVER, 8084, timeout=0.3) == "timeout"
+    finally:
+        for child in children:
+            child.kill()
+            child.wait(10)
+        group.rmdir()
+        group.parent.rmdir()

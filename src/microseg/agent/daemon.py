@@ -24,6 +24,7 @@ import dataclasses
 import json
 import logging
 import os
+import random
 import select
 import threading
 import time
@@ -69,6 +70,8 @@ class AgentSettings:
     """Seconds one ruleset long-poll may wait."""
     dump_every: float = 60.0
     """Seconds between conntrack dumps (byte counts of long-lived flows)."""
+    tamper_visible: float = 120.0
+    """Seconds the status keeps saying `tampered` after a restore, so people notice."""
     spool_bytes: int = 64 << 20
     """Bound of the on-disk flow spool."""
     tls_verify: bool | str = True
@@ -133,8 +136,8 @@ class Agent:
             self.reconciler.tick()
             if self.reconciler.status.errors:
                 self.report_now.set()
-        for thread in threads:
-            thread.join(timeout=5)
+        for thread in threads:  # daemon threads: one stuck in a long-poll must not hold the exit
+            thread.join(timeout=1)
         self._spool_flows()
         self.client.close()
 
@@ -221,16 +224,26 @@ class Agent:
     def _feed(self) -> None:
         assert self.reconciler is not None
         self._enroll()
-        backoff = 0.5
+        backoff, outage = 0.5, False
         while not self.stop_event.is_set():
             desired = self.reconciler.desired
             try:
-                doc = self.client.ruleset(desired.hash if desired else None, self.settings.long_poll)
-                backoff = 0.5
+                # After an outage, ask without waiting first: the server learns at once that we are
+                # back (a status report follows), instead of when a long-poll ends.
+                wait = 0.0 if outage else self.settings.long_poll
+                doc = self.client.ruleset(desired.hash if desired else None, wait)
+                if outage:
+                    log.info("server reachable again")
+                    self._reported = None
+                    self.report_now.set()
+                backoff, outage = 0.5, False
             except api.Unreachable as exc:
-                log.warning("server unreachable, enforcing what we have: %s", exc)
-                self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                if not outage:
+                    log.warning("server unreachable, enforcing what we have: %s", exc)
+                outage = True
+                # Capped low: when the server is back, a quarantine must reach us within seconds.
+                self.stop_event.wait(backoff * random.uniform(0.8, 1.2))
+                backoff = min(backoff * 2, 2.0)
                 continue
             except api.Refused as exc:
                 log.error("the server refused the ruleset request: %s", exc)
@@ -253,7 +266,7 @@ class Agent:
         status = self.reconciler.status
         with self._lock:
             tamper = list(self._tamper)
-            recent = time.time() - self._last_tamper < 300
+            recent = time.time() - self._last_tamper < self.settings.tamper_visible
         return {
             "appliedHash": status.applied_hash,
             "dataplane": status.dataplane,

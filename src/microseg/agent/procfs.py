@@ -195,6 +195,10 @@ class OwnerIndex:
         self._scanned = float("-inf")
         self._connected: dict[tuple[str, str, int, str, int], Process] = {}
         self._listening: dict[tuple[str, str, int], Process] = {}
+        self._by_peer: dict[tuple[str, str, int], Process] = {}
+        """The process last seen connected to each remote (address, port): a short-lived outbound
+        connection is often closed before a scan can see its socket, and the client talking to a
+        given service rarely changes, so it names such a connection (best effort)."""
 
     def lookup(self, proto: str | int, local: str, lport: int, remote: str, rport: int) -> Process | None:
         """The process on the local end of a TCP/UDP connection (`proto` "tcp"/"udp" or 6/17)."""
@@ -205,7 +209,7 @@ class OwnerIndex:
         if found is None and self._clock() - self._scanned >= self.min_rescan:
             self.refresh()
             found = self._find(name, local, lport, remote, rport)
-        return found
+        return found if found is not None else self._by_peer.get((name, remote, rport))
 
     def refresh(self) -> None:
         """Rescan the namespace now."""
@@ -218,6 +222,12 @@ class OwnerIndex:
                 listening.setdefault((s.proto, s.local, s.lport), s.process)
             elif s.rport:
                 connected.setdefault((s.proto, s.local, s.lport, s.remote, s.rport), s.process)
+        for (proto, local, lport, remote, rport), owner in connected.items():
+            if (proto, local, lport) not in listening and not _serving(listening, proto, local, lport):
+                self._by_peer[(proto, remote, rport)] = owner
+        if len(self._by_peer) > 65536:  # bounded: forget the oldest guesses
+            for key in list(self._by_peer)[: len(self._by_peer) - 65536]:
+                del self._by_peer[key]
         self._connected, self._listening = connected, listening
         self._scanned = self._clock()
         self.scans += 1
@@ -234,6 +244,12 @@ class OwnerIndex:
             if found is None and v4:
                 found = listening.get((proto, "::", lport))  # a dual-stack listener takes IPv4 too
         return found
+
+
+def _serving(listening: dict[tuple[str, str, int], Process], proto: str, local: str, lport: int) -> bool:
+    """Whether (local, lport) is a listening socket's, by address or wildcard: the accepted side."""
+    wildcard = _WILDCARD[6 if ":" in local else 4]
+    return (proto, wildcard, lport) in listening or (proto, "::", lport) in listening
 
 
 _PROTO_NAMES: dict[str | int, str] = {"tcp": "tcp", "udp": "udp", 6: "tcp", 17: "udp"}

@@ -63,6 +63,8 @@ def write_documents(docs: list[dict[str, Any]], fmt: DocFormat, out: Path | None
         sys.stdout.write(text)
     else:
         out.write_text(text, encoding="utf-8")
+
+
 DETAIL_LIMIT = 400
 """Connections listed one by one in table output; beyond, only the summary (use -o json)."""
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from microseg import __version__, errors
-from microseg.cli import agent, client, demo, explain, k8s, output, policy, remote, serve
+from microseg.cli import agent, client, demo, explain, k8s, lab, output, policy, remote, serve
 
 
 def _reporting(command: Callable[..., None]) -> Callable[..., None]:
@@ -36,6 +36,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
 @app.callback()
 def main(
     ctx: typer.Context,
@@ -71,6 +73,7 @@ k8s_app.command("reachability")(_reporting(k8s.k8s_reachability))
 k8s_app.command("import")(_reporting(k8s.k8s_import))
 k8s_app.command("export")(_reporting(k8s.k8s_export))
 app.add_typer(k8s_app)
+app.add_typer(lab.lab_app)
 
 
 @app.command()

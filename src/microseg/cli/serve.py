@@ -56,7 +56,16 @@ def server(
     migrate.upgrade(db)
     _first_admin_token(db)
     app = server_app.create_app(settings, db, migrate_schema=False)
-    uvicorn.run(app, host=host, port=port, ssl_certfile=tls_cert, ssl_keyfile=tls_key, log_level=log_level)
+    # Agents hold long-polls open; without a bound, SIGTERM would wait for all of them.
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+        log_level=log_level,
+        timeout_graceful_shutdown=5,
+    )
 
 
 def _first_admin_token(db: database.Database) -> None:

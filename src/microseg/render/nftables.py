@@ -36,7 +36,8 @@ socket's ancestor at depth N, so child cgroups of a service match too; the kerne
 UDP sockets only, so such an entry matches nothing else); with a uid for an egress entry's user,
 `meta skuid`. Cgroup paths are given relative to the cgroup2 hierarchy's root (that is what the
 level counts); nft resolves them under /sys/fs/cgroup when loading, so on hybrid hosts the mount
-point (`cgroup2_mount`, e.g. "unified") is put in front. Everything else is enforced at port level and reported in `warnings`.
+point (`cgroup2_mount`, e.g. "unified") is put in front. Everything else is enforced at port
+level and reported in `warnings`.
 
 It does not talk to the kernel, read the host, or decide what a document means (`semantics` does).
 """

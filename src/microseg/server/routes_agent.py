@@ -140,7 +140,8 @@ def report_status(rt: Rt, who: Agent, body: models.StatusReport) -> dict[str, An
                 conn,
                 "tamper",
                 who.workload,
-                f"{who.workload}: {incident.summary} outside microseg; restored in {incident.restoredIn:.2f}s",
+                f"{who.workload}: {incident.summary} outside microseg; "
+                f"restored in {incident.restoredIn:.2f}s",
                 {"dataplane": body.dataplane, **incident.model_dump()},
             )
         if body.tampered and not body.tamper and not before.get("tampered"):
