@@ -5,6 +5,9 @@ directory before the server answers. Real processes in two ms- namespaces (tests
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +55,11 @@ def test_a_provisioned_version_is_enforced_and_reported_in_sync(running: stack.S
     stack.wait_for("enforcement", lambda: _enforced(running), timeout=20)
     state = stack.wait_for("in sync", lambda: (a := running.agent_state())["state"] == "in sync" and a)
     assert state["dataplane"] == "nftables" and state["workload"] == "lab-b"
+    inventory = state["inventory"]
+    assert inventory["hostname"] == "lab-b" and inventory["addresses"] == [WEB]
+    served = {(s["protocol"], s["port"]): s for s in inventory["sockets"]}
+    assert served[("tcp", 8080)]["process"] == "webd" and served[("tcp", 8080)]["cgroup"]
+    assert served[("tcp", 8080)]["path"] == os.path.realpath(sys.executable)  # the name is its own
 
 
 def test_flows_reach_the_server_with_verdict_rule_and_process(running: stack.Stack) -> None:
@@ -122,6 +130,26 @@ def test_a_restarted_agent_enforces_before_the_server_answers(running: stack.Sta
     finally:
         running.start_server()
     stack.wait_for("in sync again", lambda: running.agent_state().get("state") == "in sync", timeout=30)
+
+
+def test_a_flushed_conntrack_table_does_not_cut_the_agent_off(running: stack.Stack) -> None:
+    """The agent's long-poll is parked on a connection whose conntrack entry `conntrack -F` removes;
+    the server's answer must still get in (the control-plane reply rule), so the next version is
+    enforced at once rather than when the long-poll times out."""
+    stack.wait_for("enforcement", lambda: _enforced(running), timeout=20)
+    time.sleep(1)  # let the agent park its long-poll
+    running.lab.run(running.lab.b, "conntrack", "-F")
+    wider = json.loads(json.dumps(POLICY))
+    wider["spec"]["rules"][0]["services"] = [{"port": 8080}, {"port": 8082}]
+    try:
+        running.provision([wider])
+        provisioned = time.monotonic()
+        stack.wait_for("the wider version", lambda: stack.reach(running.lab, running.lab.a, WEB, 8082) == "open",
+                       timeout=10, every=0.05)  # fmt: skip
+        assert time.monotonic() - provisioned < 5
+    finally:
+        running.provision([POLICY])
+    stack.wait_for("the first version again", lambda: _enforced(running), timeout=10)
 
 
 def test_agent_log_has_no_tracebacks(running: stack.Stack) -> None:

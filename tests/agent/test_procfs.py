@@ -266,14 +266,16 @@ def test_owner_index_finds_clients_and_servers_and_rescans_at_most_every_min_res
     assert outbound.scans == 1
     with child(lab.a, tmp_path, "ms-cli2", CONNECT, lab.addr_b, "7001") as second:
         port2 = int(second.line())
-        assert outbound.lookup("tcp", lab.addr_a, port2, lab.addr_b, 7001) is None  # scanned too recently
+        assert outbound.lookup("tcp", lab.addr_a, port2, lab.addr_b, 7001, guess=False) is None  # too recent
+        guessed = outbound.lookup("tcp", lab.addr_a, port2, lab.addr_b, 7001)
+        assert guessed is not None and guessed.pid == client.pid  # the last process seen talking to it
         assert outbound.scans == 1
         clock.now += 5.0
         late = outbound.lookup("tcp", lab.addr_a, port2, lab.addr_b, 7001)
         assert late is not None and (late.pid, late.name) == (second.pid, "ms-cli2")
         assert outbound.scans == 2
     outbound.refresh()
-    assert outbound.lookup("tcp", lab.addr_a, port2, lab.addr_b, 7001) is None  # exited: gone after a rescan
+    assert outbound.lookup("tcp", lab.addr_a, port2, lab.addr_b, 7001, guess=False) is None  # exited: gone
 
 
 def test_cgroup2_mount_is_where_the_unified_hierarchy_is() -> None:

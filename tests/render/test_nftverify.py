@@ -35,7 +35,7 @@ def pkt(**fields: object) -> nftverify.Packet:
 BAD = {
     "flush instead of delete": "table inet t\nflush table inet t\n",
     "reject verdict": script(chain("input", "counter reject", hook="input")),
-    "unknown match": script(chain("input", "tcp sport 80 accept", hook="input")),
+    "unknown match": script(chain("input", "th dport 80 accept", hook="input")),
     "unknown set": script(chain("input", "ip saddr @nope accept", hook="input")),
     "set of the other family": script(
         chain("input", "ip6 saddr @s accept", hook="input"),
@@ -87,3 +87,20 @@ def test_every_scenario_parses_and_keeps_its_sets() -> None:
         assert sorted(c.hook for c in program.chains.values() if c.hook) == ["input", "output"]
         assert len(program.chains) == 2 + 2 * len(set(sc.doc.tiers))
         assert len(program.sets) == 2 * len(sc.doc.address_sets)
+
+
+def test_control_plane_replies_survive_a_lost_conntrack_entry_but_open_nothing() -> None:
+    """With conntrack state gone, the server's answers on the agent's own connection (ACK set, from
+    the control-plane port) are accepted; a new connection from that port is not."""
+    scenario = SCENARIOS["enforce"]
+    program = nftverify.parse(nftables.render(scenario.doc, scenario.settings).text)
+    cp, local = addresses.address("10.77.250.9"), addresses.address("10.77.250.2")
+
+    def inbound(**kw: object) -> nftverify.Decision:
+        packet = nftverify.Packet(4, cp, local, "tcp", dport=45000, sport=8443, **kw)  # type: ignore[arg-type]
+        return nftverify.evaluate(program, "input", packet)
+
+    assert (inbound(ack=True).verdict, inbound(ack=True).ref) == ("accept", "system/control-plane-reply")
+    assert inbound(ack=False).verdict == "drop"  # a SYN from the control plane's port opens nothing
+    outbound = nftverify.Packet(4, local, cp, "tcp", dport=45000, sport=8443, ack=True)
+    assert nftverify.evaluate(program, "output", outbound).verdict == "drop"  # not our address: no reply rule

@@ -28,6 +28,7 @@ import random
 import select
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,8 @@ class AgentSettings:
     """Seconds between heartbeats when nothing changes."""
     long_poll: float = 30.0
     """Seconds one ruleset long-poll may wait."""
+    observe_batch: float = 0.01
+    """Seconds to let conntrack and NFLOG events gather after a wake-up before reading them."""
     dump_every: float = 60.0
     """Seconds between conntrack dumps (byte counts of long-lived flows)."""
     tamper_visible: float = 120.0
@@ -103,6 +106,7 @@ class Agent:
         self.reconciler: reconciler.Reconciler | None = None
         self.flows: flowtable.FlowTable | None = None
         self._addresses: list[str] = []
+        self._observing_warnings: list[str] = []
 
     # -- start and stop -------------------------------------------------------------------------
 
@@ -145,7 +149,7 @@ class Agent:
         self.stop_event.set()
         self.report_now.set()
 
-    def _guard(self, body: Any) -> Any:
+    def _guard(self, body: Callable[[], None]) -> Callable[[], None]:
         """A thread body that logs and restarts its loop after an unexpected error."""
 
         def run() -> None:
@@ -271,7 +275,7 @@ class Agent:
             "appliedHash": status.applied_hash,
             "dataplane": status.dataplane,
             "errors": list(status.errors),
-            "warnings": list(status.warnings),
+            "warnings": [*status.warnings, *self._observing_warnings],
             "tampered": recent,
             "tamper": tamper,
         }
@@ -312,8 +316,10 @@ class Agent:
             logs: nflog.NflogListener | None = nflog.NflogListener(self.settings.render.log_group)
         except errors.MicrosegError as exc:
             log.error("no NFLOG: blocked and would-block flows are not reported: %s", exc)
+            self._observing_warnings = [f"blocked and would-block flows are not reported: {exc}"]
             logs = None
         owners = procfs.OwnerIndex()
+        waiting: list[conntrack.CtEvent] = []
         last_upload = last_dump = time.monotonic()
         readers = [ct.fileno()] + ([logs.fileno()] if logs else [])
         try:
@@ -322,13 +328,18 @@ class Agent:
                 if ct.fileno() in ready:
                     events, lost = ct.read()
                     for ev in events:
-                        owner = self._owner(owners, ev) if ev.kind == "new" else None
-                        self.flows.on_conntrack(ev, owner)
+                        self._attribute(owners, ev, waiting)
                     if lost:
                         last_dump = 0.0
                 if logs is not None and logs.fileno() in ready:
                     for packet in logs.read():
                         self.flows.on_log(packet, self._owner(owners, packet))
+                self._attribute_waiting(owners, waiting)
+                if ready and self.settings.observe_batch > 0:
+                    # Let the next events pile up a moment: one wake-up per batch, not per event, is
+                    # most of the agent's CPU at a steady connection rate (the kernel buffers them).
+                    # After the reading, not before, so a connection's socket is looked up at once.
+                    time.sleep(self.settings.observe_batch)
                 now = time.monotonic()
                 if now - last_dump >= self.settings.dump_every:
                     asked = time.time()
@@ -343,12 +354,42 @@ class Agent:
                 logs.close()
 
     def _owner(
-        self, owners: procfs.OwnerIndex, ev: conntrack.CtEvent | nflog.LoggedPacket
+        self, owners: procfs.OwnerIndex, ev: conntrack.CtEvent | nflog.LoggedPacket, guess: bool = True
     ) -> procfs.Process | None:
         """The local process of a connection: the server for inbound, the client for outbound."""
         if ev.dst in self._addresses:
-            return owners.lookup(_proto(ev.proto), ev.dst, ev.dport or 0, ev.src, ev.sport or 0)
-        return owners.lookup(_proto(ev.proto), ev.src, ev.sport or 0, ev.dst, ev.dport or 0)
+            return owners.lookup(_proto(ev.proto), ev.dst, ev.dport or 0, ev.src, ev.sport or 0, guess=guess)
+        return owners.lookup(_proto(ev.proto), ev.src, ev.sport or 0, ev.dst, ev.dport or 0, guess=guess)
+
+    def _attribute(
+        self, owners: procfs.OwnerIndex, ev: conntrack.CtEvent, waiting: list[conntrack.CtEvent]
+    ) -> None:
+        """Hand a conntrack event to the flow table with the process behind it. A new connection
+        whose socket the last scan did not see, while scans are rate limited, waits for the next
+        scan (at most `min_rescan` later) rather than being named after a guess; events behind a
+        waiting one wait too, so a connection's DESTROY never overtakes its NEW."""
+        assert self.flows is not None
+        if waiting:
+            waiting.append(ev)
+            return
+        if ev.kind != "new":
+            self.flows.on_conntrack(ev, None)
+            return
+        fresh = owners.can_rescan()
+        owner = self._owner(owners, ev, guess=fresh)
+        if owner is None and not fresh:
+            waiting.append(ev)
+            return
+        self.flows.on_conntrack(ev, owner)
+
+    def _attribute_waiting(self, owners: procfs.OwnerIndex, waiting: list[conntrack.CtEvent]) -> None:
+        assert self.flows is not None
+        if not waiting or (not owners.can_rescan() and len(waiting) < 10_000):
+            return
+        owners.refresh()
+        for ev in waiting:
+            self.flows.on_conntrack(ev, self._owner(owners, ev) if ev.kind == "new" else None)
+        waiting.clear()
 
     def _spool_flows(self) -> None:
         if self.flows is None:

@@ -50,7 +50,8 @@ def sockets() -> list[dict[str, Any]]:
     for s in procfs.listening():
         entry: dict[str, Any] = {"protocol": s.proto, "address": s.local, "port": s.lport}
         if s.process is not None:
-            entry.update(process=s.process.label, pid=s.process.pid, user=s.process.user)
+            p = s.process
+            entry.update(process=p.label[:300], pid=p.pid, user=p.user[:100], path=p.path, cgroup=p.cgroup)
         out.setdefault((s.proto, s.local, s.lport), entry)
     return [out[k] for k in sorted(out)]
 

@@ -200,8 +200,12 @@ class OwnerIndex:
         connection is often closed before a scan can see its socket, and the client talking to a
         given service rarely changes, so it names such a connection (best effort)."""
 
-    def lookup(self, proto: str | int, local: str, lport: int, remote: str, rport: int) -> Process | None:
-        """The process on the local end of a TCP/UDP connection (`proto` "tcp"/"udp" or 6/17)."""
+    def lookup(
+        self, proto: str | int, local: str, lport: int, remote: str, rport: int, *, guess: bool = True
+    ) -> Process | None:
+        """The process on the local end of a TCP/UDP connection (`proto` "tcp"/"udp" or 6/17); with
+        `guess`, when its socket is not (or no longer) there, the process last seen connected to the
+        same remote service."""
         name = _PROTO_NAMES.get(proto)
         if name is None:
             return None
@@ -209,7 +213,13 @@ class OwnerIndex:
         if found is None and self._clock() - self._scanned >= self.min_rescan:
             self.refresh()
             found = self._find(name, local, lport, remote, rport)
-        return found if found is not None else self._by_peer.get((name, remote, rport))
+        if found is None and guess:
+            return self._by_peer.get((name, remote, rport))
+        return found
+
+    def can_rescan(self) -> bool:
+        """Whether a lookup that misses now would rescan (else it answers from the last scan)."""
+        return self._clock() - self._scanned >= self.min_rescan
 
     def refresh(self) -> None:
         """Rescan the namespace now."""

@@ -8,15 +8,12 @@ no lab is up, `status` says so on stderr and exits with 1.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from microseg import errors
 from microseg.cli import output
 from microseg.lab import options, runner, state, topology
 
@@ -28,17 +25,7 @@ Prefix = Annotated[
 ]
 
 
-def _reported(command: Callable[..., None]) -> Callable[..., None]:
-    """microseg's own errors as a message and exit code (2 for user errors), as everywhere."""
-
-    @functools.wraps(command)
-    def run_command(*args: Any, **kwargs: Any) -> None:
-        try:
-            command(*args, **kwargs)
-        except errors.MicrosegError as exc:
-            output.fail(exc)
-
-    return run_command
+_reported = output.reporting
 
 
 lab_app = typer.Typer(

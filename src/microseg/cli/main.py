@@ -6,27 +6,14 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from microseg import __version__, errors
+from microseg import __version__
 from microseg.cli import agent, client, demo, explain, k8s, lab, output, policy, remote, serve
 
-
-def _reporting(command: Callable[..., None]) -> Callable[..., None]:
-    """Turn microseg's own errors into a message on stderr and an exit code (2 for user errors)."""
-
-    @functools.wraps(command)
-    def run_command(*args: Any, **kwargs: Any) -> None:
-        try:
-            command(*args, **kwargs)
-        except errors.MicrosegError as exc:
-            output.fail(exc)
-
-    return run_command
+_reporting = output.reporting
 
 
 app = typer.Typer(

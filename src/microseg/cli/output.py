@@ -6,8 +6,10 @@ Errors go to stderr with exit code 2 for user errors (see `microseg.errors`).
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -44,3 +46,16 @@ def fail(error: errors.MicrosegError) -> NoReturn:
     """Report an error a person can act on and exit (2 for user errors, 1 otherwise)."""
     err_console.print(f"[bold red]error:[/] {error}", markup=True)
     raise typer.Exit(2 if isinstance(error, errors.UserError) else 1)
+
+
+def reporting(command: Callable[..., None]) -> Callable[..., None]:
+    """Turn microseg's own errors into a message on stderr and an exit code (2 for user errors)."""
+
+    @functools.wraps(command)
+    def run_command(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except errors.MicrosegError as exc:
+            fail(exc)
+
+    return run_command

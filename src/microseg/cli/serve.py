@@ -7,13 +7,13 @@ is reachable); tokens are stored hashed, so a lost one is revoked and replaced, 
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from microseg.server import app as server_app
-from microseg.server import config
-from microseg.store import audit, database, migrate, tokens
+if TYPE_CHECKING:  # the server stack (FastAPI, SQLAlchemy, Alembic) loads only for these commands:
+    from microseg.server import config  # `microseg agent` must not pay for it in memory
+    from microseg.store import database
 
 DataDir = Annotated[str | None, typer.Option("--data-dir", help="directory of the SQLite database")]
 DatabaseUrl = Annotated[
@@ -28,6 +28,8 @@ token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 
 
 def _settings(data_dir: str | None, url: str | None, **more: object) -> config.ServerSettings:
+    from microseg.server import config
+
     return config.ServerSettings.from_env(overrides={"database": url, "data_dir": data_dir, **more})
 
 
@@ -47,6 +49,9 @@ def server(
 ) -> None:
     """Run the control plane (REST API under /api/v1, OpenAPI at /docs)."""
     import uvicorn
+
+    from microseg.server import app as server_app
+    from microseg.store import migrate
 
     more: dict[str, object] = {"host": host, "port": port, "tls_cert": tls_cert, "tls_key": tls_key}
     if control_plane:
@@ -69,6 +74,8 @@ def server(
 
 
 def _first_admin_token(db: database.Database) -> None:
+    from microseg.store import audit, tokens
+
     with db.write() as conn:
         if tokens.count_api(conn):
             return
@@ -82,6 +89,9 @@ def _first_admin_token(db: database.Database) -> None:
 @db_app.command("upgrade")
 def db_upgrade(data_dir: DataDir = None, url: DatabaseUrl = None) -> None:
     """Migrate the database to this microseg's schema."""
+    from microseg.server import app as server_app
+    from microseg.store import migrate
+
     settings = _settings(data_dir, url)
     db = server_app.open_database(settings)
     before = migrate.current(db)
@@ -97,6 +107,9 @@ def token_create(
     url: DatabaseUrl = None,
 ) -> None:
     """Print a new API token (stored hashed: it is shown only now)."""
+    from microseg.server import app as server_app
+    from microseg.store import audit, migrate, tokens
+
     if role not in tokens.ROLES:
         raise typer.BadParameter(f"role must be one of {', '.join(tokens.ROLES)}", param_hint="--role")
     db = server_app.open_database(_settings(data_dir, url))

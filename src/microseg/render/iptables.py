@@ -142,6 +142,12 @@ class IptablesRenderer:
             ]
         lines += [line for r in dplan.control for line in self._rule(r, direction, family)]
         lines += [
+            f"-s {net} -p tcp -m tcp --sport {_range(port)} --tcp-flags ACK ACK "
+            f'-m comment --comment "{semantics.CONTROL_PLANE_REPLY_REF}" -j ACCEPT'
+            for net, port in plan.control_replies(self.doc)
+            if net.version == family
+        ]  # the same reply rule as the nftables renderer's (see there)
+        lines += [
             f'-m comment --comment "tier {names.text(tier, 100)}" -j {self.chains[direction][tier]}'
             for tier, _ in dplan.tiers
         ]

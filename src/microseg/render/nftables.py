@@ -17,8 +17,9 @@ without touching rules.
 so that it is counted and logged. Before any tier: loopback, established/related, invalid (dropped in
 enforce mode, counted and accepted otherwise: alert and visibility never block), IPv6 neighbour
 discovery and MLD (conntrack leaves them untracked; without them IPv6 dies under a default deny)
-and the control-plane endpoints. Only new (or untracked) packets reach the tier chains, so logs and
-per-rule counters count connections, not packets. `pass` is `return` from the tier chain.
+and the control-plane endpoints (and their TCP replies, for when conntrack forgot the agent's own
+connection: ACK set, so they open nothing). Only new (or untracked) packets reach the tier chains,
+so logs and per-rule counters count connections, not packets. `pass` is `return` from the tier chain.
 
 Why no concatenated sets or verdict maps: first-match order across allow/deny/pass, a counter and a
 comment per entry, and log prefixes per rule all need one rule per entry anyway. Per host we have
@@ -148,6 +149,7 @@ class NftablesRenderer:
             f'ct state invalid counter {invalid} comment "system/invalid"',
             f'icmpv6 type {{ {", ".join(ND_TYPES)} }} counter accept comment "system/ipv6-nd"',
             *(line for r in dplan.control for line in self._rule(r, direction)),
+            *self._control_replies(),
             *(
                 f'counter jump {self.chains[direction][tier]} comment "tier {names.text(tier, 100)}"'
                 for tier, _ in dplan.tiers
@@ -159,6 +161,17 @@ class NftablesRenderer:
             f"\t\ttype filter hook {hook} priority {self.settings.chain_priority}; policy accept;",
         ]
         return [*head, *(f"\t\t{r}" for r in rules_), "\t}"]
+
+    def _control_replies(self) -> list[str]:
+        """The agent's control-plane connections survive a lost conntrack entry: packets from the
+        endpoint's port with ACK set (in: the server answering us; out: a server on this host
+        answering its agents) never open a connection, so this admits nothing new."""
+        out = []
+        for net, port in plan.control_replies(self.doc):
+            proto = "ip" if net.version == 4 else "ip6"
+            out.append(f"{proto} saddr {_net(net)} tcp sport {port} tcp flags & ack == ack counter accept "
+                       f'comment "{semantics.CONTROL_PLANE_REPLY_REF}"')  # fmt: skip
+        return out
 
     def _rule(self, rule: plan.PlannedRule, direction: str) -> list[str]:
         return self._verdict(" ".join(self._matches(rule, direction)), rule.action, rule.ref)

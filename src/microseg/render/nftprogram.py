@@ -31,6 +31,9 @@ class Packet:
     daddr: addresses.Address
     l4proto: str
     dport: int | None = None
+    sport: int | None = None
+    ack: bool = False
+    """Whether the TCP ACK flag is set (never on the first packet of a connection)."""
     ct_state: str = "new"
     time: float = 0.0
     iif: str = "eth0"

@@ -317,11 +317,17 @@ def _addr(pkt: Packet, field: str) -> addresses.Address:
 
 def _ports(proto: str) -> Callable[[Parser, Program], Test]:
     def parse_ports(p: Parser, program: Program) -> Test:
-        p.take("dport")
+        field = p.take("dport", "sport", "flags")
+        if field == "flags":  # only the form we emit: `tcp flags & ack == ack`
+            p.words("&", "ack", "==", "ack")
+            return lambda pkt: pkt.l4proto == proto and pkt.ack
         ranges = [_port_range(p, value) for value in p.braced()]
-        return lambda pkt: (
-            pkt.l4proto == proto and pkt.dport is not None and any(lo <= pkt.dport <= hi for lo, hi in ranges)
-        )
+
+        def test(pkt: Packet) -> bool:
+            port = pkt.dport if field == "dport" else pkt.sport
+            return pkt.l4proto == proto and port is not None and any(lo <= port <= hi for lo, hi in ranges)
+
+        return test
 
     return parse_ports
 

@@ -114,6 +114,16 @@ def endpoint_specs(endpoint: estate.Endpoint) -> tuple[services.PortSpec | None,
     return (services.PortSpec(proto),)
 
 
+def control_replies(doc: ruleset.RulesetDocument) -> tuple[tuple[addresses.Network, services.PortRange], ...]:
+    """(network, port) of the control-plane endpoints that speak TCP: both base chains accept
+    non-initial packets from them (see `semantics.CONTROL_PLANE_REPLY_REF`)."""
+    found = (
+        (e.network, e.port) for e in doc.control_plane
+        if e.protocol in (services.Protocol.TCP, services.Protocol.ANY)
+    )  # fmt: skip
+    return tuple(dict.fromkeys(found))
+
+
 def _endpoint(endpoint: estate.Endpoint, direction: str) -> list[PlannedRule]:
     where = AddressMatch(networks=(endpoint.network,))
     peer, local = (None, where) if direction == "ingress" else (where, None)

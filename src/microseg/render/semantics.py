@@ -24,6 +24,11 @@ Verdict = Literal["accept", "drop"]
 CONTROL_PLANE_REF = "system/control-plane"
 """Reference that counters, logs and verdicts carry for the always-allowed control-plane channel."""
 
+CONTROL_PLANE_REPLY_REF = "system/control-plane-reply"
+"""Reference of the rule that keeps the agent's own control-plane connections alive when their
+conntrack entries are gone (`conntrack -F`, a full table): packets from the control plane's port
+with ACK set, which never open a connection."""
+
 DEFAULT_REF = tiers.DEFAULT
 """Reference of the final default deny."""
 

@@ -93,8 +93,13 @@ class Socket(Strict):
     address: str = Field(max_length=64)
     port: int = Field(ge=0, le=65535)
     process: str | None = Field(default=None, max_length=300)
+    """How flows name the process: its executable path, or its own name when that differs."""
     pid: int | None = Field(default=None, ge=0)
     user: str | None = Field(default=None, max_length=100)
+    path: str | None = Field(default=None, max_length=4096)
+    """The executable (/proc/PID/exe)."""
+    cgroup: str | None = Field(default=None, max_length=4096)
+    """The process's cgroup v2 path, what process rules are enforced by."""
 
 
 class Inventory(Strict):
