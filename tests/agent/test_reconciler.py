@@ -38,6 +38,13 @@ def _doc() -> ruleset.RulesetDocument:
     return documents.server_doc().with_hash()
 
 
+def _mysqld_doc(*ports: int | tuple[int, int]) -> ruleset.RulesetDocument:
+    """Clients may reach `ports` when mysqld serves them."""
+    spec = documents.spec(documents.TCP, *ports)
+    db = documents.entry("application/db", documents.ALLOW, spec, peers=("clients",), process="mysqld")
+    return replace(_doc(), ingress=(db,)).with_hash()
+
+
 def _reconciler(plane: dataplane.Dataplane, tampers: list[reconciler.Tamper]) -> reconciler.Reconciler:
     return reconciler.Reconciler(plane, learn=lambda doc: NOTHING, on_tamper=tampers.append)
 
@@ -96,18 +103,7 @@ def test_other_tables_changing_is_not_tampering(lab: labnet.Lab) -> None:
 
 
 def test_a_document_that_cannot_be_applied_leaves_the_previous_rules(lab: labnet.Lab) -> None:
-    process_doc = replace(
-        _doc(),
-        ingress=(
-            documents.entry(
-                "application/db",
-                documents.ALLOW,
-                documents.spec(documents.TCP, 8082),
-                peers=("clients",),
-                process="mysqld",
-            ),
-        ),
-    ).with_hash()
+    process_doc = _mysqld_doc(8082)
     missing = knowledge.Knowledge({"mysqld": "ms-no-such-cgroup/mysqld"}, {})
 
     def body() -> None:
@@ -125,18 +121,7 @@ def test_a_document_that_cannot_be_applied_leaves_the_previous_rules(lab: labnet
 
 
 def test_a_process_nobody_runs_is_enforced_at_port_level_and_said(lab: labnet.Lab) -> None:
-    doc = replace(
-        _doc(),
-        ingress=(
-            documents.entry(
-                "application/db",
-                documents.ALLOW,
-                documents.spec(documents.TCP, 8082),
-                peers=("clients",),
-                process="mysqld",
-            ),
-        ),
-    ).with_hash()
+    doc = _mysqld_doc(8082)
 
     def body() -> None:
         rec = reconciler.Reconciler(dataplane.NftDataplane(config.RenderSettings()), learn=knowledge.learn)
@@ -200,11 +185,7 @@ def test_a_process_rule_admits_only_the_named_process_by_its_cgroup(lab: labnet.
             children.append(subprocess.Popen(["sh", "-c", command, stack.SERVE]))
         for port in (8083, 8084):
             stack.wait_for(f"port {port}", lambda p=port: stack.reach(lab, lab.a, SERVER, p) == "open")
-        doc = replace(
-            _doc(),
-            ingress=(documents.entry("application/db", documents.ALLOW, documents.spec(documents.TCP, (8083, 8084)),
-                                     peers=("clients",), process="mysqld"),),
-        ).with_hash()  # fmt: skip
+        doc = _mysqld_doc((8083, 8084))
 
         def body() -> reconciler.Status:
             rec = reconciler.Reconciler(dataplane.NftDataplane(config.RenderSettings(cgroup2_mount=mount)))
