@@ -112,7 +112,8 @@ def test_a_new_connection_is_final_after_grace_and_allowed(table: flowtable.Flow
     [record] = valid(table.drain(clock.now + 1.0))
     assert record == {
         "direction": "in", "src": PEER, "dst": HOST, "dport": 3306, "proto": "tcp", "process": "/usr/sbin/mysqld",
-        "user": "mysql", "bytes": 0, "packets": 0, "first_seen": clock.now, "last_seen": clock.now,
+        "user": "mysql", "bytes": 0, "packets": 0, "connections": 1, "first_seen": clock.now,
+        "last_seen": clock.now,
         "verdict": "allowed", "rule": None,
     }  # fmt: skip
     assert table.drain(clock.now + 5) == []  # counts start again after a drain
@@ -126,11 +127,13 @@ def test_the_clients_port_is_dropped_and_counts_add_up(table: flowtable.FlowTabl
         table.on_conntrack(ct("destroy", HOST, sport, PEER, 443, clock.now, packets=10, size=1000), None)
     [record] = valid(table.drain())
     assert (record["direction"], record["process"], record["user"]) == ("out", "/usr/bin/curl", "app")
-    assert (record["packets"], record["bytes"]) == (30, 3000)
+    assert (record["packets"], record["bytes"], record["connections"]) == (30, 3000, 3)
     assert (record["first_seen"], record["last_seen"]) == (clock.now - 5, clock.now)
 
 
-def test_a_process_renamed_by_itself_is_named_by_its_name_else_by_path(table: flowtable.FlowTable, clock: Clock) -> None:
+def test_a_process_renamed_by_itself_is_named_by_its_name_else_by_path(
+    table: flowtable.FlowTable, clock: Clock
+) -> None:
     renamed = procfs.Process(300, "webd", "/usr/bin/python3.11", "www", 33, None)  # prctl(PR_SET_NAME)
     table.on_conntrack(ct("new", PEER, 40000, HOST, 80, clock.now), renamed)
     table.on_conntrack(ct("new", PEER, 40001, HOST, 81, clock.now), None)  # exited before the lookup

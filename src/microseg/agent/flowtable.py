@@ -52,11 +52,11 @@ _ADDRESS_REFRESH = 1.0
 
 
 class _Aggregate:
-    __slots__ = ("bytes", "first", "last", "packets")
+    __slots__ = ("bytes", "connections", "first", "last", "packets")
 
     def __init__(self, at: float) -> None:
         self.first = self.last = at
-        self.packets = self.bytes = 0
+        self.packets = self.bytes = self.connections = 0
 
 
 class _Connection:
@@ -173,7 +173,7 @@ class FlowTable:
         verdict, rule = parsed
         t5 = (pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
         if verdict == "blocked":  # never confirmed by conntrack: the log line is the whole story
-            self._add(self._key(direction, t5, owner, verdict, rule), pkt.at, 1, pkt.length)
+            self._add(self._key(direction, t5, owner, verdict, rule), pkt.at, 1, pkt.length, connections=1)
             return
         conn = self._connections.get(t5)
         if conn is not None:
@@ -257,13 +257,13 @@ class FlowTable:
         peer, local = (src, dst) if direction == "in" else (dst, src)
         verdict, rule = self._decision(direction, peer, local, PROTOCOLS.get(t5[0], "other"), dport)
         key = self._key(direction, t5, owner, verdict, rule)
-        self._add(key, at, 0, 0)
+        self._add(key, at, 0, 0, connections=1)
         return self._open(t5, key, 0, 0, at)
 
     def _join(self, t5: Tuple5, logged: _Logged, owner: procfs.Process | None, at: float) -> _Connection:
         """A would-block connection: its log lines and its conntrack entry, counted once."""
         key = self._key(logged.direction, t5, owner, "would-block", logged.rule)
-        self._add(key, min(logged.first, at), logged.packets, logged.bytes)
+        self._add(key, min(logged.first, at), logged.packets, logged.bytes, connections=1)
         self._add(key, max(logged.last, at), 0, 0)
         # conntrack's counters include the logged packets: only what comes on top is added later
         return self._open(t5, key, logged.packets, logged.bytes, at)
@@ -342,12 +342,12 @@ class FlowTable:
         if deadline > now:
             self.overflow["pending"] += 1
         key = self._key(logged.direction, t5, logged.owner, "would-block", logged.rule)
-        self._add(key, logged.first, logged.packets, logged.bytes)
+        self._add(key, logged.first, logged.packets, logged.bytes, connections=1)
         self._add(key, logged.last, 0, 0)
 
     # -- aggregates -----------------------------------------------------------------------------
 
-    def _add(self, key: FlowKey, at: float, packets: int, nbytes: int) -> None:
+    def _add(self, key: FlowKey, at: float, packets: int, nbytes: int, connections: int = 0) -> None:
         agg = self._aggregates.get(key)
         if agg is None:
             if len(self._aggregates) >= self.max_aggregates:
@@ -359,6 +359,7 @@ class FlowTable:
         agg.last = max(agg.last, at)
         agg.packets += packets
         agg.bytes += nbytes
+        agg.connections += connections
 
     def _key(
         self, direction: str, t5: Tuple5, owner: procfs.Process | None, verdict: str, rule: str | None
@@ -418,6 +419,7 @@ def _record(key: FlowKey, agg: _Aggregate) -> dict[str, Any]:
         "user": user,
         "bytes": agg.bytes,
         "packets": agg.packets,
+        "connections": agg.connections,
         "first_seen": agg.first,
         "last_seen": agg.last,
         "verdict": verdict,

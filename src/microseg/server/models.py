@@ -158,13 +158,16 @@ class FlowRecord(TypedDict):
     user: NotRequired[Annotated[str | None, Field(max_length=100)]]
     bytes: NotRequired[Annotated[int, Field(ge=0, le=2**62)]]
     packets: NotRequired[Annotated[int, Field(ge=0, le=2**62)]]
+    connections: NotRequired[Annotated[int, Field(ge=0, le=2**62)]]
+    """Connections (or, for blocked ones, attempts) the record sums up."""
     first_seen: Annotated[float, Field(ge=0, le=2**40)]
     last_seen: Annotated[float, Field(ge=0, le=2**40)]
     verdict: Literal["allowed", "blocked", "would-block"]
     rule: NotRequired[Annotated[str | None, Field(max_length=200)]]
 
 
-FLOW_DEFAULTS = {"dport": None, "process": None, "user": None, "bytes": 0, "packets": 0, "rule": None}
+FLOW_DEFAULTS = {"dport": None, "process": None, "user": None, "bytes": 0, "packets": 0, "connections": 0,
+                 "rule": None}  # fmt: skip
 """What a record means when it leaves a field out."""
 
 
