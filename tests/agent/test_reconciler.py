@@ -206,3 +206,67 @@ def test_a_process_rule_admits_only_the_named_process_by_its_cgroup(lab: labnet.
             child.wait(10)
         group.rmdir()
         group.parent.rmdir()
+
+
+ASK = """
+import ctypes, socket, sys
+ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)
+print("ready", flush=True)
+for _ in sys.stdin:
+    try:
+        socket.create_connection((sys.argv[2], 8080), timeout=0.5).close()
+        print("open", flush=True)
+    except OSError as exc:
+        print(type(exc).__name__, flush=True)
+"""
+"""A client that tries one connection to the server's 8080 per line it reads."""
+
+
+def test_an_egress_process_rule_lets_only_that_client_out(lab: labnet.Lab) -> None:
+    mount = procfs.cgroup2_mount()
+    root = Path("/sys/fs/cgroup", mount)
+    require((root / "cgroup.procs").exists(), "needs a cgroup v2 hierarchy")
+    group = root / f"ms-{lab.a[3:9]}e" / "ms-goodcli"
+    group.mkdir(parents=True)
+    clients: dict[str, subprocess.Popen[str]] = {}
+    try:
+        for name, cgroup in (("ms-goodcli", group), ("ms-badcli", None)):
+            enter = f"echo $$ > {cgroup / 'cgroup.procs'} && " if cgroup else ""
+            command = f'{enter}exec nsenter --net=/run/netns/{lab.a} {sys.executable} -c "$0" {name} {SERVER}'
+            clients[name] = subprocess.Popen(["sh", "-c", command, ASK], stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+
+        def ask(name: str) -> str:
+            client = clients[name]
+            assert client.stdin is not None and client.stdout is not None
+            client.stdin.write("\n")
+            client.stdin.flush()
+            return client.stdout.readline().strip()
+
+        for client in clients.values():
+            assert client.stdout is not None and client.stdout.readline().strip() == "ready"
+        assert ask("ms-goodcli") == ask("ms-badcli") == "open"
+        spec = documents.spec(documents.TCP, 8080)
+        out = documents.entry(
+            "application/to-web", documents.ALLOW, spec, peers=("servers",), process="ms-goodcli"
+        )
+        doc = replace(documents.client_doc(), egress=(out,)).with_hash()
+
+        def body() -> reconciler.Status:
+            rec = reconciler.Reconciler(dataplane.NftDataplane(config.RenderSettings(cgroup2_mount=mount)))
+            rec.desire(doc)
+            return rec.status
+
+        status = netns.run_in(lab.a, body)
+        assert not status.errors and not status.warnings
+        assert ask("ms-goodcli") == "open"
+        assert ask("ms-badcli") in ("PermissionError", "TimeoutError")  # dropped by its own output chain
+    finally:
+        for client in clients.values():
+            client.kill()
+            client.wait(10)
+            for stream in (client.stdin, client.stdout):
+                if stream is not None:
+                    stream.close()
+        group.rmdir()
+        group.parent.rmdir()

@@ -275,10 +275,16 @@ class Agent:
             "appliedHash": status.applied_hash,
             "dataplane": status.dataplane,
             "errors": list(status.errors),
-            "warnings": [*status.warnings, *self._observing_warnings],
+            "warnings": [*status.warnings, *self._observing_warnings, *self._spool_warnings()],
             "tampered": recent,
             "tamper": tamper,
         }
+
+    def _spool_warnings(self) -> list[str]:
+        if not self.spool.dropped_batches:
+            return []
+        return [f"flow spool full while the server was away: {self.spool.dropped_records} flow records "
+                f"({self.spool.dropped_batches} batches) dropped, oldest first"]  # fmt: skip
 
     def _report(self) -> None:
         looked = sent = -1e18
