@@ -76,6 +76,14 @@ class Client:
 
     def call(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
         """The decoded answer of a 2xx response."""
+        response = self._send(method, path, json, params)
+        return response.json() if response.content else None
+
+    def text(self, path: str, **params: Any) -> str:
+        """A GET whose answer is text (Graphviz DOT, Markdown)."""
+        return self._send("GET", path, None, params).text
+
+    def _send(self, method: str, path: str, json: Any, params: dict[str, Any] | None) -> httpx.Response:
         query = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             response = self.http.request(method, "/api/v1" + path, json=json, params=query)
@@ -85,7 +93,7 @@ class Client:
             ) from exc
         if response.status_code >= 400:
             raise _error(response)
-        return response.json() if response.content else None
+        return response
 
     def close(self) -> None:
         """Close the connection pool."""

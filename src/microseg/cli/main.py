@@ -11,7 +11,20 @@ from typing import Annotated
 import typer
 
 from microseg import __version__
-from microseg.cli import agent, client, demo, explain, k8s, lab, output, policy, remote, serve
+from microseg.cli import (
+    agent,
+    analytics,
+    client,
+    demo,
+    explain,
+    flows,
+    k8s,
+    lab,
+    output,
+    policy,
+    remote,
+    serve,
+)
 
 _reporting = output.reporting
 
@@ -48,6 +61,10 @@ SERVER_COMMANDS = (remote.get, remote.apply, remote.provision, remote.rollback, 
                    remote.release, remote.events, remote.audit, remote.login)  # fmt: skip
 for command in SERVER_COMMANDS:
     app.command()(_reporting(command))
+app.command()(_reporting(flows.flows))
+app.command("map")(_reporting(analytics.map_))
+app.command()(_reporting(analytics.simulate))
+app.command()(_reporting(analytics.recommend))
 app.add_typer(serve.db_app, name="db")
 app.add_typer(serve.token_app, name="token")
 

@@ -28,6 +28,8 @@ from microseg.server import (
     problems,
     routes_admin,
     routes_agent,
+    routes_analytics,
+    routes_flows,
     routes_objects,
     routes_policy,
     runtime,
@@ -54,7 +56,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(rt.watch()), asyncio.create_task(_offline_detector(rt))]
+        tasks = [
+            asyncio.create_task(rt.watch()),
+            asyncio.create_task(_offline_detector(rt)),
+            asyncio.create_task(routes_flows.expirer(rt)),
+        ]
         try:
             yield
         finally:
@@ -78,7 +84,7 @@ def create_app(
         if kind.name == "Workload":
             app.include_router(routes_objects.router)  # its /workloads/{name}/... before the generic routes
         app.include_router(routes_objects.object_router(kind))
-    for module in (routes_policy, routes_agent, routes_admin):
+    for module in (routes_policy, routes_agent, routes_admin, routes_flows, routes_analytics):
         app.include_router(module.router)
     app.include_router(routes_admin.plain)
     _publish(app, FlowBatch=models.FLOW_BATCH)

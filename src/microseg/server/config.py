@@ -52,6 +52,9 @@ class ServerSettings:
     max_flow_batch: int = 5000
     """Most flow records one batch may carry."""
 
+    flow_retention_days: float = 30.0
+    """Days flow summaries and raw flow batches are kept (older ones are dropped hourly)."""
+
     extra: dict[str, str] = field(default_factory=dict)
     """Reserved for settings later issues add."""
 

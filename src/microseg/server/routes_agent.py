@@ -25,7 +25,7 @@ from microseg.server import auth, deps, kinds, models, service
 from microseg.server.auth import Principal
 from microseg.server.problems import Problem
 from microseg.server.runtime import Runtime
-from microseg.store import agents, audit, events, flows, objects, state, tokens
+from microseg.store import agents, audit, events, flows, objects, state, summaries, tokens
 
 Rt = Annotated[Runtime, Depends(deps.runtime)]
 Agent = Annotated[Principal, Depends(auth.agent)]
@@ -236,6 +236,8 @@ def _store_flows(rt: Runtime, who: Principal, batch: models.FlowBatch, raw: str)
     with rt.db.write() as conn:
         stored = flows.store_batch(rt.db, conn, stored_form)
         if stored:
+            # in the batch's own transaction: a batch sent twice is never summed twice
+            summaries.add_batch(rt.db, conn, who.workload, records)
             refused = [r for r in records if r["verdict"] != "allowed"]
             events.add_many(conn, _flow_events(who.workload, refused))
     if stored:

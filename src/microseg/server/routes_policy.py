@@ -87,7 +87,7 @@ def rollback(rt: Rt, who: Editor, number: int, body: models.NoteRequest) -> JSON
 
 @router.post("/explain", summary="The explained verdict for one flow, under the active version or the draft")
 def explain(rt: Rt, _: Viewer, body: models.ExplainRequest) -> dict[str, Any]:
-    eng = _engine(rt, body.version)
+    eng = engine(rt, body.version)
     proto, port = _probe(body.port)
     with rt.engine_lock:
         src, dst = eng.endpoint(body.source), eng.endpoint(body.destination)
@@ -108,7 +108,8 @@ def _probe(text: str) -> reachability.Probe:
         raise errors.ValidationError(f"port {text!r}: expected PORT/PROTO such as 443/tcp, or icmp") from None
 
 
-def _engine(rt: Runtime, ref: str) -> engines.PolicyEngine:
+def engine(rt: Runtime, ref: str) -> engines.PolicyEngine:
+    """The engine of `active`, `draft` or a version number (LookupFailedError when none)."""
     if ref == "active":
         compiled = rt.compiled()
         if compiled.engine is None:

@@ -24,7 +24,8 @@ import sqlalchemy as sa
 from microseg.store import database, schema
 
 BATCHES = schema.flow_batches
-DEFAULTS = {"dport": None, "process": None, "user": None, "bytes": 0, "packets": 0, "connections": 0, "rule": None}
+DEFAULTS = {"dport": None, "process": None, "user": None, "bytes": 0, "packets": 0, "connections": 0,
+            "rule": None}  # fmt: skip
 """What a record means when it leaves a field out."""
 SPAN = 1_000_000
 """Record ids per batch (a batch holds fewer records than this)."""

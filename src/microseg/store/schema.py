@@ -143,3 +143,33 @@ events = sa.Table(
     sa.Index("ix_events_at", "at"),
 )
 """Tamper, blocked, would-block, agent offline and agent failed events."""
+
+flow_summaries = sa.Table(
+    "flow_summaries",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("bucket", Time, nullable=False),
+    sa.Column("reporter", sa.String(300), nullable=False),
+    sa.Column("direction", sa.String(3), nullable=False),
+    sa.Column("src", sa.String(64), nullable=False),
+    sa.Column("dst", sa.String(64), nullable=False),
+    sa.Column("dport", sa.Integer, nullable=False),
+    sa.Column("proto", sa.String(8), nullable=False),
+    sa.Column("process", sa.String(300), nullable=False),
+    sa.Column("verdict", sa.String(16), nullable=False),
+    sa.Column("rule", sa.String(200), nullable=False),
+    sa.Column("first_seen", Time, nullable=False),
+    sa.Column("last_seen", Time, nullable=False),
+    sa.Column("connections", sa.BigInteger, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("packets", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint(
+        "bucket", "reporter", "direction", "src", "dst", "dport", "proto", "process", "verdict", "rule",
+        name="uq_flow_summaries_key",
+    ),
+    sa.Index("ix_flow_summaries_last_seen", "last_seen"),
+    sa.Index("ix_flow_summaries_dport", "dport", "last_seen"),
+)  # fmt: skip
+"""Flow records summed per hour bucket and key (reporter, direction, src, dst, port, protocol,
+process, verdict, rule). The key columns are NOT NULL, with -1 / '' for "none", because a unique
+key treats NULLs as distinct on both dialects and the ingest upsert would never find its row."""

@@ -1,0 +1,101 @@
+"""`microseg map`, `microseg simulate` and `microseg recommend`: the analytics of the control plane
+(`/api/v1/flows/map|simulate|recommend`) over the stored flow summaries.
+
+Fed by the server's answers; feeds people (tables, DOT for Graphviz, Markdown for a pull-request
+comment) and scripts (`-o json`). The analyses run on the server, next to the flows and engines.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+
+from microseg.cli import output, remote
+
+Since = Annotated[str | None, typer.Option(help="epoch seconds or a duration back from now: 30m, 24h, 7d")]
+GroupBy = Annotated[str, typer.Option("--group-by", help="label keys, comma separated, e.g. app,role")]
+
+
+class MapFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    DOT = "dot"
+
+
+class SimFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    MD = "md"
+
+
+def map_(
+    ctx: typer.Context,
+    *,
+    group_by: GroupBy = "",
+    within: Annotated[str, typer.Option(help="label keys that scope groups, e.g. env")] = "",
+    since: Since = None,
+    fmt: Annotated[MapFormat, typer.Option("-o", "--output", help="table, json or dot")] = MapFormat.TABLE,
+) -> None:
+    """The dependency map from observed flows: edges with ports, processes and verdicts (active, draft)."""
+    api = remote.connect(ctx)
+    query = {"groupBy": group_by, "within": within, "since": since}
+    if fmt is MapFormat.DOT:
+        sys.stdout.write(api.text("/flows/map", **query, format="dot"))
+        return
+    graph: dict[str, Any] = api.get("/flows/map", **query)
+    if fmt is MapFormat.JSON:
+        output.emit_json(graph)
+        return
+    rows = [[e["source"], e["destination"], ", ".join(_port(p) for p in e["ports"]), str(e["connections"]),
+             e["verdict"], e["draftVerdict"] or "-"] for e in graph["edges"]]  # fmt: skip
+    remote.table(f"map ({len(graph['nodes'])} nodes, {len(rows)} edges)",
+                 ["FROM", "TO", "PORTS", "CONNS", "ACTIVE", "DRAFT"], rows)  # fmt: skip
+
+
+def _port(use: dict[str, Any]) -> str:
+    return use["protocol"] if use["port"] is None else f"{use['port']}/{use['protocol']}"
+
+
+def simulate(
+    ctx: typer.Context,
+    *,
+    since: Since = None,
+    fmt: Annotated[SimFormat, typer.Option("-o", "--output", help="table, json or md")] = SimFormat.TABLE,
+) -> None:
+    """Replay the stored flows against the draft: what it would newly block or allow, by rule."""
+    api = remote.connect(ctx)
+    if fmt is SimFormat.JSON:
+        output.emit_json(api.get("/flows/simulate", since=since))
+        return
+    form = "markdown" if fmt is SimFormat.MD else "table"
+    sys.stdout.write(api.text("/flows/simulate", since=since, format=form))
+
+
+def recommend(
+    ctx: typer.Context,
+    *,
+    group_by: GroupBy,
+    since: Since = None,
+    accept: Annotated[bool, typer.Option("--accept", help="write the proposed rules into the draft")] = False,
+    fmt: remote.Out = remote.Format.TABLE,
+) -> None:
+    """Least-privilege allow rules for the observed flows, with their coverage; --accept drafts them."""
+    api = remote.connect(ctx)
+    if accept:
+        done = api.call("POST", "/flows/recommend/accept", params={"groupBy": group_by, "since": since})
+        if not remote.emit(done, fmt):
+            applied = sum(len(v) for v in done["applied"].values()) if done["applied"] else 0
+            output.console.print(f"{applied} object(s) written into the draft; coverage {done['coverage']} %")
+        return
+    found: dict[str, Any] = api.get("/flows/recommend", groupBy=group_by, since=since)
+    if remote.emit(found, fmt):
+        return
+    rules = [r for d in found["documents"] if d["kind"] == "Policy" for r in d["spec"]["rules"]]
+    remote.table(f"recommended rules: coverage {found['coverage']} % of observed flows",
+                 ["NAME", "FROM", "TO", "SERVICES"],
+                 [[r["name"], str(r["from"]), str(r["to"]), str(r["services"])] for r in rules])  # fmt: skip
+    if found.get("leftOut"):
+        output.console.print(f"{len(found['leftOut'])} flow(s) left out (see -o json for why)")
