@@ -77,7 +77,7 @@ def hour_of_traffic() -> list[dict[str, Any]]:
         row("prod-app-1", "in", WEB1, APP1, 8443, process="java", connections=10),
         row("prod-app-1", "out", APP1, BILLING, 5000, process="java", connections=4),
         row("prod-lb-1", "in", CORP_USER, LB1, 443, process="haproxy", connections=7),
-        row("prod-app-1", "out", APP1, OUTSIDE, 443, process="curl", verdict="blocked", connections=2),
+        row("prod-app-1", "out", APP1, OUTSIDE, 443, process="curl", verdict="would-block", connections=2),
         row("dev-web-1", "out", DEV_WEB, DEV_APP, 8443, process="nginx", connections=3),
         row("dev-app-1", "in", DEV_WEB, DEV_APP, 8443, process="java", connections=3),
         row("dev-app-1", "out", DEV_APP, DB1, 3306, process="java", verdict="blocked", connections=1),

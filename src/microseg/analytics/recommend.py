@@ -115,7 +115,7 @@ def recommend(
         current = flowset.verdict(flow, engine)
         if current.decision is verdicts.Decision.ALLOW:
             continue
-        why = _denied_by_rule(current) or _unwritable(flow, group_by)
+        why = _denied_by_rule(current) or _blocked(flow) or _unwritable(flow, group_by)
         if why is not None:
             skipped[index] = why
             continue
@@ -124,6 +124,14 @@ def recommend(
     named = _named_services(proposed)
     after = engine_mod.PolicyEngine(_with(engine.estate, proposed, named))
     return _measure(observed, after, skipped, proposed, named)
+
+
+def _blocked(flow: flowset.Flow) -> str | None:
+    """A flow the data plane dropped is no evidence that it is needed (it is what an intruder's
+    attempts look like under enforcement): only flows that went through are learnt from."""
+    if flow.verdict is verdicts.Outcome.BLOCKED:
+        return "it was blocked when seen (enforce mode): not learnt from; allow it by hand if it is wanted"
+    return None
 
 
 def _denied_by_rule(verdict: verdicts.Verdict) -> str | None:
