@@ -210,11 +210,12 @@ def expire(rt: Runtime, now: float | None = None) -> tuple[int, int]:
 
 
 async def expirer(rt: Runtime, every: float = EXPIRE_EVERY) -> None:
-    """Apply the retention now and then every `every` seconds (a lifespan task; any replica may
-    run it, since expiring twice drops nothing more)."""
+    """Apply the retention every `every` seconds (a lifespan task; any replica may run it, since
+    expiring twice drops nothing more). The first run waits one interval too: a server that
+    restarts after a crash keeps what it had long enough for someone to look."""
     while True:
+        await asyncio.sleep(every)
         try:
             await asyncio.to_thread(expire, rt)
         except Exception:  # a database hiccup must not end retention; it is logged and retried
             log.warning("flow retention failed; retrying", exc_info=True)
-        await asyncio.sleep(every)
