@@ -101,3 +101,17 @@ def test_the_cli_prints_the_map_as_dot_the_simulation_as_markdown_and_accepts(
     assert again["documents"] == []
     bad = runner.invoke(main.app, [*base, "map", "--since", "whenever"])
     assert bad.exit_code == 2 and "since" in bad.output
+
+
+def test_rule_hits_name_the_deciding_rules_and_the_unused_ones(estate: Api) -> None:
+    found = ok(estate.get("/flows/rule-hits", since="7d"))
+    hits = {h["rule"]: h for h in found["rules"]}
+    assert hits["application/prod-app-to-db"]["connections"] == 1
+    assert (hits["default"]["connections"], hits["default"]["verdicts"]) == (4, ["blocked"])
+    assert (
+        "application/prod-web-to-app" in found["unused"]
+        and "application/prod-app-to-db" not in found["unused"]
+    )
+    base = ["--server", str(estate.client.base_url), "--token", estate.tokens["viewer"]]
+    unused = CliRunner().invoke(main.app, [*base, "rule-hits", "--unused", "-o", "json"])
+    assert unused.exit_code == 0 and json.loads(unused.output) == found["unused"]

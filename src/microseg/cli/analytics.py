@@ -99,3 +99,22 @@ def recommend(
                  [[r["name"], str(r["from"]), str(r["to"]), str(r["services"])] for r in rules])  # fmt: skip
     if found.get("leftOut"):
         output.console.print(f"{len(found['leftOut'])} flow(s) left out (see -o json for why)")
+
+
+def rule_hits(
+    ctx: typer.Context,
+    *,
+    since: Since = "30d",
+    unused: Annotated[bool, typer.Option("--unused", help="only the rules nothing hit")] = False,
+    fmt: remote.Out = remote.Format.TABLE,
+) -> None:
+    """Connections each rule decided in the window and its last hit; the active rules nothing hit."""
+    api = remote.connect(ctx)
+    found: dict[str, Any] = api.get("/flows/rule-hits", since=since)
+    if remote.emit(found["unused"] if unused else found, fmt):
+        return
+    if not unused:
+        remote.table(f"rule hits since {since}", ["RULE", "CONNECTIONS", "FLOWS", "LAST HIT", "VERDICTS"],
+                     [[h["rule"], str(h["connections"]), str(h["flows"]), remote.when(h["lastHit"]),
+                       ", ".join(h["verdicts"])] for h in found["rules"]])  # fmt: skip
+    remote.table(f"unused rules ({len(found['unused'])})", ["RULE"], [[r] for r in found["unused"]])

@@ -65,6 +65,7 @@ app.command()(_reporting(flows.flows))
 app.command("map")(_reporting(analytics.map_))
 app.command()(_reporting(analytics.simulate))
 app.command()(_reporting(analytics.recommend))
+app.command("rule-hits")(_reporting(analytics.rule_hits))
 app.add_typer(serve.db_app, name="db")
 app.add_typer(serve.token_app, name="token")
 

@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from microseg import errors
-from microseg.analytics import depmap, recommend, simulate
+from microseg.analytics import depmap, recommend, rulehits, simulate
 from microseg.engine import engine as engines
 from microseg.server import auth, deps, routes_flows, routes_policy, service
 from microseg.server.auth import Principal
@@ -97,6 +97,17 @@ async def simulation(
     if format == "table":
         return PlainTextResponse(result.to_table())
     return _json(result.to_json())
+
+
+@router.get("/rule-hits", summary="Connections each rule decided in the window, its last hit; unused rules")
+async def rule_hits(rt: Rt, _: Viewer, since: Since = None, until: Until = None) -> Response:
+    def work() -> rulehits.RuleHits:
+        active = routes_policy.engine(rt, "active")
+        rows = _rows(rt, since, until)
+        with rt.engine_lock:
+            return rulehits.rule_hits(rows, active)
+
+    return _json((await run_in_threadpool(work)).to_json())
 
 
 def _recommendation(
