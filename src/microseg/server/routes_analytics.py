@@ -67,8 +67,9 @@ async def dependency_map(
 
     def work() -> Any:
         active, drafted = _engines(rt)
+        rows = _rows(rt, since, until)
         with rt.engine_lock:
-            return depmap.build(_rows(rt, since, until), active, drafted if draft else None, keys, scope)
+            return depmap.build(rows, active, drafted if draft else None, keys, scope)
 
     graph = await run_in_threadpool(work)
     if format == "dot":
@@ -88,8 +89,9 @@ async def simulation(
 ) -> Response:
     def work() -> simulate.Simulation:
         active, drafted = _engines(rt)
+        rows = _rows(rt, since, until)
         with rt.engine_lock:
-            return simulate.simulate(_rows(rt, since, until), active, drafted)
+            return simulate.simulate(rows, active, drafted)
 
     result = await run_in_threadpool(work)
     if format == "markdown":
@@ -115,8 +117,9 @@ def _recommendation(
 ) -> recommend.Recommendation:
     # Against the draft: the proposal completes what is being edited, and is appended after it.
     drafted = routes_policy.engine(rt, "draft")
+    rows = _rows(rt, since, until)
     with rt.engine_lock:
-        return recommend.recommend(_rows(rt, since, until), drafted, _keys(keys, "groupBy"))
+        return recommend.recommend(rows, drafted, _keys(keys, "groupBy"))
 
 
 @router.get("/recommend", summary="Least-privilege allow rules for the window's flows, with coverage")

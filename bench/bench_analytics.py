@@ -1,0 +1,331 @@
+"""Flow analytics benchmarks over stored flow summaries; figures go to BENCHMARKS.md.
+
+Targets (issue #6 §7): 1,000,000 stored flow records over 5,000 workloads: dependency map <= 3 s,
+recommendation <= 10 s, simulation <= 5 s, on SQLite and on PostgreSQL.
+
+Run: .venv/bin/python bench/bench_analytics.py [--quick] [--records N] [--flows N] [--backends ...]
+It builds a synthetic estate (`synthetic.generate`, seed 0), generates agent flow records between
+its workloads (and IP-list / external peers), folds them into summaries with `summaries.add_batch`
+(one transaction per agent batch, as the server does), then times `summaries.query` (every row) and
+each analysis on those rows. Each backend runs in a forked child so that its peak RSS is its own.
+Prints a Markdown table and writes bench/results/analytics.json. PostgreSQL is the test database
+(127.0.0.1:5432, `test`), in a schema of its own that is dropped afterwards.
+
+What it deliberately does not do: go through HTTP (bench_server.py measures ingest over HTTP) or
+time the engine's compile as part of an analysis (it is built once, like the server's active engine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import multiprocessing
+import platform
+import random
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from microseg.analytics import depmap, recommend, simulate
+from microseg.engine import engine as engine_mod
+from microseg.model import addresses, services, verdicts
+from microseg.policyfile import synthetic
+from microseg.store import database, migrate, summaries
+
+RESULTS = Path(__file__).parent / "results" / "analytics.json"
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+TARGETS = {"map": 3.0, "recommend": 10.0, "simulate": 5.0}
+HOURS = 24
+START = 1_790_000_000.0 // 3600 * 3600
+"""First hour bucket (a fixed time, so runs are comparable)."""
+BATCH = 1000
+"""Most records in one agent batch."""
+ROLE_PORTS: dict[str, tuple[tuple[int, str, str | None], ...]] = {
+    "lb": ((443, "tcp", "haproxy"), (80, "tcp", "nginx")),
+    "web": ((80, "tcp", "nginx"), (8080, "tcp", "nginx")),
+    "app": ((8443, "tcp", "java"), (9001, "tcp", "java")),
+    "db": ((5432, "tcp", "postgres"), (3306, "tcp", "mysqld")),
+    "cache": ((6379, "tcp", "redis-server"),),
+    "queue": ((5672, "tcp", "beam.smp"),),
+    "worker": ((9100, "tcp", "node_exporter"), (9002, "tcp", "python3")),
+    "batch": ((22, "tcp", "sshd"), (514, "udp", "rsyslogd")),
+}
+"""What a destination of each role serves (the synthetic estate's rules name these ports)."""
+STRAY = ((22, "tcp", "sshd"), (53, "udp", "systemd-resolved"), (7001, "tcp", "java"), (31337, "tcp", None))
+CLIENTS = ("curl", "java", "python3", "nginx", None)
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One distinct (src, dst, port, process) flow and who reports it."""
+
+    src: str
+    dst: str
+    dport: int
+    proto: str
+    process: str | None
+    client: str | None
+    reporters: tuple[tuple[str, str], ...]
+    """(workload, direction) of each managed end."""
+    verdict: str
+    rule: str | None
+
+
+def estate_and_engine(workloads: int) -> tuple[Any, engine_mod.PolicyEngine, float]:
+    """The synthetic estate (label sets and rules scaled as in bench_server.py) and its engine."""
+    est = synthetic.generate(workloads, max(1, workloads // 10), workloads // 5, seed=0)
+    start = time.perf_counter()
+    eng = engine_mod.PolicyEngine(est)
+    return est, eng, time.perf_counter() - start
+
+
+def _pick_flow(rng: random.Random, managed: list[Any], others: list[Any]) -> tuple[str, Any, str, Any]:
+    """(src address, src workload or None, dst address, dst workload or None)."""
+    roll = rng.random()
+    src = rng.choice(managed)
+    if roll < 0.80:
+        dst = rng.choice(managed)
+        return _addr(src), src, _addr(dst), dst
+    if roll < 0.85 and others:
+        dst = rng.choice(others)
+        return _addr(src), src, _addr(dst), None
+    if roll < 0.92:  # out to the internet
+        return _addr(src), src, f"52.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}", None
+    dst = rng.choice(managed)  # in from corp users, monitoring, or outside
+    peer = rng.choice(("10.200.{}.{}", "10.203.0.{1}", "198.51.100.{1}")).format(
+        rng.randrange(255), rng.randrange(1, 255)
+    )
+    return peer, None, _addr(dst), dst
+
+
+def _addr(workload: Any) -> str:
+    return str(workload.addresses[0].network_address)
+
+
+def make_flows(est: Any, eng: engine_mod.PolicyEngine, count: int, seed: int = 0) -> list[Flow]:
+    """`count` distinct flows; each managed end reports it; the recorded verdict is the active one."""
+    rng = random.Random(seed)
+    managed = [w for w in est.workloads if w.managed]
+    others = [w for w in est.workloads if not w.managed]
+    found: dict[tuple[str, str, int, str], Flow] = {}
+    while len(found) < count:
+        src, src_w, dst, dst_w = _pick_flow(rng, managed, others)
+        role = dst_w.labels.get("role") if dst_w is not None else None
+        served = ROLE_PORTS.get(role or "", ((443, "tcp", None),))
+        dport, proto, process = rng.choice(served) if rng.random() < 0.85 else rng.choice(STRAY)
+        reporters = (((src_w.name, "out"),) if src_w else ()) + (((dst_w.name, "in"),) if dst_w else ())
+        v = eng.evaluate(
+            verdicts.Endpoint(addresses.address(src)),
+            verdicts.Endpoint(addresses.address(dst)),
+            dport,
+            services.Protocol(proto),
+            process=process,
+            client_process=(client := rng.choice(CLIENTS)),
+        )
+        found.setdefault(
+            (src, dst, dport, proto),
+            Flow(src, dst, dport, proto, process, client, reporters, v.outcome.value, v.rule),
+        )
+    return list(found.values())
+
+
+def batches(flows: list[Flow], records: int, seed: int = 1) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """(reporter, records) per agent batch: each agent's records of the day, hour by hour, at most
+    BATCH per batch; `records` in all, spread evenly over flow ends and hours."""
+    rng = random.Random(seed)
+    ends: dict[str, list[tuple[Flow, str]]] = {}
+    for f in flows:
+        for name, direction in f.reporters:
+            ends.setdefault(name, []).append((f, direction))
+    total_ends = sum(len(v) for v in ends.values())
+    per_end, extra = divmod(records, total_ends)
+    index = 0
+    for name in sorted(ends):
+        pending: list[dict[str, Any]] = []
+        for f, direction in ends[name]:
+            n = per_end + (1 if index < extra else 0)
+            index += 1
+            for k in range(n):
+                first = START + (k * HOURS // n) * 3600 + rng.random() * 3000
+                pending.append(_record(rng, f, direction, first))
+                if len(pending) == BATCH:
+                    yield name, pending
+                    pending = []
+        if pending:
+            yield name, pending
+
+
+def _record(rng: random.Random, f: Flow, direction: str, first: float) -> dict[str, Any]:
+    connections = rng.randrange(1, 20)
+    return {
+        "direction": direction, "src": f.src, "dst": f.dst, "dport": f.dport, "proto": f.proto,
+        "process": f.process if direction == "in" else f.client, "bytes": connections * rng.randrange(10**5),
+        "packets": connections * rng.randrange(1, 100), "connections": connections, "first_seen": first,
+        "last_seen": first + rng.random() * 600, "verdict": f.verdict, "rule": f.rule,
+    }  # fmt: skip
+
+
+@contextlib.contextmanager
+def backend(name: str, workdir: Path) -> Iterator[str]:
+    """A fresh database URL of the backend (a PostgreSQL schema is dropped at the end)."""
+    if name == "sqlite":
+        yield database.sqlite_url(workdir / f"sqlite-{uuid.uuid4().hex[:6]}")
+        return
+    schema = f"ms_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG_ADMIN)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{PG_ADMIN}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def rss_mb() -> float:
+    """Peak resident set size of this process so far, in MB (Linux reports KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    gc.collect()
+    start = time.perf_counter()
+    result = fn()
+    return round(time.perf_counter() - start, 3), result
+
+
+def draft_of(est: Any, flows: list[Flow], drop: int) -> tuple[Any, list[str]]:
+    """The estate without the `drop` allow rules that the most flows were allowed by."""
+    used: dict[str, int] = {}
+    for f in flows:
+        if f.rule and f.verdict == "allowed":
+            used[f.rule] = used.get(f.rule, 0) + 1
+    allow = {r.name for r in est.rules if str(getattr(r.action, "value", r.action)) == "allow"}
+    dropped = [name for name, _ in sorted(used.items(), key=lambda kv: -kv[1]) if name in allow][:drop]
+    return est.with_rules(tuple(r for r in est.rules if r.name not in dropped)), dropped
+
+
+def run_backend(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Everything for one backend, in this (forked) process."""
+    est, eng, compile_s = estate_and_engine(args.workloads)
+    flows = make_flows(est, eng, args.flows)
+    draft_est, dropped = draft_of(est, flows, 5)
+    draft_eng = engine_mod.PolicyEngine(draft_est)
+    out: dict[str, Any] = {"compile_seconds": round(compile_s, 2), "flows": len(flows), "dropped": dropped}
+    with backend(name, workdir) as url:
+        db = database.Database(url)
+        migrate.upgrade(db)
+        count, sizes, ingest_s = 0, 0, 0.0
+        for reporter, records in batches(flows, args.records):
+            start = time.perf_counter()
+            with db.write() as conn:
+                summaries.add_batch(db, conn, reporter, records)
+            ingest_s += time.perf_counter() - start  # record generation is not counted
+            count += 1
+            sizes += len(records)
+        with db.read() as conn:
+            out["rows"] = summaries.counts(conn)
+        out["ingest"] = {
+            "records": sizes, "batches": count, "mean_batch": round(sizes / count),
+            "seconds": round(ingest_s, 2), "records_per_second": round(sizes / ingest_s),
+        }  # fmt: skip
+        out["rss_after_ingest_mb"] = rss_mb()
+        with db.read() as conn:
+            out["query"], rows = timed(lambda: summaries.query(conn))
+        db.dispose()
+    out["rss_after_query_mb"] = rss_mb()
+    print(f"  {name}: {out['rows']:,} rows, ingest {out['ingest']}, query {out['query']} s", flush=True)
+    out["map"], graph = timed(lambda: depmap.build(rows, eng, draft_eng, ("app", "role"), ("env",)))
+    out["map_size"] = {"nodes": len(graph.nodes), "edges": len(graph.edges)}
+    out["simulate"], sim = timed(lambda: simulate.simulate(rows, eng, draft_eng))
+    out["simulate_groups"] = len(sim.groups)
+    out["recommend"], rec = timed(lambda: recommend.recommend(rows, eng, ("env", "app", "role")))
+    out["recommend_rules"] = len(rec.rules)
+    out["rss_peak_mb"] = rss_mb()
+    print(
+        f"  {name}: map {out['map']} s, simulate {out['simulate']} s, recommend {out['recommend']} s",
+        flush=True,
+    )
+    return out
+
+
+def _child(name: str, args: argparse.Namespace, workdir: Path, queue: Any) -> None:
+    try:
+        queue.put(run_backend(name, args, workdir))
+    except BaseException as failed:
+        queue.put({"error": repr(failed)})
+        raise
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--workloads", type=int, default=5000)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--flows", type=int, default=3000)
+    parser.add_argument("--quick", action="store_true", help="50,000 records (a smoke run)")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.quick:
+        args.records = 50_000
+    results: dict[str, Any] = {
+        "machine": platform.platform(), "python": platform.python_version(), "workloads": args.workloads,
+        "records": args.records, "flows": args.flows, "hours": HOURS, "targets_seconds": TARGETS, "runs": {},
+    }  # fmt: skip
+    ctx = multiprocessing.get_context("fork")
+    with tempfile.TemporaryDirectory(prefix="microseg-bench-") as tmp:
+        for name in args.backends.split(","):
+            print(
+                f"{name}: {args.records:,} records, {args.flows:,} flows, {args.workloads:,} workloads",
+                flush=True,
+            )
+            queue = ctx.Queue()
+            child = ctx.Process(target=_child, args=(name, args, Path(tmp), queue))
+            child.start()
+            results["runs"][name] = queue.get()
+            child.join()
+    args.output.parent.mkdir(exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+
+
+def print_table(results: dict[str, Any]) -> None:
+    runs = results["runs"]
+    names = list(runs)
+    print(f"\n| what | target | {' | '.join(names)} |")
+    print(f"|---|---|{'---:|' * len(names)}")
+
+    def line(what: str, target: str, cell: Callable[[dict[str, Any]], str]) -> None:
+        cells = (cell(runs[n]) if "error" not in runs[n] else "error" for n in names)
+        print(f"| {what} | {target} | {' | '.join(cells)} |")
+
+    line("summary rows after folding", "-", lambda r: f"{r['rows']:,}")
+    line("ingest (add_batch, records/s)", "-", lambda r: f"{r['ingest']['records_per_second']:,}")
+    line("summaries.query, all rows", "-", lambda r: f"{r['query']:.2f} s")
+    for key, what in (("map", "map (app,role within env)"), ("simulate", "simulation (draft -5 rules)"),
+                      ("recommend", "recommendation (env,app,role)")):  # fmt: skip
+        target = TARGETS[key]
+        line(
+            what,
+            f"<= {target:g} s",
+            lambda r, k=key, t=target: f"{r[k]:.2f} s {'met' if r[k] <= t else 'MISSED'}",
+        )
+    line("query + map", "-", lambda r: f"{r['query'] + r['map']:.2f} s")
+    line("peak RSS", "-", lambda r: f"{r['rss_peak_mb']:,.0f} MB")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
