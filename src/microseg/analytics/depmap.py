@@ -222,11 +222,13 @@ def build(
     """The map of `rows`: nodes per workload (or label group), edges with verdicts under both policies."""
     nodes: dict[str, tuple[Node, set[str]]] = {}
     ports: dict[tuple[str, str], dict[tuple[str, int | None], _PortAcc]] = {}
+    judge_active = flowset.Judge(active_engine)
+    judge_draft = flowset.Judge(draft_engine) if draft_engine is not None else None
     for flow in flowset.flows(rows, active_engine):
         src = _node_for(flow.source, str(flow.src), group_by, within, nodes)
         dst = _node_for(flow.destination, str(flow.dst), group_by, within, nodes)
         acc = ports.setdefault((src, dst), {}).setdefault((flow.proto, flow.dport), _PortAcc())
-        _account(acc, flow, active_engine, draft_engine)
+        _account(acc, flow, judge_active, judge_draft)
     return Graph(
         group_by=group_by,
         within=within,
@@ -245,8 +247,8 @@ def _node_key(entry: tuple[Node, set[str]]) -> str:
 def _account(
     acc: _PortAcc,
     flow: flowset.Flow,
-    active_engine: engine_mod.PolicyEngine,
-    draft_engine: engine_mod.PolicyEngine | None,
+    active: flowset.Judge,
+    draft_judge: flowset.Judge | None,
 ) -> None:
     if flow.process:
         acc.processes.add(flow.process)
@@ -255,10 +257,10 @@ def _account(
     acc.connections += flow.connections
     acc.bytes += flow.bytes
     acc.packets += flow.packets
-    acc.active = acc.active.add(flowset.verdict(flow, active_engine).outcome, flow.connections)
-    if draft_engine is not None:
+    acc.active = acc.active.add(active(flow).outcome, flow.connections)
+    if draft_judge is not None:
         draft = acc.draft or OutcomeCounts()
-        acc.draft = draft.add(flowset.verdict(flow, draft_engine).outcome, flow.connections)
+        acc.draft = draft.add(draft_judge(flow).outcome, flow.connections)
 
 
 def _edge(src: str, dst: str, accs: dict[tuple[str, int | None], _PortAcc]) -> Edge:

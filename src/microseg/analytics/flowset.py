@@ -305,3 +305,19 @@ def verdict(flow: Flow, engine: engine_mod.PolicyEngine) -> verdicts.Verdict:
         process=flow.process,
         client_process=flow.client_process,
     )
+
+
+class Judge:
+    """One engine's verdicts for many flows, each distinct question asked once: the same connection
+    seen in other hours asks the engine exactly the same thing (verdicts are taken "now")."""
+
+    def __init__(self, engine: engine_mod.PolicyEngine) -> None:
+        self.engine = engine
+        self._memo: dict[tuple[Any, ...], verdicts.Verdict] = {}
+
+    def __call__(self, flow: Flow) -> verdicts.Verdict:
+        key = (flow.src, flow.dst, flow.dport, flow.proto, flow.process, flow.client_process)
+        found = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = verdict(flow, self.engine)
+        return found

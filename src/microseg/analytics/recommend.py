@@ -109,10 +109,11 @@ def recommend(
     if not group_by:
         raise ValidationError("recommendations need at least one group-by label key", "groupBy")
     observed = flowset.flows(rows, engine)
+    judge = flowset.Judge(engine)
     drafts: dict[tuple[_Side, _Side], _Draft] = {}
     skipped: dict[int, str] = {}
     for index, flow in enumerate(observed):
-        current = flowset.verdict(flow, engine)
+        current = judge(flow)
         if current.decision is verdicts.Decision.ALLOW:
             continue
         why = _denied_by_rule(current) or _blocked(flow) or _unwritable(flow, group_by)
@@ -289,8 +290,9 @@ def _measure(
 ) -> Recommendation:
     covered = covered_connections = 0
     left_out = []
+    judge = flowset.Judge(after)
     for index, flow in enumerate(observed):
-        verdict = flowset.verdict(flow, after)
+        verdict = judge(flow)
         if verdict.decision is verdicts.Decision.ALLOW:
             covered += 1
             covered_connections += flow.connections

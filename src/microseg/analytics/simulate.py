@@ -169,9 +169,10 @@ def simulate(
 ) -> Simulation:
     """Replay `rows` against both engines and group the flows by how their outcome changes."""
     groups: dict[tuple[Change, str, str, str], tuple[list[int], list[Example]]] = {}
+    judge_active, judge_draft = flowset.Judge(active_engine), flowset.Judge(draft_engine)
     for flow in flowset.flows(rows, active_engine):
-        active = flowset.verdict(flow, active_engine)
-        draft = flowset.verdict(flow, draft_engine)
+        active = judge_active(flow)
+        draft = judge_draft(flow)
         change = classify(active, draft)
         key = (change, draft.rule or DEFAULT_DENY, peer_labels(flow.source), peer_labels(flow.destination))
         counts, examples = groups.setdefault(key, ([0, 0], []))
