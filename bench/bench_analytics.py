@@ -112,31 +112,46 @@ def _addr(workload: Any) -> str:
     return str(workload.addresses[0].network_address)
 
 
-def make_flows(est: Any, eng: engine_mod.PolicyEngine, count: int, seed: int = 0) -> list[Flow]:
-    """`count` distinct flows; each managed end reports it; the recorded verdict is the active one."""
+def make_flows(
+    est: Any, eng: engine_mod.PolicyEngine, count: int, allowed_share: float = 0.6, seed: int = 0
+) -> list[Flow]:
+    """`count` distinct flows, `allowed_share` of them allowed by the active policy (random pairs
+    mostly are not); each managed end reports a flow; the recorded verdict is the active one."""
     rng = random.Random(seed)
     managed = [w for w in est.workloads if w.managed]
     others = [w for w in est.workloads if not w.managed]
+    want = {True: round(count * allowed_share), False: count - round(count * allowed_share)}
     found: dict[tuple[str, str, int, str], Flow] = {}
-    while len(found) < count:
-        src, src_w, dst, dst_w = _pick_flow(rng, managed, others)
-        role = dst_w.labels.get("role") if dst_w is not None else None
-        served = ROLE_PORTS.get(role or "", ((443, "tcp", None),))
-        dport, proto, process = rng.choice(served) if rng.random() < 0.85 else rng.choice(STRAY)
-        reporters = (((src_w.name, "out"),) if src_w else ()) + (((dst_w.name, "in"),) if dst_w else ())
-        v = eng.evaluate(
-            verdicts.Endpoint(addresses.address(src)),
-            verdicts.Endpoint(addresses.address(dst)),
-            dport,
-            services.Protocol(proto),
-            process=process,
-            client_process=(client := rng.choice(CLIENTS)),
-        )
-        found.setdefault(
-            (src, dst, dport, proto),
-            Flow(src, dst, dport, proto, process, client, reporters, v.outcome.value, v.rule),
-        )
+    for _ in range(count * 200):
+        if len(found) == count:
+            break
+        flow = _candidate(rng, eng, managed, others)
+        key = (flow.src, flow.dst, flow.dport, flow.proto)
+        allowed = flow.verdict == verdicts.Outcome.ALLOWED.value
+        if key not in found and want[allowed] > 0:
+            want[allowed] -= 1
+            found[key] = flow
     return list(found.values())
+
+
+def _candidate(
+    rng: random.Random, eng: engine_mod.PolicyEngine, managed: list[Any], others: list[Any]
+) -> Flow:
+    src, src_w, dst, dst_w = _pick_flow(rng, managed, others)
+    role = dst_w.labels.get("role") if dst_w is not None else None
+    served = ROLE_PORTS.get(role or "", ((443, "tcp", None),))
+    dport, proto, process = rng.choice(served) if rng.random() < 0.85 else rng.choice(STRAY)
+    client = rng.choice(CLIENTS)
+    reporters = (((src_w.name, "out"),) if src_w else ()) + (((dst_w.name, "in"),) if dst_w else ())
+    v = eng.evaluate(
+        verdicts.Endpoint(addresses.address(src)),
+        verdicts.Endpoint(addresses.address(dst)),
+        dport,
+        services.Protocol(proto),
+        process=process,
+        client_process=client,
+    )
+    return Flow(src, dst, dport, proto, process, client, reporters, v.outcome.value, v.rule)
 
 
 def batches(flows: list[Flow], records: int, seed: int = 1) -> Iterator[tuple[str, list[dict[str, Any]]]]:
@@ -211,9 +226,9 @@ def draft_of(est: Any, flows: list[Flow], drop: int) -> tuple[Any, list[str]]:
     for f in flows:
         if f.rule and f.verdict == "allowed":
             used[f.rule] = used.get(f.rule, 0) + 1
-    allow = {r.name for r in est.rules if str(getattr(r.action, "value", r.action)) == "allow"}
+    allow = {f"{r.tier}/{r.name}" for r in est.rules if r.action.value == "allow"}  # verdicts say tier/name
     dropped = [name for name, _ in sorted(used.items(), key=lambda kv: -kv[1]) if name in allow][:drop]
-    return est.with_rules(tuple(r for r in est.rules if r.name not in dropped)), dropped
+    return est.with_rules(tuple(r for r in est.rules if f"{r.tier}/{r.name}" not in dropped)), dropped
 
 
 def run_backend(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -222,7 +237,10 @@ def run_backend(name: str, args: argparse.Namespace, workdir: Path) -> dict[str,
     flows = make_flows(est, eng, args.flows)
     draft_est, dropped = draft_of(est, flows, 5)
     draft_eng = engine_mod.PolicyEngine(draft_est)
-    out: dict[str, Any] = {"compile_seconds": round(compile_s, 2), "flows": len(flows), "dropped": dropped}
+    out: dict[str, Any] = {
+        "compile_seconds": round(compile_s, 2), "flows": len(flows), "dropped": dropped,
+        "flow_verdicts": {o.value: sum(f.verdict == o.value for f in flows) for o in verdicts.Outcome},
+    }  # fmt: skip
     with backend(name, workdir) as url:
         db = database.Database(url)
         migrate.upgrade(db)
