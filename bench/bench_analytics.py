@@ -18,7 +18,6 @@ time the engine's compile as part of an analysis (it is built once, like the ser
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import multiprocessing
@@ -28,14 +27,12 @@ import resource
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
+from bench_server import backend  # the same fresh SQLite file or PostgreSQL schema per run
 from microseg.analytics import depmap, recommend, simulate
 from microseg.engine import engine as engine_mod
 from microseg.model import addresses, services, verdicts
@@ -43,7 +40,6 @@ from microseg.policyfile import synthetic
 from microseg.store import database, migrate, summaries
 
 RESULTS = Path(__file__).parent / "results" / "analytics.json"
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TARGETS = {"map": 3.0, "recommend": 10.0, "simulate": 5.0}
 HOURS = 24
 START = 1_790_000_000.0 // 3600 * 3600
@@ -188,24 +184,6 @@ def _record(rng: random.Random, f: Flow, direction: str, first: float) -> dict[s
         "packets": connections * rng.randrange(1, 100), "connections": connections, "first_seen": first,
         "last_seen": first + rng.random() * 600, "verdict": f.verdict, "rule": f.rule,
     }  # fmt: skip
-
-
-@contextlib.contextmanager
-def backend(name: str, workdir: Path) -> Iterator[str]:
-    """A fresh database URL of the backend (a PostgreSQL schema is dropped at the end)."""
-    if name == "sqlite":
-        yield database.sqlite_url(workdir / f"sqlite-{uuid.uuid4().hex[:6]}")
-        return
-    schema = f"ms_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(PG_ADMIN)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{PG_ADMIN}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def rss_mb() -> float:

@@ -3,31 +3,12 @@ uses, the audit log refuses changes, batches and one-time tokens are used once."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from microseg.store import audit, database, flows, migrate, schema, tokens, versions
-from tests import postgres
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[database.Database]:
-    if request.param == "sqlite":
-        handle = database.Database(database.sqlite_url(tmp_path))
-        migrate.upgrade(handle)
-        yield handle
-        handle.dispose()
-        return
-    with postgres.schema() as url:
-        handle = database.Database(url)
-        migrate.upgrade(handle)
-        yield handle
-        handle.dispose()
 
 
 def test_migrations_build_exactly_the_schema_the_code_uses(db: database.Database) -> None:

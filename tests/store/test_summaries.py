@@ -3,33 +3,13 @@ key, queries filter and page, retention drops old summaries and raw batches toge
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from microseg.store import database, flows, migrate, summaries
-from tests import postgres
+from microseg.store import database, flows, summaries
 
 HOUR = 3600.0
 T0 = 1_700_000_000.0 - 1_700_000_000.0 % HOUR
 """The start of an hour bucket."""
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[database.Database]:
-    if request.param == "sqlite":
-        handle = database.Database(database.sqlite_url(tmp_path))
-        migrate.upgrade(handle)
-        yield handle
-        handle.dispose()
-        return
-    with postgres.schema() as url:
-        handle = database.Database(url)
-        migrate.upgrade(handle)
-        yield handle
-        handle.dispose()
 
 
 def record(at: float = T0 + 10, **more: Any) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from microseg.lab import identity
+from microseg.lab import files, identity
 
 MAX_CONNECTIONS = 256
 """Open connections per service; beyond, the oldest is closed (a lab never needs more)."""
@@ -57,15 +57,6 @@ class ServiceProcess:
         )
 
 
-def read_counter(path: str | Path) -> dict[str, Any] | None:
-    """A service's counter file ({"pid", "accepted", ...}), or None when it is not there (yet)."""
-    try:
-        data: dict[str, Any] = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return data
-
-
 class EchoService:
     """Serves one port: accept and echo (TCP) or answer datagrams (UDP), counting what came in."""
 
@@ -92,9 +83,7 @@ class EchoService:
             return
         data = {"pid": os.getpid(), "accepted": self.accepted, "port": self.spec.port,
                 "protocol": self.spec.protocol, "process": self.spec.place.name}  # fmt: skip
-        tmp = f"{self.spec.counter}.tmp"
-        Path(tmp).write_text(json.dumps(data))
-        os.replace(tmp, self.spec.counter)
+        files.write_json(self.spec.counter, data)
         self.written, self.last_flush = self.accepted, now
 
     def serve_forever(self) -> None:
@@ -186,7 +175,7 @@ def _wait_listening(specs: list[ServiceProcess], pids: dict[str, int], timeout: 
     waiting = {s.key: s for s in specs}
     while waiting:
         for key, spec in list(waiting.items()):
-            if read_counter(spec.counter) is not None:
+            if files.read_json(spec.counter) is not None:
                 del waiting[key]
             elif os.waitpid(pids[key], os.WNOHANG)[0]:
                 raise RuntimeError(f"service {key} exited at start")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,7 +24,7 @@ from typing import Any, TypeVar
 
 from microseg import errors
 from microseg.agent import netns
-from microseg.lab import options, service, topology, traffic
+from microseg.lab import files, options, topology
 
 T = TypeVar("T")
 PROBE = b"microseg-probe"
@@ -78,11 +77,7 @@ class LabState:
         """Write the state file atomically, readable by the owner only."""
         directory = Path(self.state_dir)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = directory / "state.json.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(asdict(self), out, indent=2)
-        os.replace(tmp, directory / "state.json")
+        files.write_json(directory / "state.json", asdict(self), mode=0o600, indent=2)
 
     @staticmethod
     def load(opts: options.LabOptions) -> LabState | None:
@@ -155,13 +150,13 @@ class LabState:
 
     def accepted(self, host: str, port: int, protocol: str = "tcp") -> int:
         """TCP connections (UDP datagrams) the service has accepted so far (flushed every 0.2 s)."""
-        counter = service.read_counter(self.counter_file(host, port, protocol))
+        counter = files.read_json(self.counter_file(host, port, protocol))
         return int(counter["accepted"]) if counter else 0
 
     def traffic_stats(self) -> list[dict[str, Any]]:
         """What each traffic client reported: {"host", "client", "targets": {"db-1 tcp/3306": ...}}."""
         directory = Path(self.state_dir, "traffic")
-        found = (traffic.read_stats(p) for p in sorted(directory.glob("*.json")))
+        found = (files.read_json(p) for p in sorted(directory.glob("*.json")))
         return [s for s in found if s is not None]
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from microseg.lab import identity
+from microseg.lab import files, identity
 
 PAYLOAD = b"microseg-lab\n"
 HOLD = 0.05
@@ -134,19 +134,8 @@ class ClientLoop:
             return
         targets = {k: {"ok": self.ok[k], "failed": self.failed[k], "last": self.last[k]} for k in self.ok}
         data = {"host": self.client.host, "client": self.client.place.name, "targets": targets}
-        tmp = f"{self.client.stats}.tmp"
-        Path(tmp).write_text(json.dumps(data))
-        os.replace(tmp, self.client.stats)
+        files.write_json(self.client.stats, data)
         self.flushed = time.monotonic()
-
-
-def read_stats(path: str | Path) -> dict[str, Any] | None:
-    """A client's stats file, or None when it is not there (yet)."""
-    try:
-        data: dict[str, Any] = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return data
 
 
 def _run_client(client: Client, deadline: float, parent: int) -> None:
