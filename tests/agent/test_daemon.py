@@ -1,7 +1,8 @@
 """The agent daemon end to end against a real server: enrollment, enforcement of a provisioned
 version, flows with the process behind them, tamper restored and reported, fail-static while the
-server is gone with flows delivered after it is back, and enforcement resumed from the state
-directory before the server answers. Real processes in two ms- namespaces (tests/agent/stack.py)."""
+server is gone with flows delivered after it is back, enforcement resumed from the state
+directory before the server answers, and rule counters reaching rule hits. Real processes in
+two ms- namespaces (tests/agent/stack.py)."""
 
 from __future__ import annotations
 
@@ -79,6 +80,22 @@ def test_flows_reach_the_server_with_verdict_rule_and_process(running: stack.Sta
     assert blocked[0]["rule"] == "default"
     events = stack.wait_for("blocked event", lambda: running.events("blocked"))
     assert "8082" in events[0]["message"]
+
+
+def test_rule_counters_reach_rule_hits_in_the_status_report(running: stack.Stack) -> None:
+    stack.wait_for("enforcement", lambda: _enforced(running), timeout=20)
+    for _ in range(3):
+        stack.reach(running.lab, running.lab.a, WEB, 8080)
+        stack.reach(running.lab, running.lab.a, WEB, 8082, timeout=0.3)
+
+    def counted() -> dict[str, Any] | None:
+        hits = {h["rule"]: h for h in running.call("GET", "/flows/rule-hits")["rules"]}
+        web, default = hits.get("application/client-to-web"), hits.get("default")
+        counters_saw = web and default and web["counterPackets"] >= 3 and default["counterPackets"] >= 3
+        return web if counters_saw else None
+
+    web = stack.wait_for("counters in rule hits", counted, timeout=30)  # read every 10 s by default
+    assert "counters" in web["sources"] and web["counterBytes"] > 0
 
 
 def test_flush_ruleset_is_restored_within_two_seconds_and_reported(running: stack.Stack) -> None:

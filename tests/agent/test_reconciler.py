@@ -1,6 +1,7 @@
 """The reconciler against real nftables (and the iptables fallback) inside ms- namespaces: it
 applies a document whole, finds tampering by the ruleset generation and restores it, keeps the
-previous rules when a document cannot be applied, and uninstall removes only our table."""
+previous rules when a document cannot be applied, uninstall removes only our table, and traffic
+counts against the rule that decided it, across restores and new documents, without being drift."""
 
 from __future__ import annotations
 
@@ -129,6 +130,83 @@ def test_a_process_nobody_runs_is_enforced_at_port_level_and_said(lab: labnet.La
         assert not rec.status.errors
         assert any("process mysqld not enforced" in w for w in rec.status.warnings)
         assert lab.tcp(lab.a, SERVER, 8082) == "open"
+
+    netns.run_in(lab.b, body)
+
+
+def _packets(rec: reconciler.Reconciler) -> dict[str, int]:
+    return {ref: c.packets for ref, c in rec.counters().rules.items()}
+
+
+def _grew(before: dict[str, int], after: dict[str, int], *refs: str) -> bool:
+    return all(after.get(ref, 0) > before.get(ref, 0) for ref in refs)
+
+
+def _not_lower(before: dict[str, int], after: dict[str, int]) -> bool:
+    return all(after.get(ref, 0) >= n for ref, n in before.items())
+
+
+COUNTED = ("application/web", "security/no-8081", "default")
+"""What a probe of 8080 (allowed), 8081 (denied in security) and 8082 (default deny) hits."""
+
+
+def _probe(lab: labnet.Lab) -> None:
+    assert [lab.tcp(lab.a, SERVER, port) for port in (8080, 8081, 8082)] == ["open", "timeout", "timeout"]
+
+
+def test_traffic_counts_against_its_rule_and_counters_are_not_drift(lab: labnet.Lab) -> None:
+    tampers: list[reconciler.Tamper] = []
+
+    def body() -> None:
+        rec = _reconciler(dataplane.NftDataplane(config.RenderSettings()), tampers)
+        rec.desire(_doc())
+        start = rec.counters()
+        _probe(lab)
+        counted = _packets(rec)
+        assert _grew({ref: c.packets for ref, c in start.rules.items()}, counted, *COUNTED), counted
+        assert "application/udp" not in counted or counted["application/udp"] == 0
+        assert lab.counters(lab.b)["application/web"] == counted["application/web"]  # what nft says
+        lab.nft(lab.b, "table inet someone_else { chain c { }; }")  # the generation moves: a listing
+        rec.tick()
+        assert tampers == []  # counters changed since the apply, and that is not tampering
+        lab.run(lab.b, "nft", "flush", "ruleset")
+        rec.tick()
+        assert len(tampers) == 1
+        restored = _packets(rec)
+        assert _not_lower(counted, restored) and rec.counters().epoch == start.epoch
+        _probe(lab)
+        again = _packets(rec)
+        assert _grew(restored, again, *COUNTED)
+        rec.desire(documents.server_doc(retired=False).with_hash())  # a new document: a new table
+        assert _not_lower(again, _packets(rec))
+        _probe(lab)
+        assert _grew(again, _packets(rec), *COUNTED) and rec.counters().epoch == start.epoch
+
+    netns.run_in(lab.b, body)
+
+
+def test_iptables_fallback_counts_per_rule_across_a_restore(lab: labnet.Lab) -> None:
+    tampers: list[reconciler.Tamper] = []
+
+    def body() -> None:
+        rec = _reconciler(dataplane.IptablesDataplane(config.RenderSettings()), tampers)
+        try:
+            rec.desire(_doc())
+            _probe(lab)
+            counted = _packets(rec)
+            assert _grew({}, counted, *COUNTED), counted
+            rec.tick()
+            assert tampers == []
+            subprocess.run(["iptables", "-Z", "MS-INPUT"], check=True, timeout=10)  # zeroing is no drift
+            rec.tick()
+            assert tampers == [] and _not_lower(counted, _packets(rec))
+            subprocess.run(["iptables", "-F", "MS-IN-application"], check=True, timeout=10)
+            rec.tick()
+            assert len(tampers) == 1 and _not_lower(counted, _packets(rec))
+            _probe(lab)
+            assert _grew(counted, _packets(rec), *COUNTED)
+        finally:
+            rec.plane.remove()
 
     netns.run_in(lab.b, body)
 

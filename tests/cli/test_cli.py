@@ -40,6 +40,25 @@ def test_validate_examples() -> None:
     assert data["valid"] is True and data["counts"]["workloads"] >= 10
 
 
+def test_validate_checks_invariants_and_fails_when_one_is_broken(tmp_path: Path) -> None:
+    code, out = invoke("validate")
+    assert code == 0 and "kept: 2 invariant(s)" in out
+    tree = tmp_path / "estate"
+    shutil.copytree(loading.examples_dir(), tree)
+    extra = tree / "policies" / "oops.yaml"
+    extra.write_text(
+        "apiVersion: microseg.io/v1\nkind: Policy\nmetadata: {name: oops}\nspec:\n  tier: security\n  rules:\n"
+        "    - {name: oops, priority: 1, action: allow, from: any, to: [{selector: role=db}], services: [ssh]}\n"
+    )
+    code, out = invoke("validate", "-f", str(tree))
+    assert code == 1
+    assert "broken: invariant only-bastion-ssh" in out and "allowed by security/oops" in out
+    code, out = invoke("validate", "-f", str(tree), "-o", "json")
+    found = json.loads(out)["invariants"]
+    assert code == 1 and found["declared"] == 2
+    assert {v["invariant"] for v in found["violations"]} == {"only-bastion-ssh", "dev-never-reaches-prod"}
+
+
 def test_validate_reports_file_line_and_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
@@ -129,7 +148,7 @@ def test_diff_shows_semantic_change(tmp_path: Path, eng: engine.PolicyEngine) ->
 
 
 def test_demo_runs_every_step() -> None:
-    code, out = invoke("demo")
+    code, out = invoke("demo", "--offline")
     assert code == 0, out
     for n in range(1, 5):
         assert f"step {n}" in out
@@ -137,7 +156,7 @@ def test_demo_runs_every_step() -> None:
 
 
 def test_demo_json() -> None:
-    code, out = invoke("demo", "-o", "json")
+    code, out = invoke("demo", "--offline", "-o", "json")
     assert code == 0, out
     data = json.loads(out)
     outcomes = [f["verdict"]["outcome"] for f in data["flows"]]

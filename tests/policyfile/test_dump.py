@@ -69,7 +69,7 @@ def test_dump_dir_round_trip_and_layout(tmp_path: Path, examples: estate.Estate)
     written = policyfile.dump_dir(examples, tmp_path / "out")
     names = sorted(str(p.relative_to(tmp_path / "out")) for p in written)
     assert names == [
-        "iplists.yaml", "label-rules.yaml", "policies/crm-dev.yaml", "policies/crm-prod.yaml",
+        "invariants.yaml", "iplists.yaml", "label-rules.yaml", "policies/crm-dev.yaml", "policies/crm-prod.yaml",
         "policies/env-separation.yaml", "policies/shared-services.yaml", "services.yaml", "settings.yaml",
         "workloads.yaml",
     ]  # fmt: skip

@@ -122,7 +122,8 @@ def test_log_prefix_and_comment_fit_kernel_limits() -> None:
     doc = document(ingress=(entry(ref, DENY, spec(TCP, 80)),))
     got = evaluate(nftables.render(doc).text)
     assert got.log_prefixes == (f"ms:d:{ref}"[: names.NFT_LOG_PREFIX_MAX],)
-    assert got.ref == ref[: names.NFT_COMMENT_MAX]
+    assert got.ref is not None and len(got.ref) == names.NFT_COMMENT_MAX
+    assert got.ref == nftables.rule_comment(ref) and nftables.counter_refs(doc)[got.ref] == ref
 
 
 def test_the_kernel_takes_the_longest_prefix_and_comment(nft_check: None) -> None:
@@ -134,7 +135,39 @@ def test_quotes_in_refs_cannot_escape_the_string() -> None:
     ref = 'application/x" accept comment "y'
     text = nftables.render(document(ingress=(entry(ref, DENY, spec(TCP, 80)),))).text
     got = evaluate(text)
-    assert got.verdict == "drop" and got.ref == "application/x_ accept comment _y"
+    assert got.verdict == "drop" and got.ref == f"application/x_ accept comment _y {names.digest(ref)}"
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_every_rule_counts_and_its_comment_leads_back_to_its_rule(name: str) -> None:
+    """What the agent's counter report relies on: each rule of a tier chain has a counter, and its
+    comment maps to the ref of the entry it was rendered from."""
+    sc = SCENARIOS[name]
+    text = nftables.render(sc.doc, sc.settings, sc.cgroups, uids=sc.uids).text
+    refs = nftables.counter_refs(sc.doc)
+    program = nftverify.parse(text)
+    tier_rules = [r for c in program.chains.values() if c.hook is None for r in c.rules]
+    assert all(r.comment in refs for r in tier_rules), name
+    entry_refs = {e.ref for e in (*sc.doc.ingress, *sc.doc.egress)}
+    assert {refs[r.comment] for r in tier_rules if r.comment} <= entry_refs
+    lines = text.splitlines()
+    assert all(" counter " in lines[r.line - 1] or lines[r.line - 1].lstrip().startswith("counter ")
+               for c in program.chains.values() for r in c.rules), name  # fmt: skip
+    default = [r for c in program.chains.values() if c.hook for r in c.rules if r.comment == "default"]
+    assert default and refs["default"] == "default"
+
+
+def test_refs_that_do_not_fit_a_comment_still_get_distinct_comments() -> None:
+    long_a, long_b = "application/" + "r" * 200 + "a", "application/" + "r" * 200 + "b"
+    odd = "application/web app"
+    entries = tuple(entry(ref, ALLOW, spec(TCP, 80 + i)) for i, ref in enumerate((long_a, long_b, odd)))
+    doc = document(ingress=entries)
+    refs = nftables.counter_refs(doc)
+    assert {refs[nftables.rule_comment(r)] for r in (long_a, long_b, odd)} == {long_a, long_b, odd}
+    assert nftables.rule_comment(odd) == odd  # a space is safe inside the quotes: unchanged
+    program = nftverify.parse(nftables.render(doc).text)
+    comments = {r.comment for c in program.chains.values() for r in c.rules}
+    assert {nftables.rule_comment(long_a), nftables.rule_comment(long_b)} <= comments
 
 
 def test_rate_limited_logging_never_changes_the_verdict() -> None:

@@ -150,7 +150,7 @@ def test_status_shows_in_sync_stale_failed_and_tampered(api: Api) -> None:
     ok(agent.post("/agent/status", {"appliedHash": doc["hash"], "tampered": True}))
     assert state() == "tampered"
     kinds = [e["kind"] for e in ok(api.get("/events", workload="web-9"))["items"]]
-    assert kinds == ["agent-failed", "tamper"]
+    assert kinds == ["quarantine", "agent-failed", "tamper"]  # the quarantine is an event too
     metrics = api.client.get("/metrics", headers=api.headers()).text
     assert 'microseg_agents{state="tampered"} 1' in metrics and "microseg_provisions_total 1" in metrics
 

@@ -11,11 +11,20 @@ from typing import Any
 
 import pytest
 
+from microseg.server import config
 from microseg.store import database
-from tests.server.conftest import Api, ok
+from tests.server.conftest import Api, make_settings, ok
 
 ADMIN_ONLY = ("/api/v1/tokens", "/api/v1/enrollment-tokens", "/api/v1/agents/{ident}")
 OPEN = {("GET", "/healthz"), ("POST", "/api/v1/agent/enroll")}
+SIGNED = "/api/v1/hooks/"
+"""Signed webhooks: no token of any kind gets in, only a signature (tests/server/test_quarantine.py)."""
+
+
+@pytest.fixture
+def settings(database_url: str) -> config.ServerSettings:
+    """With a webhook configured, so that its route exists and refuses every token."""
+    return make_settings(database_url, hook_secrets=("edr=secret",))
 
 
 @pytest.fixture
@@ -49,6 +58,10 @@ def test_every_operation_refuses_callers_without_the_right(api: Api) -> None:
     wrong: list[tuple[str, str, str, int]] = []
     for method, path in operations:
         agent_path = path.startswith("/api/v1/agent/")
+        if path.startswith(SIGNED):
+            wrong += [(who, method, path, got) for who in ("none", "viewer", "editor", "admin", "agent")
+                      if (got := _call(api, who, method, path)) != 401]  # fmt: skip
+            continue
         expected = {
             "none": None if (method, path) in OPEN else 401,
             "viewer": 403 if agent_path or path.startswith(ADMIN_ONLY) or _writes(method, path) else None,

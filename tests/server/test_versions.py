@@ -135,6 +135,8 @@ def test_exceptions_override_guard_rails_until_they_expire(api: Api) -> None:
             "to": [{"selector": "env=prod,role=db"}], "services": ["mysql"]}  # fmt: skip
     ok(api.post("/exceptions", doc("Exception", "migration", {**spec, "expires": soon})), 201)
     ok(api.post("/exceptions", doc("Exception", "old", {**spec, "expires": past})), 201)
+    for name in ("migration", "old"):  # four eyes: the admin asked, an editor approves
+        ok(api.as_("editor").post(f"/exceptions/{name}/approve"))
     ok(api.post("/versions", {"note": "with exceptions"}), 201)
     verdict = explain(api, "dev-web-1", "prod-db-1", "3306/tcp")
     assert (verdict["decision"], verdict["tier"], verdict["rule"]) == (

@@ -12,6 +12,9 @@ Wire format (include/uapi/linux/netfilter/nfnetlink_conntrack.h):
                           CTA_TUPLE_PROTO(2) { NUM 1 (u8), SRC_PORT 2, DST_PORT 3 (be16) } }
       CTA_COUNTERS_ORIG(9) / CTA_COUNTERS_REPLY(10) { PACKETS 1, BYTES 2 (be64) }
 
+It also deletes entries by their original tuple (`delete`), which is how the agent cuts the
+connections of an expired rule (`expiry`).
+
 What it deliberately does not do: decide directions, attribute processes, or remember anything
 between reads; counters arrive only with DESTROY events and dumps, and only where accounting is on
 (`enable_accounting`). Conntrack itself only runs in a namespace once some rule there uses it.
@@ -38,7 +41,9 @@ GROUP_NEW, GROUP_DESTROY = 1, 3
 _SUBSYS_CTNETLINK = 1
 _MSG_NEW, _MSG_GET, _MSG_DELETE = 0, 1, 2
 _NLMSG_ERROR, _NLMSG_DONE = 2, 3
-_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
+_NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_DUMP = 0x1, 0x4, 0x300
+_NESTED = 0x8000
+"""NLA_F_NESTED, set on nested attributes as libnetfilter_conntrack does."""
 _TYPE_MASK = 0x3FFF
 """Attribute type without NLA_F_NESTED / NLA_F_NET_BYTEORDER."""
 
@@ -139,6 +144,56 @@ def dump(timeout: float = 10.0) -> list[CtEvent]:
         request = _NLMSG.pack(20, (_SUBSYS_CTNETLINK << 8) | _MSG_GET, _NLM_F_REQUEST | _NLM_F_DUMP, seq, 0)
         sock.send(request + _NFGEN.pack(socket.AF_UNSPEC, 0, 0))
         return _read_dump(sock, seq, at)
+
+
+def delete(entries: list[CtEvent], timeout: float = 5.0) -> int:
+    """Remove these entries (by original tuple) from the calling thread's namespace; how many were
+    there. One that is already gone (the connection closed since the dump) is no error.
+
+    Only entries with ports can be named this way: an ICMP tuple needs its id, type and code, which
+    `CtEvent` does not carry."""
+    removed = 0
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
+        sock.settimeout(timeout)
+        sock.bind((0, 0))
+        for seq, entry in enumerate(entries, start=int(time.time()) & 0xFFFFFF):
+            sock.send(_delete_request(entry, seq))
+            removed += _acknowledged(sock, seq)
+    return removed
+
+
+def _delete_request(entry: CtEvent, seq: int) -> bytes:
+    if entry.sport is None or entry.dport is None:
+        raise errors.MicrosegError(f"conntrack delete: {entry.src} -> {entry.dst} has no ports")
+    family = socket.AF_INET if entry.family == 4 else socket.AF_INET6
+    src_attr, dst_attr = (1, 2) if family == socket.AF_INET else (3, 4)  # CTA_IP_V4_* / CTA_IP_V6_*
+    src, dst = socket.inet_pton(family, entry.src), socket.inet_pton(family, entry.dst)
+    ip = _nla(src_attr, src) + _nla(dst_attr, dst)
+    ports = _nla(2, _BE16.pack(entry.sport)) + _nla(3, _BE16.pack(entry.dport))  # CTA_PROTO_*_PORT
+    proto = _nla(1, bytes([entry.proto])) + ports
+    body = _NFGEN.pack(family, 0, 0) + _nla(1 | _NESTED, _nla(1 | _NESTED, ip) + _nla(2 | _NESTED, proto))
+    kind = (_SUBSYS_CTNETLINK << 8) | _MSG_DELETE
+    return _NLMSG.pack(16 + len(body), kind, _NLM_F_REQUEST | _NLM_F_ACK, seq, 0) + body
+
+
+def _nla(kind: int, payload: bytes) -> bytes:
+    return _NLA.pack(4 + len(payload), kind) + payload + b"\0" * (-len(payload) % 4)
+
+
+def _acknowledged(sock: socket.socket, seq: int) -> int:
+    """1 when the kernel removed the entry of request `seq`, 0 when it had none."""
+    while True:
+        try:
+            reply = sock.recv(4096)
+        except TimeoutError as exc:
+            raise errors.TransientError("conntrack delete: no answer from the kernel") from exc
+        _length, kind, _flags, got, _pid = _NLMSG.unpack_from(reply, 0)
+        if kind != _NLMSG_ERROR or got != seq:
+            continue  # an answer to an earlier request that timed out
+        code = -_ERRNO.unpack_from(reply, 16)[0]
+        if code in (0, errno.ENOENT):
+            return 1 if code == 0 else 0
+        raise errors.TransientError(f"conntrack delete: {errno.errorcode.get(code, code)}")
 
 
 def _read_dump(sock: socket.socket, seq: int, at: float) -> list[CtEvent]:

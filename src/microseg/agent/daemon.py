@@ -8,8 +8,15 @@ packets, /proc); feeds the reconciler, the spool and the server. Threads, each w
     feed      enroll once, then long-poll the ruleset; a new document is saved and desired
     observe   conntrack + NFLOG -> flow table -> a spooled batch every `upload_every` seconds
     upload    spooled batches to the server, oldest first, kept until the server has them
-    report    status on every change (applied hash, errors, warnings, tamper incidents) and
-              heartbeats with the inventory at start, on change and every `heartbeat_every`
+    report    status on every change (applied hash, errors, warnings, tamper incidents, rule
+              counters read every `counters_every`, expired rules and the connections cut for
+              them) and heartbeats with the inventory at start, on change and every
+              `heartbeat_every`
+
+Rule counters go up as monotonic totals per epoch (a random id of this data plane's lifetime,
+new at every agent start), never as deltas: a report the server received but whose answer was
+lost is simply sent again, and the server counts only what grew since the last report of the
+same epoch. A new epoch starts from zero, so nothing is counted twice across agent restarts.
 
 State directory: `agent.json` (server, agent id, credential: mode 0600), `ruleset.json` (the last
 document applied) and `spool/`. At start the saved document is applied before the server is asked
@@ -36,7 +43,18 @@ from typing import Any
 from microseg import errors
 from microseg import settings as config
 from microseg.agent import client as api
-from microseg.agent import conntrack, dataplane, flowtable, inventory, netns, nflog, procfs, reconciler, spool
+from microseg.agent import (
+    conntrack,
+    dataplane,
+    expiry,
+    flowtable,
+    inventory,
+    netns,
+    nflog,
+    procfs,
+    reconciler,
+    spool,
+)
 from microseg.model import addresses, ruleset, services
 from microseg.render import semantics
 
@@ -73,6 +91,8 @@ class AgentSettings:
     """Seconds to let conntrack and NFLOG events gather after a wake-up before reading them."""
     dump_every: float = 60.0
     """Seconds between conntrack dumps (byte counts of long-lived flows)."""
+    counters_every: float = 10.0
+    """Seconds between readings of the rule counters for the status report (a change is a report)."""
     tamper_visible: float = 120.0
     """Seconds the status keeps saying `tampered` after a restore, so people notice."""
     spool_bytes: int = 64 << 20
@@ -100,6 +120,7 @@ class Agent:
         self.spool = spool.Spool(self.dir / "spool", settings.spool_bytes)
         self._lock = threading.Lock()
         self._tamper: list[dict[str, Any]] = []
+        self._expired: list[dict[str, Any]] = []
         self._last_tamper = 0.0
         self._reported: dict[str, Any] | None = None
         self.plane: dataplane.Dataplane | None = None
@@ -107,6 +128,7 @@ class Agent:
         self.flows: flowtable.FlowTable | None = None
         self._addresses: list[str] = []
         self._observing_warnings: list[str] = []
+        self._counters: dict[str, Any] | None = None
 
     # -- start and stop -------------------------------------------------------------------------
 
@@ -117,7 +139,11 @@ class Agent:
         render = dataclasses.replace(self.settings.render, cgroup2_mount=procfs.cgroup2_mount())
         self.plane = dataplane.choose(self.settings.dataplane, render)
         self.reconciler = reconciler.Reconciler(
-            self.plane, on_tamper=self._tampered, on_applied=self._applied
+            self.plane,
+            on_tamper=self._tampered,
+            on_applied=self._applied,
+            cutter=expiry.ExpiryCutter(),
+            on_expired=self._expired_rule,
         )
         self._addresses = inventory.addresses()
         self.flows = flowtable.FlowTable(lambda: self._addresses, self._decide)
@@ -191,6 +217,13 @@ class Agent:
                 }
             )
             self._last_tamper = time.time()
+        self.report_now.set()
+
+    def _expired_rule(self, item: expiry.Expiry) -> None:
+        with self._lock:
+            self._expired.append({"rule": item.ref, "notAfter": item.not_after, "at": item.at,
+                                  "cut": item.cut, "wouldCut": item.would_cut})  # fmt: skip
+            del self._expired[:-MAX_EXPIRED]  # a report carries so many; the log has every one
         self.report_now.set()
 
     def _decide(
@@ -270,6 +303,7 @@ class Agent:
         status = self.reconciler.status
         with self._lock:
             tamper = list(self._tamper)
+            expired = list(self._expired)
             recent = time.time() - self._last_tamper < self.settings.tamper_visible
         return {
             "appliedHash": status.applied_hash,
@@ -278,7 +312,23 @@ class Agent:
             "warnings": [*status.warnings, *self._observing_warnings, *self._spool_warnings()],
             "tampered": recent,
             "tamper": tamper,
+            **({"counters": self._counters} if self._counters is not None else {}),
+            **({"expired": expired} if expired else {}),  # absent when empty: older servers refuse it
         }
+
+    def _read_counters(self) -> None:
+        """The rule counters in report form: rules that counted anything, most packets first,
+        within what the server accepts."""
+        assert self.reconciler is not None
+        try:
+            found = self.reconciler.counters()
+        except errors.MicrosegError as exc:  # the last reading stands; the next one may work
+            log.debug("reading rule counters failed: %s", exc)
+            return
+        counted = sorted((item for item in found.rules.items() if item[1].packets or item[1].bytes),
+                         key=lambda item: (-item[1].packets, item[0]))  # fmt: skip
+        rules = [{"rule": ref, "packets": c.packets, "bytes": c.bytes} for ref, c in counted[:MAX_COUNTED]]
+        self._counters = {"epoch": found.epoch, "rules": rules}
 
     def _spool_warnings(self) -> list[str]:
         if not self.spool.dropped_batches:
@@ -287,19 +337,24 @@ class Agent:
                 f"({self.spool.dropped_batches} batches) dropped, oldest first"]  # fmt: skip
 
     def _report(self) -> None:
-        looked = sent = -1e18
+        looked = sent = counted = -1e18
         last_inventory: dict[str, Any] | None = None
         while not self.stop_event.is_set():
             if not self.client.credential:
                 self.stop_event.wait(0.5)
                 continue
             try:
+                if time.monotonic() - counted >= self.settings.counters_every:
+                    counted = time.monotonic()
+                    self._read_counters()
                 status = self._status()
                 if status != self._reported:
                     self.client.status(status)
                     self._reported = {**status, "tamper": []}
+                    expired = self._reported.pop("expired", [])
                     with self._lock:
                         del self._tamper[: len(status["tamper"])]
+                        del self._expired[: len(expired)]
                 now = time.monotonic()
                 if now - looked >= 5.0:  # listing sockets scans /proc: not every second
                     looked = now
@@ -426,6 +481,12 @@ class Agent:
                 log.error("the server refused a flow batch, dropping it: %s", exc)
                 self.spool.done(path)
 
+
+MAX_COUNTED = 10_000
+"""Rules per counter report (the server refuses longer lists)."""
+
+MAX_EXPIRED = 100
+"""Expired rules per status report (the server refuses longer lists)."""
 
 _PROTOCOLS = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 58: "icmp"}
 

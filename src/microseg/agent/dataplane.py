@@ -3,7 +3,14 @@
 Fed by the reconciler with a ruleset document (or None before anything was provisioned) and what
 the host knows about processes (cgroups, uids); feeds the kernel. Each data plane can apply a
 document atomically, tell whether what is in the kernel is still what it applied (`check`), put it
-back (`restore`), and remove everything it owns (`remove`) and nothing else.
+back (`restore`), remove everything it owns (`remove`) and nothing else, and say how many packets
+and bytes each rule decided (`counters`).
+
+Counters are per-rule totals for the data plane's lifetime (its `epoch`), monotonic: replacing the
+table starts the kernel's counters at zero, so what the old table counted is carried over first
+(`CounterTotals`). Counts between the last reading and a replacement by someone else (a flushed
+ruleset) are lost; nothing is ever counted twice. The tamper check never sees counter values
+(stateless listing / `iptables-save` without `-c`), so traffic is not drift.
 
 Before any document arrives the agent still installs a table: conntrack only tracks connections in
 a namespace once some rule there uses it, and without tracking there is nothing to observe.
@@ -13,11 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import re
+import secrets
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from microseg import errors
 from microseg import settings as config
@@ -35,6 +44,64 @@ class Drift:
     summary: str
     changes: tuple[str, ...]
     """A short unified diff, expected (-) against found (+)."""
+
+
+@dataclass(frozen=True)
+class RuleCount:
+    """Packets and bytes one rule decided (only new connections reach the rules, so packets are
+    connection attempts)."""
+
+    packets: int = 0
+    bytes: int = 0
+
+    def __add__(self, other: RuleCount) -> RuleCount:
+        return RuleCount(self.packets + other.packets, self.bytes + other.bytes)
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Per-rule totals since `epoch` began: they only grow while the epoch stays the same."""
+
+    epoch: str
+    rules: Mapping[str, RuleCount]
+
+
+class CounterTotals:
+    """Monotonic per-rule totals over kernel counters that restart at zero whenever the rules are
+    replaced: what earlier tables counted (carried) plus the latest reading of the live one.
+
+    A reading lower than the one before (or a rule gone from it) means the kernel started again
+    behind our back: the earlier reading is carried, so a reset never lowers a total."""
+
+    def __init__(self) -> None:
+        self.epoch = secrets.token_hex(8)
+        self._carried: dict[str, RuleCount] = {}
+        self._live: dict[str, RuleCount] = {}
+
+    def on_read(self, live: Mapping[str, RuleCount]) -> None:
+        """The counters the kernel holds now."""
+        for ref, before in self._live.items():
+            now = live.get(ref)
+            if now is None or now.packets < before.packets or now.bytes < before.bytes:
+                self._carried[ref] = self._carried.get(ref, RuleCount()) + before
+        self._live = dict(live)
+
+    def on_replaced(self) -> None:
+        """The rules were just replaced: the kernel's counters start at zero."""
+        self.on_read({})
+
+    def totals(self) -> Counters:
+        rules = dict(self._carried)
+        for ref, count in self._live.items():
+            rules[ref] = rules.get(ref, RuleCount()) + count
+        return Counters(self.epoch, rules)
+
+
+def _summed(pairs: Iterable[tuple[str, RuleCount]]) -> dict[str, RuleCount]:
+    out: dict[str, RuleCount] = {}
+    for ref, count in pairs:
+        out[ref] = out.get(ref, RuleCount()) + count
+    return out
 
 
 class Dataplane(Protocol):
@@ -61,6 +128,10 @@ class Dataplane(Protocol):
         """Delete everything this data plane owns (and only that)."""
         ...
 
+    def counters(self) -> Counters:
+        """Per-rule totals since this data plane started (see `CounterTotals`)."""
+        ...
+
 
 def _diff(expected: str, found: str | None) -> Drift:
     if found is None:
@@ -85,6 +156,9 @@ class NftDataplane:
         self._script: str | None = None
         self._expected: str | None = None
         self._generation: int | None = None
+        self._refs: dict[str, str] = {}
+        """Rule comment -> ref of the table in the kernel (`nftables.counter_refs`)."""
+        self._totals = CounterTotals()
 
     def apply(
         self, doc: ruleset.RulesetDocument | None, cgroups: Mapping[str, str], uids: Mapping[str, int]
@@ -95,10 +169,18 @@ class NftDataplane:
         else:
             rendered = nft_render.render(doc, self.settings, cgroups, uids=uids)
             script, warnings = rendered.text, rendered.warnings
+        self._replace(script)
+        self._refs = nft_render.counter_refs(doc) if doc is not None else {}
+        return warnings
+
+    def _replace(self, script: str) -> None:
+        """Load `script`; what the old table counted is kept first (a refused script changes
+        nothing, counters included)."""
+        self._read_counters()
         self.nft.run(script)
+        self._totals.on_replaced()
         self._script = script
         self._remember()
-        return warnings
 
     def _bootstrap(self) -> str:
         table = self.settings.table
@@ -130,13 +212,53 @@ class NftDataplane:
     def restore(self) -> None:
         if self._script is None:
             return
-        self.nft.run(self._script)
-        self._remember()
+        self._replace(self._script)
 
     def remove(self) -> None:
         table = self.settings.table
         self.nft.run(f"table inet {table}\ndelete table inet {table}\n")
         self._script = self._expected = None
+
+    def counters(self) -> Counters:
+        self._read_counters()
+        return self._totals.totals()
+
+    def _read_counters(self) -> None:
+        """Fold the live table's counters in; a table that is gone (tampered) reads as nothing new."""
+        if self._script is None or not self._refs:
+            return
+        try:
+            listing = self.nft.list_json(f"list table inet {self.settings.table}", terse=True)
+        except nftlib.NftError:
+            return  # deleted behind our back: the last reading stands, the restore follows
+        self._totals.on_read(_summed(_nft_counts(listing, self._refs)))
+
+
+def _nft_counts(listing: list[dict[str, Any]], refs: Mapping[str, str]) -> Iterable[tuple[str, RuleCount]]:
+    """(ref, count) of every counted rule in a JSON listing whose comment is one of `refs`."""
+    for item in listing:
+        rule = item.get("rule")
+        if not isinstance(rule, dict) or (ref := refs.get(rule.get("comment", ""))) is None:
+            continue
+        for expr in rule.get("expr", ()):
+            counter = expr.get("counter") if isinstance(expr, dict) else None
+            if isinstance(counter, dict):
+                yield ref, RuleCount(int(counter.get("packets", 0)), int(counter.get("bytes", 0)))
+
+
+_SAVED_RULE = re.compile(r'^\[(\d+):(\d+)\] -A (\S+) .*?--comment (?:"([^"]*)"|(\S+)).* -j (\S+)')
+
+
+def _ipt_counts(saved: str, chain_prefix: str, refs: Mapping[str, str]) -> Iterable[tuple[str, RuleCount]]:
+    """(ref, count) per rule of our chains in `iptables-save -c` output; NFLOG rules are left
+    out (the verdict rule after one counts the same packets)."""
+    for line in saved.splitlines():
+        m = _SAVED_RULE.match(line)
+        if m is None or not m[3].startswith(chain_prefix) or m[6] == "NFLOG":
+            continue
+        ref = refs.get(m[4] if m[4] is not None else m[5])
+        if ref is not None:
+            yield ref, RuleCount(int(m[1]), int(m[2]))
 
 
 def _run(argv: list[str], stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -159,6 +281,8 @@ class IptablesDataplane:
         self.chain_prefix = settings.ipset_prefix.upper() + "-"
         self._rendered: ipt_render.IptablesRender | None = None
         self._expected: str | None = None
+        self._refs: dict[str, str] = {}
+        self._totals = CounterTotals()
 
     def apply(
         self, doc: ruleset.RulesetDocument | None, cgroups: Mapping[str, str], uids: Mapping[str, int]
@@ -168,10 +292,23 @@ class IptablesDataplane:
         rendered = ipt_render.render(doc, self.settings, cgroups, uids=uids)
         self._load(rendered)
         self._rendered = rendered
+        self._refs = ipt_render.counter_refs(doc)
         self._expected = self._snapshot()
         return rendered.warnings
 
+    def counters(self) -> Counters:
+        self._read_counters()
+        return self._totals.totals()
+
+    def _read_counters(self) -> None:
+        if not self._refs:
+            return
+        saved = [_run([tool, "-c", "-t", "filter"]).stdout for tool in ("iptables-save", "ip6tables-save")]
+        self._totals.on_read(_summed(_ipt_counts("\n".join(saved), self.chain_prefix, self._refs)))
+
     def _load(self, rendered: ipt_render.IptablesRender) -> None:
+        """Declaring our chains flushes them, which zeroes their counters: read them first."""
+        self._read_counters()
         _run(["ipset", "restore"], rendered.ipset)
         for tool, families in (("iptables", (rendered.v4, rendered.v4_install)),
                                ("ip6tables", (rendered.v6, rendered.v6_install))):  # fmt: skip
@@ -188,6 +325,7 @@ class IptablesDataplane:
             ]
             installed = _run(jump, check=False).returncode == 0
             _run([f"{tool}-restore", "--noflush"], families[0] if installed else families[1])
+        self._totals.on_replaced()
 
     def _snapshot(self) -> str:
         lines = []

@@ -27,6 +27,8 @@ from microseg import errors
 
 _OUTPUT_STATELESS = 1 << 2
 _OUTPUT_JSON = 1 << 4
+_OUTPUT_TERSE = 1 << 11
+"""Set elements left out of listings: counter reads must not cost as much as the address lists."""
 
 
 class NftError(errors.MicrosegError):
@@ -65,7 +67,7 @@ def _load_library() -> _Library | None:
 class Nft:
     """Runs nft commands in the calling thread's network namespace.
 
-    One context per output style (plain, stateless, JSON), made on first use and reused; a lock
+    One context per output style (plain, stateless, JSON, terse), made on first use and reused; a lock
     keeps calls from several threads apart (a context is not thread-safe)."""
 
     def __init__(self, use_library: bool = True) -> None:
@@ -80,12 +82,13 @@ class Nft:
         """`libnftables` or `nft` (the command)."""
         return "libnftables" if self._lib is not None else "nft"
 
-    def run(self, script: str, *, stateless: bool = False, as_json: bool = False) -> str:
+    def run(self, script: str, *, stateless: bool = False, as_json: bool = False, terse: bool = False) -> str:
         """Run `script` (one transaction); its output. Raises NftError with nft's message."""
         flags = (_OUTPUT_STATELESS if stateless else 0) | (_OUTPUT_JSON if as_json else 0)
+        flags |= _OUTPUT_TERSE if terse else 0
         with self._lock:
             if self._lib is None:
-                return _run_command(script, stateless, as_json)
+                return _run_command(script, stateless, as_json, terse)
             lib = self._lib.lib
             ctx = self._contexts.get(flags)
             if ctx is None:
@@ -110,9 +113,9 @@ class Nft:
                 return None
             raise
 
-    def list_json(self, command: str) -> list[dict[str, Any]]:
-        """`nft -j <command>` parsed: the `nftables` array."""
-        text = self.run(command, as_json=True)
+    def list_json(self, command: str, *, terse: bool = False) -> list[dict[str, Any]]:
+        """`nft -j <command>` (`-t`: without set elements) parsed: the `nftables` array."""
+        text = self.run(command, as_json=True, terse=terse)
         return list(json.loads(text)["nftables"]) if text.strip() else []
 
     def close(self) -> None:
@@ -124,8 +127,9 @@ class Nft:
             self._contexts.clear()
 
 
-def _run_command(script: str, stateless: bool, as_json: bool) -> str:
-    argv = ["nft"] + (["-s"] if stateless else []) + (["-j"] if as_json else []) + ["-f", "-"]
+def _run_command(script: str, stateless: bool, as_json: bool, terse: bool = False) -> str:
+    flags = (["-s"] if stateless else []) + (["-j"] if as_json else []) + (["-t"] if terse else [])
+    argv = ["nft", *flags, "-f", "-"]
     done = subprocess.run(argv, input=script, capture_output=True, text=True, timeout=60, check=False)
     if done.returncode != 0:
         raise NftError(done.stderr.strip() or f"nft failed ({done.returncode})")

@@ -1,8 +1,9 @@
 """The dependency map: who talks to whom, on which ports, and what policy says about it.
 
-Fed by summary rows (through `flowset.flows`, which deduplicates the two reports of a connection)
-and by the active engine (and optionally the draft engine): every flow gets its verdict under each
-from the one verdict function. Feeds the API's graph JSON and the CLI's printout and Graphviz DOT.
+Fed by summary rows (through `flowset.flow_set`, which deduplicates the two reports of a connection
+and sums its hourly buckets: the map only adds flows up) and by the active engine (and optionally
+the draft engine): every flow gets its verdict under each from the one verdict function. Feeds
+the API's graph JSON and the CLI's printout and Graphviz DOT.
 
 Nodes are workloads, or label groups when group-by keys are given (`app,role`, optionally `within`
 `env`, which also clusters the DOT drawing); IP lists and external addresses are nodes too, never
@@ -224,7 +225,7 @@ def build(
     ports: dict[tuple[str, str], dict[tuple[str, int | None], _PortAcc]] = {}
     judge_active = flowset.Judge(active_engine)
     judge_draft = flowset.Judge(draft_engine) if draft_engine is not None else None
-    for flow in flowset.flows(rows, active_engine):
+    for flow in flowset.flow_set(rows, active_engine).distinct:
         src = _node_for(flow.source, str(flow.src), group_by, within, nodes)
         dst = _node_for(flow.destination, str(flow.dst), group_by, within, nodes)
         acc = ports.setdefault((src, dst), {}).setdefault((flow.proto, flow.dport), _PortAcc())

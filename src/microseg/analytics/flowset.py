@@ -7,13 +7,17 @@ the recommender, which all read `Flow` values and never the raw rows.
 
 A connection between two managed workloads is reported by both ends (the source as "out", the
 destination as "in"); `flows` keeps one `Flow` per connection: counts and the serving process
-from the destination's row, the client process from the source's row. This module does not
+from the destination's row, the client process from the source's row. `flow_set` gives the same
+flows compactly, each distinct connection once with its hourly buckets as occurrences, so that
+the analyses judge and resolve a connection once, not once per hour. This module does not
 evaluate policy; callers ask the engine (`verdict`), the one verdict function.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import itertools
+import operator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -230,67 +234,244 @@ class PeerResolver:
         return Peer(PeerKind.EXTERNAL, EXTERNAL)
 
 
+# -- reading -----------------------------------------------------------------------------------
+
+_FIELDS = ("bucket", "reporter", "direction", "src", "dst", "dport", "proto", "process", "verdict",
+           "rule", "firstSeen", "lastSeen", "connections", "bytes", "packets")  # fmt: skip
+(_BUCKET, _REPORTER, _DIRECTION, _SRC, _DST, _DPORT, _PROTO, _PROCESS, _VERDICT,
+ _RULE, _FIRST, _LAST, _CONNECTIONS, _BYTES, _PACKETS) = range(len(_FIELDS))  # fmt: skip
+_fetch = operator.itemgetter(*_FIELDS)
+
+_Report = tuple[Any, ...]
+"""A checked row's values in `_FIELDS` order. A plain tuple of plain values on purpose: a hundred
+thousand named tuples or dataclasses cost more to build and to garbage-collect than the rest of
+reading the rows."""
+
+_NUMBER, _PORT, _TEXT = (int, float), (int, type(None)), (str, type(None))
+_USUAL_TYPES = frozenset(
+    (bucket, str, str, str, str, dport, str, process, str, rule, first, last, int, int, int)
+    for bucket, first, last in itertools.product(_NUMBER, repeat=3)
+    for dport, process, rule in itertools.product(_PORT, _TEXT, _TEXT)
+)
+"""Field types of the rows `RowReader` checks inline (bool is not int here: `type` is exact)."""
+_DIRECTIONS = frozenset(d.value for d in Direction)
+_IN = Direction.IN.value
+_PROTOCOL_SET = frozenset(PROTOCOLS)
+_OUTCOMES_BY_TEXT = {o.value: o for o in verdicts.Outcome}
+
+_Key = tuple[float, int, int, int | None, str]
+"""bucket, src and dst (address numbers, see `RowReader`), dport, proto."""
+
+
+class RowReader:
+    """Summary rows to checked reports keyed by (bucket, 5-tuple), each distinct address parsed and
+    resolved once.
+
+    A window repeats a few thousand addresses over a hundred thousand rows: parsing `ipaddress`
+    values and hashing them (a Python-level hash) per row was a third of an analysis. Addresses get
+    small numbers instead; equal addresses written differently share one number. Rows of the usual
+    types are checked inline; anything else goes through `parse`, which names the bad field.
+    """
+
+    def __init__(self, resolver: PeerResolver) -> None:
+        self._resolver = resolver
+        self._numbers_by_text: dict[str, int] = {}
+        self._numbers: dict[addresses.Address, int] = {}
+        self.addresses: list[addresses.Address] = []
+        """Address of each number."""
+        self.peers: list[Peer] = []
+        """Peer of each number."""
+
+    def read(self, row: Mapping[str, Any]) -> tuple[_Key, _Report]:
+        """The key and checked report of one row; ValidationError names a bad field."""
+        return self._quick(row) or self._checked(row)
+
+    def _quick(self, row: Mapping[str, Any]) -> tuple[_Key, _Report] | None:
+        """The report when every field is there with its usual type and value and both addresses
+        were seen before; None sends the row through `parse`."""
+        try:
+            r = _fetch(row)
+        except KeyError:  # optional fields may be left out: `parse` knows which
+            return None
+        if tuple(map(type, r)) not in _USUAL_TYPES or not _plausible(r):
+            return None
+        src, dst = self._numbers_by_text.get(r[_SRC]), self._numbers_by_text.get(r[_DST])
+        if src is None or dst is None:
+            return None
+        return (float(r[_BUCKET]), src, dst, r[_DPORT], r[_PROTO]), r
+
+    def _checked(self, row: Mapping[str, Any]) -> tuple[_Key, _Report]:
+        s = parse(row)
+        src, dst = self._learn(row["src"], s.src), self._learn(row["dst"], s.dst)
+        report = (s.bucket, s.reporter, s.direction.value, row["src"], row["dst"], s.dport, s.proto,
+                  s.process, s.verdict.value, s.rule, s.first_seen, s.last_seen, s.connections, s.bytes,
+                  s.packets)  # fmt: skip
+        return (s.bucket, src, dst, s.dport, s.proto), report
+
+    def _learn(self, text: str, address: addresses.Address) -> int:
+        number = self._numbers.get(address)
+        if number is None:
+            number = self._numbers[address] = len(self.addresses)
+            self.addresses.append(address)
+            self.peers.append(self._resolver.peer(address))
+        self._numbers_by_text[text] = number
+        return number
+
+
+def _plausible(r: _Report) -> bool:
+    """The value checks of `parse`, for a report whose types are the usual ones."""
+    dport = r[_DPORT]
+    return bool(
+        r[_REPORTER] and r[_DIRECTION] in _DIRECTIONS and r[_PROTO] in _PROTOCOL_SET
+        and r[_VERDICT] in _OUTCOMES_BY_TEXT and r[_PROCESS] != "" and r[_RULE] != ""
+        and (dport is None or 0 <= dport <= 65535)
+        and r[_CONNECTIONS] >= 0 and r[_BYTES] >= 0 and r[_PACKETS] >= 0
+    )  # fmt: skip
+
+
 # -- deduplication -----------------------------------------------------------------------------
 
-_Key = tuple[float, addresses.Address, addresses.Address, int | None, str]
+_Merged = tuple[_Report, str | None, str | None, tuple[str, ...]]
+"""The report that counts for one flow, its serving process, client process and reporters."""
 
 
 def flows(rows: Iterable[Mapping[str, Any]], engine: engine_mod.PolicyEngine) -> list[Flow]:
     """Parse, resolve and deduplicate summary rows into flows (in a stable order)."""
-    resolver = PeerResolver(engine)
-    ins: dict[_Key, list[Summary]] = {}
-    outs: dict[_Key, list[Summary]] = {}
+    reader = RowReader(PeerResolver(engine))
+    return [_flow(reader, key, merged) for key, merged in _deduplicated(rows, reader)]
+
+
+@dataclass(frozen=True)
+class FlowSet:
+    """The flows of a window, compactly: each distinct flow once, and the window's flows as
+    occurrences of them.
+
+    A distinct flow is one connection (5-tuple, both processes, recorded verdict and rule,
+    reporters) with its buckets summed (connections, bytes, packets added, first seen the earliest,
+    last seen the latest). Readers that only add flows up (the map) read `distinct`; readers that
+    count or list flows one by one (simulate, recommend) walk `occurrences`, in the order of
+    `flows`, and judge each distinct flow once: a connection seen every hour of a day is the same
+    question 24 times, and its peers are the same too.
+    """
+
+    distinct: tuple[Flow, ...]
+    occurrences: tuple[tuple[int, int], ...]
+    """(index into `distinct`, connections in that bucket) per flow of `flows`."""
+
+    @property
+    def connections(self) -> int:
+        """Connections of every flow."""
+        return sum(f.connections for f in self.distinct)
+
+
+def flow_set(rows: Iterable[Mapping[str, Any]], engine: engine_mod.PolicyEngine) -> FlowSet:
+    """Parse, resolve and deduplicate summary rows into a `FlowSet` (in a stable order)."""
+    reader = RowReader(PeerResolver(engine))
+    positions: dict[tuple[Any, ...], int] = {}
+    totals: list[_Total] = []
+    occurrences: list[tuple[int, int]] = []
+    for key, merged in _deduplicated(rows, reader):
+        r, process, client, reporters = merged
+        same = (key[1:], process, client, r[_VERDICT], r[_RULE], reporters)
+        index = positions.get(same)
+        if index is None:
+            index = positions[same] = len(totals)
+            totals.append(_Total(key, merged))
+        else:
+            totals[index].add(r)
+        occurrences.append((index, r[_CONNECTIONS]))
+    return FlowSet(tuple(t.flow(reader) for t in totals), tuple(occurrences))
+
+
+class _Total:
+    """One distinct flow's buckets summed: the first bucket's flow, wider times, added counts."""
+
+    __slots__ = ("bytes", "connections", "first", "key", "last", "merged", "packets")
+
+    def __init__(self, key: _Key, merged: _Merged) -> None:
+        self.key, self.merged, r = key, merged, merged[0]
+        self.first, self.last = r[_FIRST], r[_LAST]
+        self.connections, self.bytes, self.packets = r[_CONNECTIONS], r[_BYTES], r[_PACKETS]
+
+    def add(self, r: _Report) -> None:
+        """Count another bucket's report of the same flow."""
+        self.first, self.last = min(self.first, r[_FIRST]), max(self.last, r[_LAST])
+        self.connections += r[_CONNECTIONS]
+        self.bytes += r[_BYTES]
+        self.packets += r[_PACKETS]
+
+    def flow(self, reader: RowReader) -> Flow:
+        """The summed flow."""
+        r, process, client, reporters = self.merged
+        summed = (*r[:_FIRST], self.first, self.last, self.connections, self.bytes, self.packets)
+        return _flow(reader, self.key, (summed, process, client, reporters))
+
+
+def _deduplicated(rows: Iterable[Mapping[str, Any]], reader: RowReader) -> Iterator[tuple[_Key, _Merged]]:
+    """Rows grouped by (bucket, 5-tuple) and merged, in a stable order."""
+    reports: dict[_Key, list[_Report]] = {}
     for row in rows:
-        summary = parse(row)
-        key = (summary.bucket, summary.src, summary.dst, summary.dport, summary.proto)
-        (ins if summary.direction is Direction.IN else outs).setdefault(key, []).append(summary)
-    result: list[Flow] = []
-    for key in sorted(ins.keys() | outs.keys(), key=_sort_key):
-        result.extend(_merge(ins.get(key, []), outs.get(key, []), resolver))
-    return result
+        key, report = reader.read(row)
+        same = reports.get(key)
+        if same is None:
+            reports[key] = [report]
+        else:
+            same.append(report)
+    order = [int(a) for a in reader.addresses]
+
+    def sort_key(key: _Key) -> tuple[float, int, int, int, str]:
+        bucket, src, dst, dport, proto = key
+        return (bucket, order[src], order[dst], -1 if dport is None else dport, proto)
+
+    for key in sorted(reports, key=sort_key):
+        for merged in _merge(reports[key]):
+            yield key, merged
 
 
-def _sort_key(key: _Key) -> tuple[float, int, int, int, str]:
-    bucket, src, dst, dport, proto = key
-    return (bucket, int(src), int(dst), -1 if dport is None else dport, proto)
-
-
-def _merge(ins: list[Summary], outs: list[Summary], resolver: PeerResolver) -> list[Flow]:
+def _merge(reports: list[_Report]) -> list[_Merged]:
     """The destination's rows count; the source's rows only add the client process.
 
     Without an "in" row (the destination has no agent, or is outside) the "out" rows count.
     """
+    ins: list[_Report] = []
+    outs: list[_Report] = []
+    for r in reports:
+        (ins if r[_DIRECTION] == _IN else outs).append(r)
     if not ins:
-        return [_flow(s, resolver, process=None, client=s.process, reporters=(s.reporter,)) for s in outs]
-    clients = {s.process for s in outs if s.process is not None}
+        return [(r, None, r[_PROCESS], (r[_REPORTER],)) for r in outs]
+    client, out_reporters = _clients(outs)
+    return [(r, r[_PROCESS], client, (r[_REPORTER], *out_reporters)) for r in ins]
+
+
+def _clients(outs: list[_Report]) -> tuple[str | None, tuple[str, ...]]:
+    """The client process the source side saw (None unless exactly one) and the source reporters."""
+    if len(outs) == 1:  # the usual case, spared the sets
+        return outs[0][_PROCESS], (outs[0][_REPORTER],)
+    clients = {r[_PROCESS] for r in outs if r[_PROCESS] is not None}
     # several client processes under one 5-tuple bucket cannot be told apart on the in side
     client = clients.pop() if len(clients) == 1 else None
-    out_reporters = tuple(sorted({s.reporter for s in outs}))
-    return [
-        _flow(s, resolver, process=s.process, client=client, reporters=(s.reporter, *out_reporters))
-        for s in ins
-    ]
+    return client, tuple(sorted({r[_REPORTER] for r in outs}))
 
 
-def _flow(
-    s: Summary, resolver: PeerResolver, *, process: str | None, client: str | None, reporters: tuple[str, ...]
-) -> Flow:
+def _flow(reader: RowReader, key: _Key, merged: _Merged) -> Flow:
+    _, src, dst, dport, proto = key
+    r, process, client, reporters = merged
     return Flow(
-        src=s.src,
-        dst=s.dst,
-        source=resolver.peer(s.src),
-        destination=resolver.peer(s.dst),
-        dport=s.dport,
-        proto=s.proto,
+        src=reader.addresses[src],
+        dst=reader.addresses[dst],
+        source=reader.peers[src],
+        destination=reader.peers[dst],
+        dport=dport,
+        proto=proto,
         process=process,
         client_process=client,
-        verdict=s.verdict,
-        rule=s.rule,
-        first_seen=s.first_seen,
-        last_seen=s.last_seen,
-        connections=s.connections,
-        bytes=s.bytes,
-        packets=s.packets,
+        verdict=_OUTCOMES_BY_TEXT[r[_VERDICT]],
+        rule=r[_RULE],
+        first_seen=float(r[_FIRST]),
+        last_seen=float(r[_LAST]),
+        connections=r[_CONNECTIONS],
+        bytes=r[_BYTES],
+        packets=r[_PACKETS],
         reporters=reporters,
     )
 
@@ -307,16 +488,26 @@ def verdict(flow: Flow, engine: engine_mod.PolicyEngine) -> verdicts.Verdict:
     )
 
 
+Question = tuple[addresses.Address, addresses.Address, int | None, str, str | None, str | None]
+"""Everything a verdict on a flow depends on: src, dst, dport, proto, process, client process."""
+
+
+def question(flow: Flow) -> Question:
+    """What `verdict` asks the engine about `flow`; flows with equal questions get equal verdicts
+    (and resolve to equal peers, which depend on the addresses only)."""
+    return (flow.src, flow.dst, flow.dport, flow.proto, flow.process, flow.client_process)
+
+
 class Judge:
     """One engine's verdicts for many flows, each distinct question asked once: the same connection
     seen in other hours asks the engine exactly the same thing (verdicts are taken "now")."""
 
     def __init__(self, engine: engine_mod.PolicyEngine) -> None:
         self.engine = engine
-        self._memo: dict[tuple[Any, ...], verdicts.Verdict] = {}
+        self._memo: dict[Question, verdicts.Verdict] = {}
 
     def __call__(self, flow: Flow) -> verdicts.Verdict:
-        key = (flow.src, flow.dst, flow.dport, flow.proto, flow.process, flow.client_process)
+        key = question(flow)
         found = self._memo.get(key)
         if found is None:
             found = self._memo[key] = verdict(flow, self.engine)

@@ -1,8 +1,8 @@
 """Recommendations: least-privilege allow rules proposed from the flows of a time window.
 
-Fed by summary rows (through `flowset.flows`), the engine of the current draft, and the label keys
-the user chose as granularity (`app,role`). Feeds the API / CLI, which show the proposal and, when
-accepted, write its documents into the draft.
+Fed by summary rows (through `flowset.flow_set`: each distinct flow is judged once), the engine of
+the current draft, and the label keys the user chose as granularity (`app,role`). Feeds the API /
+CLI, which show the proposal and, when accepted, write its documents into the draft.
 
 Only flows the current policy denies by default get a rule (a flow an explicit deny rule stops
 is left out: an appended allow cannot change it). Each rule joins one source group and one
@@ -108,23 +108,31 @@ def recommend(
     """Propose allow rules for the denied flows of `rows` at `group_by` granularity, with coverage."""
     if not group_by:
         raise ValidationError("recommendations need at least one group-by label key", "groupBy")
-    observed = flowset.flows(rows, engine)
+    window = flowset.flow_set(rows, engine)
     judge = flowset.Judge(engine)
+    fates = [_fate(flow, judge(flow), group_by) for flow in window.distinct]
     drafts: dict[tuple[_Side, _Side], _Draft] = {}
-    skipped: dict[int, str] = {}
-    for index, flow in enumerate(observed):
-        current = judge(flow)
-        if current.decision is verdicts.Decision.ALLOW:
-            continue
-        why = _denied_by_rule(current) or _blocked(flow) or _unwritable(flow, group_by)
-        if why is not None:
-            skipped[index] = why
-            continue
-        _add(drafts, flow, group_by)
+    for flow, fate in zip(window.distinct, fates, strict=True):
+        if isinstance(fate, tuple):
+            _add(drafts, flow, fate)
     proposed = _rules(drafts, engine.estate)
     named = _named_services(proposed)
     after = engine_mod.PolicyEngine(_with(engine.estate, proposed, named))
-    return _measure(observed, after, skipped, proposed, named)
+    return _measure(window, after, fates, proposed, named)
+
+
+_Fate = tuple[_Side, _Side] | str | None
+"""The rule sides a flow adds to, why it is left out, or None (the policy allows it already)."""
+
+
+def _fate(flow: flowset.Flow, current: verdicts.Verdict, group_by: tuple[str, ...]) -> _Fate:
+    """What becomes of a (distinct) flow that the policy judges `current`."""
+    if current.decision is verdicts.Decision.ALLOW:
+        return None
+    why = _denied_by_rule(current) or _blocked(flow) or _unwritable(flow, group_by)
+    if why is not None:
+        return why
+    return _side(flow.source, group_by), _side(flow.destination, group_by)
 
 
 def _blocked(flow: flowset.Flow) -> str | None:
@@ -167,9 +175,11 @@ def _side(peer: flowset.Peer, group_by: tuple[str, ...]) -> _Side:
     return ("cidr", "")
 
 
-def _add(drafts: dict[tuple[_Side, _Side], _Draft], flow: flowset.Flow, group_by: tuple[str, ...]) -> None:
-    src, dst = _side(flow.source, group_by), _side(flow.destination, group_by)
-    draft = drafts.setdefault((src, dst), _Draft())
+def _add(drafts: dict[tuple[_Side, _Side], _Draft], flow: flowset.Flow, sides: tuple[_Side, _Side]) -> None:
+    src, dst = sides
+    draft = drafts.get(sides)
+    if draft is None:
+        draft = drafts[sides] = _Draft()
     if src[0] == "cidr":
         draft.cidr_sources.add(flow.src)
     if dst[0] == "cidr":
@@ -282,29 +292,35 @@ def _unique(base: str, taken: set[str]) -> str:
 
 
 def _measure(
-    observed: list[flowset.Flow],
+    window: flowset.FlowSet,
     after: engine_mod.PolicyEngine,
-    skipped: dict[int, str],
+    fates: list[_Fate],
     proposed: tuple[rules.Rule, ...],
     named: tuple[services.Service, ...],
 ) -> Recommendation:
     covered = covered_connections = 0
     left_out = []
     judge = flowset.Judge(after)
-    for index, flow in enumerate(observed):
-        verdict = judge(flow)
+    outcomes = [judge(flow) for flow in window.distinct]
+    described: dict[int, str] = {}
+    for index, connections in window.occurrences:
+        verdict = outcomes[index]
         if verdict.decision is verdicts.Decision.ALLOW:
             covered += 1
-            covered_connections += flow.connections
-        else:
-            left_out.append(LeftOut(flow.describe(), flow.connections, skipped.get(index, verdict.reason)))
+            covered_connections += connections
+            continue
+        if index not in described:
+            described[index] = window.distinct[index].describe()
+        fate = fates[index]
+        reason = fate if isinstance(fate, str) else verdict.reason
+        left_out.append(LeftOut(described[index], connections, reason))
     return Recommendation(
         rules=proposed,
         services=named,
         documents=tuple(_documents(proposed, named)),
-        flows=len(observed),
+        flows=len(window.occurrences),
         covered=covered,
-        connections=sum(f.connections for f in observed),
+        connections=window.connections,
         covered_connections=covered_connections,
         left_out=tuple(left_out),
     )

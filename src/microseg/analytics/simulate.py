@@ -1,9 +1,10 @@
 """Simulation: replay stored flows against a draft and say what would change, and by which rule.
 
-Fed by summary rows (through `flowset.flows`) and two engines, the active policy and the draft;
-every flow is evaluated by both (the one verdict function), so enforcement modes are respected: a
-flow to an alert-mode workload that the draft denies becomes would-block, not blocked. Feeds the
-API / CLI as JSON, a text table, and Markdown for a pull-request comment.
+Fed by summary rows (through `flowset.flow_set`: each distinct flow is judged once, each of its
+hours counted) and two engines, the active policy and the draft; every flow is evaluated by both
+(the one verdict function), so enforcement modes are respected: a flow to an alert-mode workload
+that the draft denies becomes would-block, not blocked. Feeds the API / CLI as JSON, a text table,
+and Markdown for a pull-request comment.
 
 Flows are classified by outcome change and grouped by (change, deciding draft rule, source labels,
 destination labels) with connection counts and a few examples. This module does not decide
@@ -162,29 +163,41 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("`", "'")
 
 
+_GroupKey = tuple[Change, str, str, str]
+"""change, deciding draft rule, source labels, destination labels."""
+
+
 def simulate(
     rows: Iterable[Mapping[str, Any]],
     active_engine: engine_mod.PolicyEngine,
     draft_engine: engine_mod.PolicyEngine,
 ) -> Simulation:
     """Replay `rows` against both engines and group the flows by how their outcome changes."""
-    groups: dict[tuple[Change, str, str, str], tuple[list[int], list[Example]]] = {}
+    window = flowset.flow_set(rows, active_engine)
     judge_active, judge_draft = flowset.Judge(active_engine), flowset.Judge(draft_engine)
-    for flow in flowset.flows(rows, active_engine):
-        active = judge_active(flow)
-        draft = judge_draft(flow)
-        change = classify(active, draft)
-        key = (change, draft.rule or DEFAULT_DENY, peer_labels(flow.source), peer_labels(flow.destination))
+    replayed = [_replay(flow, judge_active(flow), judge_draft(flow)) for flow in window.distinct]
+    groups: dict[_GroupKey, tuple[list[int], list[Example]]] = {}
+    for index, connections in window.occurrences:
+        key, active, draft = replayed[index]
         counts, examples = groups.setdefault(key, ([0, 0], []))
         counts[0] += 1
-        counts[1] += flow.connections
+        counts[1] += connections
         if len(examples) < EXAMPLES_PER_GROUP:
-            examples.append(_example(flow, active, draft))
+            examples.append(_example(window.distinct[index], connections, active, draft))
     ordered = sorted(groups.items(), key=lambda kv: (_ORDER.index(kv[0][0]), -kv[1][0][1], kv[0][1:]))
     return Simulation(tuple(Group(*key, c[0], c[1], tuple(ex)) for key, (c, ex) in ordered))
 
 
-def _example(flow: flowset.Flow, active: verdicts.Verdict, draft: verdicts.Verdict) -> Example:
-    return Example(
-        flow.describe(), flow.connections, active.rule, active.outcome, draft.outcome, draft.reason
-    )
+def _replay(
+    flow: flowset.Flow, active: verdicts.Verdict, draft: verdicts.Verdict
+) -> tuple[_GroupKey, verdicts.Verdict, verdicts.Verdict]:
+    """A distinct flow's group and both verdicts (every occurrence of it shares them)."""
+    key = (classify(active, draft), draft.rule or DEFAULT_DENY,
+           peer_labels(flow.source), peer_labels(flow.destination))  # fmt: skip
+    return key, active, draft
+
+
+def _example(
+    flow: flowset.Flow, connections: int, active: verdicts.Verdict, draft: verdicts.Verdict
+) -> Example:
+    return Example(flow.describe(), connections, active.rule, active.outcome, draft.outcome, draft.reason)

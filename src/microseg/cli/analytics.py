@@ -114,7 +114,8 @@ def rule_hits(
     if remote.emit(found["unused"] if unused else found, fmt):
         return
     if not unused:
-        remote.table(f"rule hits since {since}", ["RULE", "CONNECTIONS", "FLOWS", "LAST HIT", "VERDICTS"],
-                     [[h["rule"], str(h["connections"]), str(h["flows"]), remote.when(h["lastHit"]),
-                       ", ".join(h["verdicts"])] for h in found["rules"]])  # fmt: skip
+        head = ["RULE", "CONNECTIONS", "FLOWS", "COUNTER PKTS", "LAST HIT", "VERDICTS"]
+        rows = [[h["rule"], str(h["connections"]), str(h["flows"]), str(h.get("counterPackets", 0)),
+                 remote.when(h["lastHit"]), ", ".join(h["verdicts"])] for h in found["rules"]]  # fmt: skip
+        remote.table(f"rule hits since {since}", head, rows)
     remote.table(f"unused rules ({len(found['unused'])})", ["RULE"], [[r] for r in found["unused"]])

@@ -119,6 +119,11 @@ def _error(response: httpx.Response) -> errors.MicrosegError:
         for p in body.get("problems", [])
     ]
     lines += [f"  {p.get('field', '')}: {p.get('message', '')}" for p in body.get("errors", [])]
+    lines += [
+        f"  invariant {v.get('invariant')}: {', '.join(v.get('sources', [])[:3])} -> "
+        f"{', '.join(v.get('destinations', [])[:3])} on {v.get('port')} allowed by {v.get('rule')}"
+        for v in body.get("violations", [])
+    ]
     text = "\n".join(lines)
     if response.status_code >= 500:
         return errors.PermanentError(text)

@@ -1,26 +1,166 @@
-"""`microseg demo`: the engine on the example estate, step by step.
+"""`microseg demo`: the story of microsegmentation on a real lab, or offline on the engine alone.
 
-Until the lab exists, the demo shows what the engine decides and why, without touching any
-firewall: the estate validates, a reachability matrix between label groups, explained verdicts
-(an allowed flow, a guard-rail denial, a default deny, a quarantined workload) and the nftables
-ruleset an agent would load on the production database.
+The lab demo (the default) needs root on Linux: it builds the network-namespace lab and tells the
+story with real traffic (`microseg.lab.demo`), step by step, with a spinner while a step waits and
+its facts and checks after it, then a scorecard; `-o json` prints only the scorecard. Where the lab
+cannot run it says why and how (`sudo`, or `--offline`) and exits with 2: it does not silently
+show something else. `--offline` is the engine walk-through on the example estate, which touches no
+firewall: the estate validates, a reachability matrix between label groups, explained verdicts (an
+allowed flow, a guard-rail denial, a default deny, a quarantined workload) and the nftables ruleset
+an agent would load on the production database.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.panel import Panel
+from rich.status import Status
+from rich.table import Table
 
 from microseg import settings
 from microseg.cli import explain, loading, output, policy
 from microseg.engine import engine, reachability
+from microseg.lab import demo as lab_demo
+from microseg.lab import scorecard
 from microseg.model import labels, selectors, verdicts
 from microseg.render import nftables
 
 
-def demo(files: output.Files = None, fmt: output.Output = output.Format.TABLE) -> None:
+def demo(
+    *,
+    offline_only: Annotated[
+        bool, typer.Option("--offline", help="the engine walk-through only: no lab, no root, no firewall")
+    ] = False,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="leave the lab and its console running; prints the URL and token")
+    ] = False,
+    out: Annotated[Path, typer.Option("--out", help="directory for demo-map.html and demo-map.png")] = Path(
+        "demo-output"
+    ),
+    files: output.Files = None,
+    fmt: output.Output = output.Format.TABLE,
+) -> None:
+    """The story on a real lab: flat network, map, least privilege, enforce, attacks, tamper, quarantine."""
+    if offline_only:
+        offline(files, fmt)
+        return
+    problems = lab_demo.preflight()
+    if problems:
+        output.err_console.print(_cannot_run(problems))
+        raise typer.Exit(2)
+    if taken := lab_demo.occupied(lab_demo.DemoOptions().lab):
+        output.err_console.print("[bold red]microseg demo needs the lab to itself:[/] " + "; ".join(taken))
+        raise typer.Exit(2)
+    card = _run_lab(lab_demo.DemoOptions(out_dir=out, keep=keep), fmt)
+    if fmt is output.Format.JSON:
+        output.emit_json(card.to_json())
+    else:
+        _print_scorecard(card)
+    if not card.ok:
+        raise typer.Exit(1)
+
+
+def _cannot_run(problems: list[str]) -> str:
+    return (
+        "[bold red]microseg demo cannot build its lab here:[/]\n"
+        + "".join(f"  - {p}\n" for p in problems)
+        + "Run it as root on Linux with nftables (`sudo .venv/bin/microseg demo`, or `sudo ./dev demo`), "
+        "or see the engine alone, changing nothing: `microseg demo --offline`."
+    )
+
+
+def _run_lab(opts: lab_demo.DemoOptions, fmt: output.Format) -> scorecard.Scorecard:
+    """The lab demo, taken down also on Ctrl-C and SIGTERM."""
+    con = output.err_console if fmt is output.Format.JSON else output.console
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return lab_demo.run(opts, ConsoleReporter(con))
+    except KeyboardInterrupt:
+        output.err_console.print("interrupted: the lab was taken down")
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+class ConsoleReporter:
+    """Each step as a heading, a spinner saying what it waits for, then its facts and checks."""
+
+    def __init__(self, con: Console) -> None:
+        self.con = con
+        self.status: Status | None = None
+
+    def on_step_started(self, number: int, title: str) -> None:
+        self._stop()  # an interrupted step never reported its end
+        self.con.print()
+        self.con.rule(f"[bold cyan]step {number}[/]: {title}", align="left")
+        self.status = self.con.status(title)
+        self.status.start()
+
+    def on_step_progress(self, text: str) -> None:
+        if self.status is not None:
+            self.status.update(text)
+
+    def on_step_done(self, result: scorecard.StepResult) -> None:
+        self._stop()
+        for item in result.shown:
+            if isinstance(item, str):
+                self.con.print(item, markup=False)
+            else:
+                self.con.print(_table(item.headers, item.rows))
+        for check in result.checks:
+            if not check.ok:
+                self.con.print(f"[red]FAILED[/] {check.name}" + (f": {check.detail}" if check.detail else ""))
+        mark = "[green]passed[/]" if result.ok else "[bold red]failed[/]"
+        self.con.print(f"{mark} in {result.seconds:.1f} s: {result.summary}")
+
+    def _stop(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+
+def _table(headers: tuple[str, ...], rows: tuple[tuple[str, ...], ...]) -> Table:
+    table = Table(*headers, header_style="bold", show_edge=False, pad_edge=False)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _print_scorecard(card: scorecard.Scorecard) -> None:
+    con = output.console
+    con.print()
+    con.rule("[bold]scorecard[/]")
+    rows = tuple(
+        (
+            str(s.number),
+            s.title.partition(":")[0],
+            "pass" if s.ok else "FAIL",
+            f"{s.seconds:.1f} s",
+            s.summary,
+        )
+        for s in card.steps
+    )
+    con.print(_table(("", "step", "result", "time", "what it showed"), rows))
+    passed = sum(1 for s in card.steps if s.ok)
+    con.print(
+        f"{passed} of {len(card.steps)} steps passed in {card.seconds:.0f} s; map files in {card.out_dir}"
+    )
+    if card.kept:
+        con.print(f"the lab is still up: console {card.server}/  admin token {card.token}")
+        con.print("take it down with `microseg lab down`")
+
+
+def offline(files: output.Files = None, fmt: output.Output = output.Format.TABLE) -> None:
     """Walk through the engine on the example estate: validate, matrix, explain, render."""
     est = loading.load(files)
     eng = engine.PolicyEngine(est)

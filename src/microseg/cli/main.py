@@ -23,7 +23,9 @@ from microseg.cli import (
     output,
     policy,
     remote,
+    rollout,
     serve,
+    template,
 )
 
 _reporting = output.reporting
@@ -79,6 +81,8 @@ k8s_app.command("import")(_reporting(k8s.k8s_import))
 k8s_app.command("export")(_reporting(k8s.k8s_export))
 app.add_typer(k8s_app)
 app.add_typer(lab.lab_app)
+app.add_typer(rollout.rollout_app)
+app.add_typer(template.template_app)
 
 
 @app.command()

@@ -12,22 +12,37 @@ from rich.table import Table
 
 from microseg import errors, settings
 from microseg.cli import loading, output, remote
-from microseg.engine import engine, reachability
+from microseg.engine import engine, invariants, reachability
 from microseg.model import estate
 from microseg.render import iptables, nftables
 
 
 def validate(files: output.Files = None, fmt: output.Output = output.Format.TABLE) -> None:
-    """Load and check policy files: every problem at once with file, line and field."""
+    """Load and check policy files: every problem at once with file, line and field; then the
+    invariants the files declare (exit 1 when the policy breaks one)."""
     est = loading.load(files)
     eng = engine.PolicyEngine(est)
     counts = summary_counts(est)
+    broken = invariants.Guard(eng).check()
     if fmt is output.Format.JSON:
-        output.emit_json({"valid": True, "counts": counts, "warnings": eng.problems})
-        return
-    output.console.print("[green]valid[/]: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
-    for problem in eng.problems:
-        output.console.print(f"[yellow]warning[/]: {problem}")
+        output.emit_json(
+            {
+                "valid": True,
+                "counts": counts,
+                "warnings": eng.problems,
+                "invariants": {"declared": len(est.invariants), "violations": [v.to_dict() for v in broken]},
+            }
+        )
+    else:
+        output.console.print("[green]valid[/]: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+        for problem in eng.problems:
+            output.console.print(f"[yellow]warning[/]: {problem}")
+        for violation in broken:
+            output.console.print(f"[red]broken[/]: {violation}", highlight=False)
+        if est.invariants and not broken:
+            output.console.print(f"[green]kept[/]: {len(est.invariants)} invariant(s)")
+    if broken:
+        raise typer.Exit(1)
 
 
 def summary_counts(est: estate.Estate) -> dict[str, int]:
@@ -39,6 +54,7 @@ def summary_counts(est: estate.Estate) -> dict[str, int]:
         "services": len(est.services),
         "tiers": len(est.tiers),
         "rules": len(est.rules),
+        "invariants": len(est.invariants),
     }
 
 

@@ -206,13 +206,17 @@ def apply(
     )
 
 
+Force = Annotated[bool, typer.Option("--force", help="provision even though it breaks invariants (audited)")]
+
+
 def provision(
     ctx: typer.Context,
     note: Annotated[str, typer.Option("-m", "--message", help="what this version changes and why")],
+    force: Force = False,
     fmt: Out = Format.TABLE,
 ) -> None:
     """Provision the draft: it becomes the next numbered version, and agents get it."""
-    version = connect(ctx).post("/versions", {"note": note})
+    version = connect(ctx).post("/versions", {"note": note, "force": force})
     if not emit(version, fmt):
         changes = version["changes"]
         counts = ", ".join(f"{len(changes[k])} {k}" for k in ("added", "changed", "removed"))
@@ -223,11 +227,12 @@ def rollback(
     ctx: typer.Context,
     version: Annotated[str, typer.Argument(help="the version to provision again (N or vN)")],
     note: Annotated[str, typer.Option("-m", "--message", help="why")] = "",
+    force: Force = False,
     fmt: Out = Format.TABLE,
 ) -> None:
     """Provision an earlier version again (as a new version); the draft becomes it too."""
     number = version.removeprefix("v")
-    made = connect(ctx).post(f"/versions/{number}/rollback", {"note": note})
+    made = connect(ctx).post(f"/versions/{number}/rollback", {"note": note, "force": force})
     if not emit(made, fmt):
         output.console.print(f"provisioned {made['name']}: the content of v{number}")
 
@@ -235,21 +240,26 @@ def rollback(
 def quarantine(
     ctx: typer.Context,
     workload: Annotated[str, typer.Argument(help="workload to isolate")],
+    level: Annotated[
+        str, typer.Option(help="forensics: the quarantineAllow IP list stays; full: only the control plane")
+    ] = "forensics",
+    reason: Annotated[str, typer.Option(help="why (kept in the audit log and the event)")] = "",
     fmt: Out = Format.TABLE,
 ) -> None:
-    """Isolate a workload at once (keeps only the control plane and the forensics list)."""
-    found = connect(ctx).post(f"/workloads/{workload}/quarantine")
+    """Isolate a workload at once; release restores the labels and mode it had before."""
+    found = connect(ctx).post(f"/workloads/{workload}/quarantine", {"level": level, "reason": reason})
     if not emit(found, fmt):
-        output.console.print(f"{workload} quarantined")
+        output.console.print(f"{workload} quarantined ({level})")
 
 
 def release(
     ctx: typer.Context,
     workload: Annotated[str, typer.Argument(help="workload to release")],
+    reason: Annotated[str, typer.Option(help="why (kept in the audit log and the event)")] = "",
     fmt: Out = Format.TABLE,
 ) -> None:
-    """End a workload's quarantine."""
-    found = connect(ctx).post(f"/workloads/{workload}/release")
+    """End a workload's quarantine: its labels and mode become those from before it."""
+    found = connect(ctx).post(f"/workloads/{workload}/release", {"reason": reason})
     if not emit(found, fmt):
         output.console.print(f"{workload} released")
 
@@ -257,7 +267,11 @@ def release(
 def events(
     ctx: typer.Context,
     kind: Annotated[
-        str | None, typer.Option(help="tamper, blocked, would-block, agent-offline, agent-failed")
+        str | None,
+        typer.Option(
+            help="tamper, blocked, would-block, agent-offline, agent-failed, quarantine, release, "
+            "invariant-violation"
+        ),
     ] = None,
     workload: Annotated[str | None, typer.Option(help="only this workload")] = None,
     limit: Annotated[int, typer.Option(help="how many")] = 100,

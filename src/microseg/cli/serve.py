@@ -45,6 +45,14 @@ def server(
     ] = None,
     tls_cert: Annotated[str | None, typer.Option(help="PEM certificate: serve HTTPS")] = None,
     tls_key: Annotated[str | None, typer.Option(help="PEM private key for --tls-cert")] = None,
+    stream: Annotated[
+        list[str] | None,
+        typer.Option("--stream", help="SIEM sink URL, e.g. syslog+tcp://host:601 (repeatable; docs/siem.md)"),
+    ] = None,
+    hook_secret: Annotated[
+        list[str] | None,
+        typer.Option("--hook-secret", help="NAME=SECRET of a tool calling the signed webhooks (repeatable)"),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
 ) -> None:
     """Run the control plane (REST API under /api/v1, OpenAPI at /docs)."""
@@ -56,11 +64,15 @@ def server(
     more: dict[str, object] = {"host": host, "port": port, "tls_cert": tls_cert, "tls_key": tls_key}
     if control_plane:
         more["control_plane"] = tuple(control_plane)
+    if stream:
+        more["streams"] = tuple(stream)
+    if hook_secret:
+        more["hook_secrets"] = tuple(hook_secret)
     settings = _settings(data_dir, url, **more)
     db = server_app.open_database(settings)
     migrate.upgrade(db)
+    app = server_app.create_app(settings, db, migrate_schema=False)  # refuses bad settings first
     _first_admin_token(db)
-    app = server_app.create_app(settings, db, migrate_schema=False)
     # Agents hold long-polls open; without a bound, SIGTERM would wait for all of them.
     uvicorn.run(
         app,

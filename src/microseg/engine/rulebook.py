@@ -19,9 +19,13 @@ from dataclasses import dataclass
 
 from microseg.model import addresses, rules, ruleset, selectors, services, tiers
 from microseg.model.estate import Estate
-from microseg.model.workloads import QUARANTINE_LABEL
+from microseg.model.workloads import QUARANTINE_FORENSICS, QUARANTINE_FULL, QUARANTINE_LABEL
 
-QUARANTINED = selectors.LabelSelector.of({QUARANTINE_LABEL: "true"})
+QUARANTINED = selectors.LabelSelector(
+    (selectors.Requirement(QUARANTINE_LABEL, selectors.Operator.IN, (QUARANTINE_FORENSICS, QUARANTINE_FULL)),)
+)
+FORENSICS_KEPT = selectors.LabelSelector.of({QUARANTINE_LABEL: QUARANTINE_FORENSICS})
+"""Quarantined at the level that keeps the forensics list (`full` keeps nothing but the agent's channel)."""
 
 
 @dataclass(frozen=True)
@@ -200,17 +204,18 @@ def _quarantine_rules(estate: Estate) -> list[rules.Rule]:
     out: list[rules.Rule] = []
     if estate.quarantine_allow:
         forensics = (selectors.IpListPeer(estate.quarantine_allow),)
+        kept = (selectors.SelectorPeer(FORENSICS_KEPT),)
         out += [
-            rules.Rule("allow-forensics-in", tiers.QUARANTINE, -40, rules.Action.ALLOW, forensics, target,
+            rules.Rule("allow-forensics-in", tiers.QUARANTINE, -40, rules.Action.ALLOW, forensics, kept,
                        any_service, reason="quarantined workloads stay reachable from the forensics list"),
-            rules.Rule("allow-forensics-out", tiers.QUARANTINE, -30, rules.Action.ALLOW, target, forensics,
+            rules.Rule("allow-forensics-out", tiers.QUARANTINE, -30, rules.Action.ALLOW, kept, forensics,
                        any_service, reason="quarantined workloads may reach the forensics list"),
         ]  # fmt: skip
     out += [
         rules.Rule("isolate-in", tiers.QUARANTINE, -20, rules.Action.DENY, everything, target, any_service,
-                   reason="quarantine=true: isolated"),
+                   reason="quarantined: isolated"),
         rules.Rule("isolate-out", tiers.QUARANTINE, -10, rules.Action.DENY, target, everything, any_service,
-                   reason="quarantine=true: isolated"),
+                   reason="quarantined: isolated"),
     ]  # fmt: skip
     return out
 

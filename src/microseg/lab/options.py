@@ -100,6 +100,10 @@ class LabOptions:
     startup_timeout: float = 30.0
     """Seconds to wait for the server and the services to come up."""
 
+    hook_secrets: tuple[str, ...] = ()
+    """`NAME=SECRET` of each tool allowed to call the control plane's signed webhooks (the demo's
+    EDR); handed to the server in its environment, not its command line, which every user can read."""
+
     @property
     def names(self) -> LabNames:
         """Names derived from the prefix (checked)."""

@@ -214,9 +214,10 @@ def _start_server(lab: state.LabState, opts: options.LabOptions, tree: cgroups.C
     address = str(topology.GATEWAY)
     command = [opts.python, "-m", "microseg", "server", "--host", address, "--port", str(opts.port),
                "--data-dir", str(Path(opts.state_dir, "server")), "--log-level", "warning"]  # fmt: skip
-    pid = processes.spawn(
-        command, env=_env(opts), log=Path(_log(opts, "server")), cgroup_procs=tree.make("server")
-    )
+    env = _env(opts)
+    if opts.hook_secrets:
+        env["MICROSEG_HOOK_SECRETS"] = ",".join(opts.hook_secrets)
+    pid = processes.spawn(command, env=env, log=Path(_log(opts, "server")), cgroup_procs=tree.make("server"))
     lab.pids["server"] = pid
     lab.server = f"http://{address}:{opts.port}"
     lab.save()

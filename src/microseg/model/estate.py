@@ -1,6 +1,6 @@
 """The estate: everything policy is computed from, as one immutable value.
 
-Workloads, label rules, IP lists, services, tiers, rules and the settings that keep the data plane
+Workloads, label rules, IP lists, services, tiers, rules, invariants and the settings that keep the data plane
 safe (control-plane endpoints that are never blocked, the quarantine allow list). Built by the
 policy-file loader or the server; consumed by the engine.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from microseg.model import addresses
+from microseg.model.invariants import Invariant
 from microseg.model.iplists import IpList
 from microseg.model.labelrules import LabelRule
 from microseg.model.rules import Rule
@@ -43,6 +44,8 @@ class Estate:
     control_plane: tuple[Endpoint, ...] = ()
     quarantine_allow: str | None = None
     """Name of the IP list (forensics, management) a quarantined workload may still talk to."""
+    invariants: tuple[Invariant, ...] = ()
+    """Reachability statements every provisioned version must keep (checked, never enforced)."""
     version: str = "draft"
     """Policy version label carried into ruleset documents."""
     extra: dict[str, str] = field(default_factory=dict, compare=False)

@@ -36,7 +36,12 @@ class Mode(StrEnum):
 
 
 QUARANTINE_LABEL = "quarantine"
-"""A workload labelled `quarantine=true` is isolated by the built-in quarantine tier."""
+"""A workload labelled `quarantine=true` or `quarantine=full` is isolated by the built-in
+quarantine tier; `true` keeps the forensics/management IP list (Settings `quarantineAllow`)."""
+QUARANTINE_FORENSICS = "true"
+QUARANTINE_FULL = "full"
+QUARANTINE_LEVELS = {"forensics": QUARANTINE_FORENSICS, "full": QUARANTINE_FULL}
+"""Quarantine level (as the API names it) -> the label value that means it."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +80,8 @@ class Workload:
 
     @property
     def quarantined(self) -> bool:
-        """Whether the workload carries `quarantine=true`."""
-        return self.labels.get(QUARANTINE_LABEL) == "true"
+        """Whether the workload carries `quarantine=true` or `quarantine=full`."""
+        return self.labels.get(QUARANTINE_LABEL) in (QUARANTINE_FORENSICS, QUARANTINE_FULL)
 
     def with_labels(self, new: Labels) -> Workload:
         """The same workload with other labels."""

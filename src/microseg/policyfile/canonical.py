@@ -4,17 +4,18 @@ The loader returns canonical estates, the dumper writes canonical estates and th
 generator makes them, so two policy trees that differ only in file, document or list order load
 into equal estates, dump into identical text, and `load(dump(e)) == e` holds.
 
-Canonical means: workloads, IP lists, services and label rules sorted by name; tiers by order;
-rules by (tier order, priority, name); inside a rule, peers and services sorted; CIDR lists and
-port specs sorted. What it deliberately does not do: remove duplicates or merge anything, which
-would change what a person wrote into something else.
+Canonical means: workloads, IP lists, services, label rules and invariants sorted by name; tiers
+by order; rules by (tier order, priority, name); inside a rule or invariant, peers and services
+sorted; CIDR lists and port specs sorted. What it deliberately does not do: remove duplicates or
+merge anything, which would change what a person wrote into something else.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import TypeVar
 
-from microseg.model import addresses, estate, iplists, rules, selectors, services
+from microseg.model import addresses, estate, invariants, iplists, rules, selectors, services
 
 _PEER_RANK = {selectors.AnyPeer: 0, selectors.SelectorPeer: 1, selectors.IpListPeer: 2, selectors.CidrPeer: 3}
 _LAST_TIER = 1 << 62
@@ -74,8 +75,11 @@ def service(item: services.Service) -> services.Service:
     return item if specs == item.specs else dataclasses.replace(item, specs=specs)
 
 
-def rule(item: rules.Rule) -> rules.Rule:
-    """A rule with its peers and services in canonical order."""
+Sided = TypeVar("Sided", rules.Rule, invariants.Invariant)
+
+
+def rule(item: Sided) -> Sided:
+    """A rule (or an invariant) with its peers and services in canonical order."""
     sources = tuple(sorted(map(peer, item.sources), key=peer_key))
     destinations = tuple(sorted(map(peer, item.destinations), key=peer_key))
     svcs = tuple(sorted(map(service, item.services), key=service_key))
@@ -119,4 +123,5 @@ def ordered(est: estate.Estate) -> estate.Estate:
             )
         ),
         control_plane=tuple(sorted(est.control_plane, key=endpoint_key)),
+        invariants=tuple(sorted(map(rule, est.invariants), key=lambda i: i.name)),
     )

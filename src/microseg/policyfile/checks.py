@@ -25,6 +25,7 @@ NOUNS = {
     "Tier": "tier",
     "LabelRule": "label rule",
     "Policy": "policy",
+    "Invariant": "invariant",
 }
 
 

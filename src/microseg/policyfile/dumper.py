@@ -2,7 +2,7 @@
 
 The estate is put in canonical order first (`canonical.ordered`), then written as documents
 sorted by kind (definitions before what refers to them: Tier, IPList, Service, LabelRule,
-Workload, Policy, Settings) and by name, keys in a fixed order, rules by (priority, name). Dumping
+Workload, Policy, Invariant, Settings) and by name, keys in a fixed order, rules by (priority, name). Dumping
 the same estate twice, or the same estate in another order, gives the same text, and
 `load(dump(e)) == e` for every estate the loader or the generator makes.
 
@@ -24,6 +24,7 @@ import yaml
 
 from microseg import errors
 from microseg.model import estate, iplists, labelrules, rules, selectors, services, tiers, workloads
+from microseg.model.invariants import Invariant
 from microseg.policyfile import canonical, kinds, loader
 
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # same text as SafeDumper, 4x faster
@@ -72,6 +73,7 @@ def documents(est: estate.Estate) -> list[Doc]:
         *(_label_rule(r) for r in est.label_rules),
         *(_workload(w) for w in est.workloads),
         *_policies(est, refs),
+        *(_invariant(i, refs) for i in est.invariants),
         *_settings(est),
     ]
 
@@ -84,6 +86,7 @@ def _text(docs: list[Doc]) -> str:
 
 FILES = {"Tier": "tiers.yaml", "IPList": "iplists.yaml", "Service": "services.yaml"}
 FILES |= {"LabelRule": "label-rules.yaml", "Workload": "workloads.yaml", "Settings": "settings.yaml"}
+FILES |= {"Invariant": "invariants.yaml"}
 
 
 def _layout(docs: list[Doc]) -> list[tuple[Path, list[Doc]]]:
@@ -173,14 +176,16 @@ def _service_refs(est: estate.Estate) -> tuple[dict[services.Service, Any], list
     declared = {s.name: s for s in est.services}
     refs: dict[services.Service, Any] = {services.ANY_SERVICE: "any"}
     extra: dict[str, services.Service] = {}
-    for rule in est.rules:
-        for s in rule.services:
+    users = [(f"rule {r.ref}", r.services) for r in est.rules]
+    users += [(f"invariant {i.name}", i.services) for i in est.invariants]
+    for user, used in users:
+        for s in used:
             if s in refs:
                 continue
             other = declared.get(s.name, extra.get(s.name, s))
             if other != s:
                 raise errors.ValidationError(
-                    f"rule {rule.ref} uses a service {s.name} ({s}) that differs from the service of "
+                    f"{user} uses a service {s.name} ({s}) that differs from the service of "
                     f"that name ({other}); the estate cannot be written as policy files",
                     "services",
                 )
@@ -224,6 +229,12 @@ def _rule(rule: rules.Rule, refs: dict[services.Service, Any], owner: str) -> Do
     if not rule.enabled:
         out["enabled"] = False
     return out
+
+
+def _invariant(inv: Invariant, refs: dict[services.Service, Any]) -> Doc:
+    spec: Doc = {"type": inv.shape.value, "from": _peers(inv.sources), "to": _peers(inv.destinations)}
+    spec["services"] = _bare_any([refs[s] for s in inv.services])
+    return _doc("Invariant", inv.name, spec | _optional(description=inv.description))
 
 
 def _peers(peers: tuple[selectors.Peer, ...]) -> Any:

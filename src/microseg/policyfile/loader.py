@@ -6,6 +6,7 @@ The flow, one screen:
           --_expand------> (kind, reader, fields) per document or List item; header checked
           --kinds.*------> named objects ------checks.unique / tier_orders--> known names
           --policies-----> rules (need the known names) --checks.rule_clashes
+          --invariants---> reachability statements (same peers and services as rules)
           --settings-----> control plane, quarantine allow list
           --checks.overlaps--> canonical.ordered(Estate), or PolicyFileError with every problem
 
@@ -22,7 +23,8 @@ from typing import Any
 
 from microseg import errors
 from microseg.model import estate, rules, tiers
-from microseg.policyfile import canonical, checks, kinds, nodes, policies
+from microseg.model.invariants import Invariant
+from microseg.policyfile import canonical, checks, invariants, kinds, nodes, policies
 from microseg.policyfile.reader import Reader, describe, suggest
 
 BUILDERS: dict[str, Callable[[Reader, dict[str, Any]], kinds.Built]] = {
@@ -32,7 +34,7 @@ BUILDERS: dict[str, Callable[[Reader, dict[str, Any]], kinds.Built]] = {
     "Tier": kinds.tier,
     "LabelRule": kinds.label_rule,
 }
-KINDS = (*BUILDERS, "Policy", "Settings", "List")
+KINDS = (*BUILDERS, "Policy", "Invariant", "Settings", "List")
 SUFFIXES = (".yaml", ".yml")
 
 Entry = tuple[str, Reader, dict[str, Any]]
@@ -108,6 +110,7 @@ def _build(docs: list[nodes.Document], problems: list[errors.Problem]) -> estate
         {name: item.value for name, item in first["Service"].items()},
     )
     found_rules = _rules([(r, data) for kind, r, data in entries if kind == "Policy"], known)
+    guards = _invariants([(r, data) for kind, r, data in entries if kind == "Invariant"], known)
     control, allow = _settings([(r, data) for kind, r, data in entries if kind == "Settings"], known)
     checks.overlaps(list(first["Workload"].values()))
     if problems:
@@ -126,6 +129,7 @@ def _build(docs: list[nodes.Document], problems: list[errors.Problem]) -> estate
             rules=tuple(found_rules),
             control_plane=control,
             quarantine_allow=allow,
+            invariants=guards,
         )
     )
 
@@ -178,6 +182,17 @@ def _rules(docs: list[tuple[Reader, dict[str, Any]]], known: policies.Known) -> 
     checks.unique(names)
     checks.rule_clashes(found)
     return [item.rule for item in found if item.rule is not None]
+
+
+def _invariants(
+    docs: list[tuple[Reader, dict[str, Any]]], known: policies.Known
+) -> tuple[Invariant, ...]:
+    found = []
+    for seq, (r, data) in enumerate(docs):
+        name, built = invariants.invariant(r, data, known)
+        if name is not None:
+            found.append(checks.Named("Invariant", name, built, r, seq))
+    return tuple(item.value for item in checks.unique(found).values() if item.value is not None)
 
 
 def _settings(

@@ -13,6 +13,8 @@ Public API (import the modules: `from microseg.render import nftables`):
 - `semantics.decide(doc, direction, peer, local, protocol, port, at) -> (Action, ref)` and
   `semantics.outcome(mode, action) -> (verdict, logged)`
 - `nftverify.parse(text) -> Program`, `nftverify.evaluate(program, hook, Packet) -> Decision`
+- `nftables.rule_comment(ref) -> str`, `nftables.counter_refs(doc) -> {comment: ref}` and
+  `iptables.counter_refs(doc)`: how the agent maps per-rule counters back to rule refs
 
 Nothing here touches the kernel, the file system or the network; applying text is the agent's job.
 Kubernetes manifests (NetworkPolicy, Calico, Cilium) will join this package as further renderers.

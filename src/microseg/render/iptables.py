@@ -16,6 +16,10 @@ the same); feeds the agent, which runs, in this order, `ipset restore` with `.ip
   a missing rule fails the whole restore, so the very first load uses `.v4_install`/`.v6_install`
   (insert only). The agent picks by checking `iptables -C INPUT -m comment --comment microseg -j MS-INPUT`.
 
+Counters: iptables counts every rule natively (`iptables-save -c`); a rule's comment is its ref
+made safe (`counter_refs` maps it back). The NFLOG rule of a logged deny matches the same packets
+as the DROP/ACCEPT after it, so only rules with a verdict are to be summed.
+
 Differences from nftables, each reported as a warning where it matters: xt_cgroup sees no socket
 on a new inbound connection, so process constraints are only enforced on egress; time windows
 end at 2038-01-19 (xt_time is 32-bit); NFLOG prefixes are cut at 63 characters.
@@ -68,6 +72,14 @@ def render(
     v4_install, v6_install = (renderer.restore(the_plan, family, install=True) for family in (4, 6))
     warnings = tuple(dict.fromkeys((*the_plan.warnings, *renderer.warnings)))
     return IptablesRender(renderer.ipset(), v4, v6, v4_install, v6_install, warnings)
+
+
+def counter_refs(doc: ruleset.RulesetDocument) -> dict[str, str]:
+    """Rule comment -> ref for the rules whose counters mean a rule decided (as in nftables:
+    the document's entries, the control plane and the default deny)."""
+    refs = [e.ref for e in (*doc.ingress, *doc.egress)]
+    refs += [semantics.CONTROL_PLANE_REF, semantics.CONTROL_PLANE_REPLY_REF, semantics.DEFAULT_REF]
+    return {names.text(ref, names.IPT_COMMENT_MAX): ref for ref in refs}
 
 
 class IptablesRenderer:

@@ -27,6 +27,14 @@ tens to hundreds of rules; the address lists, which are what grows, are already 
 (one lookup per rule), and only the first packet of a connection walks the chains. A concatenated
 `addr . port` set would save little and lose the per-rule trace back to the policy.
 
+Counters: every rule carries an anonymous `counter` and the comment of the entry it came from,
+which is how the agent attributes counts back to the rule (`counter_refs`): the comment is the ref
+itself when it is a safe nft string of at most 128 characters, else a shortened safe form with a
+hash of the ref, so two refs never share a comment. All rules of one ref (both families, each port
+spec, the rate-limited pair) are summed. Only new packets reach the tier chains, so a rule's
+packets are connection attempts (a retried SYN counts again). Counters are state, not rules: the
+table is still replaced whole, which starts them at zero, and the tamper check lists statelessly.
+
 Logging: `log prefix "ms:d:<ref>" group G` (d = dropped, enforce) or `ms:w:<ref>` (would-block,
 alert), at most 127 characters. With `log_rate_per_second` > 0 a logged rule is split in two: the
 first carries `limit rate N/second` (a token bucket per rule) and the log, the second the same
@@ -88,6 +96,24 @@ def render(
     host = plan.HostKnowledge(cgroups or {}, uids or {}, ingress_cgroup=True)
     the_plan = plan.build(doc, host)
     return NftRender(NftablesRenderer(doc, settings).script(the_plan), the_plan.warnings)
+
+
+def rule_comment(ref: str) -> str:
+    """The comment a rule from `ref` carries: the ref when it fits as it is, else a safe prefix and a
+    hash of the whole ref (distinct refs, distinct comments)."""
+    safe = names.text(ref, names.NFT_COMMENT_MAX)
+    if safe == ref:
+        return ref
+    return f"{names.text(ref, names.NFT_COMMENT_MAX - 9)} {names.digest(ref)}"
+
+
+def counter_refs(doc: ruleset.RulesetDocument) -> dict[str, str]:
+    """Rule comment -> ref for everything whose counter means a rule decided: the document's
+    entries, the control-plane rules and the default deny (not loopback, established and the like,
+    which count packets of connections something else decided)."""
+    refs = [e.ref for e in (*doc.ingress, *doc.egress)]
+    refs += [semantics.CONTROL_PLANE_REF, semantics.CONTROL_PLANE_REPLY_REF, semantics.DEFAULT_REF]
+    return {rule_comment(ref): ref for ref in refs}
 
 
 def render_delete(settings: config.RenderSettings = _DEFAULTS) -> str:
@@ -178,7 +204,7 @@ class NftablesRenderer:
 
     def _verdict(self, match: str, action: rules.Action, ref: str) -> list[str]:
         """One rule, or two when a log line is rate limited (see the module docstring)."""
-        comment = f"comment {self._quote(ref, names.NFT_COMMENT_MAX)}"
+        comment = f'comment "{rule_comment(ref)}"'
         lead = f"{match} " if match else ""
         if action is rules.Action.PASS:
             return [f"{lead}counter return {comment}"]

@@ -29,10 +29,14 @@ from microseg.server import (
     routes_admin,
     routes_agent,
     routes_analytics,
+    routes_console,
     routes_flows,
+    routes_hooks,
     routes_objects,
     routes_policy,
+    routes_rollout,
     runtime,
+    streaming,
 )
 from microseg.store import agents, database, events, migrate
 
@@ -53,6 +57,7 @@ def create_app(
         migrate.upgrade(db)
     rt = runtime.Runtime(settings, db)
     rt.feed = feed.Feed(rt)
+    streams = streaming.configure(settings, db)  # a bad sink URL stops the start-up here
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -60,6 +65,7 @@ def create_app(
             asyncio.create_task(rt.watch()),
             asyncio.create_task(_offline_detector(rt)),
             asyncio.create_task(routes_flows.expirer(rt)),
+            asyncio.create_task(streams.run()),
         ]
         try:
             yield
@@ -84,15 +90,26 @@ def create_app(
         if kind.name == "Workload":
             app.include_router(routes_objects.router)  # its /workloads/{name}/... before the generic routes
         app.include_router(routes_objects.object_router(kind))
-    for module in (routes_policy, routes_agent, routes_admin, routes_flows, routes_analytics):
+    for module in (
+        routes_policy,
+        routes_agent,
+        routes_admin,
+        routes_flows,
+        routes_analytics,
+        routes_hooks,
+        routes_rollout,
+    ):
         app.include_router(module.router)
     app.include_router(routes_admin.plain)
-    _publish(app, FlowBatch=models.FLOW_BATCH)
+    _publish(app, FlowBatch=models.FLOW_BATCH, QuarantineHook=pydantic.TypeAdapter(models.QuarantineHook))
 
     @app.get("/healthz", tags=["admin"], summary="Liveness (unauthenticated, like the OpenAPI document)")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    # The console last: its `/` and `/console/...` must never shadow an API route.
+    app.include_router(routes_console.router)
+    app.include_router(routes_console.pages)
     return app
 
 

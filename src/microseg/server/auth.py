@@ -24,7 +24,7 @@ class Principal:
     """Who is calling: an API token with a role, or an agent of one workload."""
 
     kind: str
-    """`token` or `agent`."""
+    """`token`, `agent`, or `hook` (a signed webhook call)."""
     id: str
     name: str
     role: str = ""
@@ -33,6 +33,8 @@ class Principal:
     @property
     def actor(self) -> str:
         """How the audit log names this caller."""
+        if self.kind == "hook":
+            return f"hook:{self.name}"
         return f"agent:{self.workload}" if self.kind == "agent" else f"token:{self.name}({self.id})"
 
 

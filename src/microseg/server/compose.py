@@ -3,7 +3,8 @@
 Fed by the service (to validate a change before it is written) and the runtime (to compile what
 agents get). Policy objects become loader documents: Rules are grouped into Policy documents by
 (tier, policy), Exceptions become allow rules with an expiry in the `exception` tier (order 150:
-after quarantine, before the security guard rails), and the loader checks everything at once. Its
+after quarantine, before the security guard rails; disabled until approved, see
+`server.exceptions`), and the loader checks everything at once. Its
 problems are mapped back to the object and field they came from. Workloads are loaded one
 document at a time and cached by ETag, because there are many and they change one by one.
 
@@ -70,7 +71,7 @@ def loader_items(docs: Iterable[Doc]) -> tuple[list[Doc], list[Origin], list[dic
             rule = _exception_rule(origin, doc, len(excepted), problems)
             if rule is not None:
                 excepted.append((origin, rule))
-        elif doc["kind"] in ("Tier", "IPList", "Service", "Settings", "LabelRule"):
+        elif doc["kind"] in ("Tier", "IPList", "Service", "Invariant", "Settings", "LabelRule"):
             items.append(doc)
             origins.append((origin, {}))
     if excepted:
@@ -94,7 +95,8 @@ def _doc(kind: str, name: str, spec: Doc) -> Doc:
 def _exception_rule(origin: str, doc: Doc, index: int, problems: list[dict[str, str]]) -> Doc | None:
     spec = doc.get("spec") or {}
     missing = [f for f in ("owner", "reason", "expires", "from", "to", "services") if f not in spec]
-    extra = sorted(set(spec) - {"owner", "reason", "expires", "ticket", "approver", "from", "to", "services"})
+    known = {"owner", "reason", "expires", "ticket", "approver", "approvedAt", "from", "to", "services"}
+    extra = sorted(set(spec) - known)
     for field in missing:
         problems.append(_problem(origin, f"spec.{field}", f"missing required field '{field}'"))
     for field in extra:
@@ -106,6 +108,8 @@ def _exception_rule(origin: str, doc: Doc, index: int, problems: list[dict[str, 
         why += f" (ticket {spec['ticket']})"
     if spec.get("approver"):
         why += f" (approved by {spec['approver']})"
+    else:
+        why += " (awaiting approval)"
     return {
         "name": doc["metadata"]["name"],
         "priority": 1000 + index,
@@ -116,6 +120,8 @@ def _exception_rule(origin: str, doc: Doc, index: int, problems: list[dict[str, 
         "notAfter": spec["expires"],
         "owner": spec["owner"],
         "reason": f"exception: {why}",
+        # a request is checked like any rule but matches nothing until another user approves it
+        "enabled": bool(spec.get("approver")),
     }
 
 

@@ -55,6 +55,16 @@ class ServerSettings:
     flow_retention_days: float = 30.0
     """Days flow summaries and raw flow batches are kept (older ones are dropped hourly)."""
 
+    hook_secrets: tuple[str, ...] = ()
+    """`NAME=SECRET` per tool allowed to call the signed webhooks (`/api/v1/hooks/*`): the tool
+    sends `X-Microseg-Hook: NAME` and signs with SECRET (MICROSEG_HOOK_SECRETS, comma separated).
+    Empty: the webhooks answer 404."""
+
+    streams: tuple[str, ...] = ()
+    """SIEM sinks as URLs (`syslog+udp|tcp|tls://host:port`, `https://...`, `file:///path`; see
+    docs/siem.md) that events, audit records and blocked flows are streamed to (`--stream`,
+    MICROSEG_STREAMS separated by spaces or newlines)."""
+
     extra: dict[str, str] = field(default_factory=dict)
     """Reserved for settings later issues add."""
 
@@ -73,6 +83,12 @@ class ServerSettings:
             found["control_plane"] = tuple(
                 p.strip() for p in env["MICROSEG_CONTROL_PLANE"].split(",") if p.strip()
             )
+        if env.get("MICROSEG_HOOK_SECRETS"):
+            found["hook_secrets"] = tuple(
+                p.strip() for p in env["MICROSEG_HOOK_SECRETS"].split(",") if p.strip()
+            )
+        if env.get("MICROSEG_STREAMS"):
+            found["streams"] = tuple(env["MICROSEG_STREAMS"].split())
         found.update({k: v for k, v in (overrides or {}).items() if v is not None})
         return ServerSettings(**found)  # type: ignore[arg-type]
 

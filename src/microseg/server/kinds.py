@@ -38,6 +38,7 @@ KINDS: dict[str, Kind] = {
         Kind("Service", "services", True),
         Kind("Rule", "rules", True),
         Kind("Exception", "exceptions", True),
+        Kind("Invariant", "invariants", True),
         Kind("Settings", "settings", True, singleton="settings"),
         Kind("Workload", "workloads", False),
         Kind("LabelRule", "labelrules", False),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, with_config
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, with_config
 from typing_extensions import TypedDict
 
 Name = Field(min_length=1, max_length=253)
@@ -52,6 +52,8 @@ class NoteRequest(Strict):
     """A note for a provision or a rollback."""
 
     note: str = Field(default="", max_length=2000)
+    force: bool = False
+    """Provision even though the policy breaks invariants (audited with what it breaks)."""
 
 
 class LabelsRequest(Strict):
@@ -67,6 +69,47 @@ class ModeRequest(Strict):
     """A workload's own enforcement mode."""
 
     mode: Literal["visibility", "alert", "enforce"]
+
+
+class QuarantineRequest(Strict):
+    """How to quarantine: `forensics` keeps the Settings' quarantineAllow IP list, `full` keeps
+    only the agent's control-plane channel."""
+
+    level: Literal["forensics", "full"] = "forensics"
+    reason: str = Field(default="", max_length=2000)
+
+
+class ReleaseRequest(Strict):
+    """Why a quarantine ends."""
+
+    reason: str = Field(default="", max_length=2000)
+
+
+class QuarantineHook(Strict):
+    """A quarantine webhook call (EDR, antivirus, SIEM): the workload by exactly one of name,
+    address or hostname."""
+
+    workload: str | None = Field(default=None, max_length=253)
+    address: str | None = Field(default=None, max_length=64)
+    hostname: str | None = Field(default=None, max_length=253)
+    action: Literal["quarantine", "release"] = "quarantine"
+    level: Literal["forensics", "full"] = "forensics"
+    reason: str = Field(default="", max_length=2000)
+    alert: str = Field(default="", max_length=300)
+    """The calling tool's alert or incident id, kept in the audit record."""
+
+
+class PromoteRequest(Strict):
+    """Move a label scope to a mode; the thresholds say what ready means."""
+
+    scope: str = Field(min_length=1, max_length=1000)
+    to: Literal["visibility", "alert", "enforce"]
+    since: str | None = Field(default=None, max_length=32)
+    force: bool = False
+    note: str = Field(default="", max_length=2000)
+    min_coverage: float = Field(default=99.0, ge=0, le=100, alias="minCoverage")
+    max_would_block: int = Field(default=0, ge=0, alias="maxWouldBlock")
+    min_in_sync: float = Field(default=100.0, ge=0, le=100, alias="minInSync")
 
 
 class TokenRequest(Strict):
@@ -129,6 +172,45 @@ class TamperReport(Strict):
     restoredIn: float = Field(ge=0, le=3600)  # noqa: N815
 
 
+class RuleCounter(Strict):
+    """Packets and bytes one rule decided on the agent's host, in total since the report's epoch."""
+
+    rule: str = Field(min_length=1, max_length=520)
+    """The rule's ref (`tier/name`, `default`, `system/...`)."""
+    packets: int = Field(ge=0, le=2**62)
+    bytes: int = Field(ge=0, le=2**62)
+
+
+class CounterReport(Strict):
+    """The agent's per-rule counters: monotonic totals within one epoch (the lifetime of its data
+    plane); a new epoch starts again from zero. Rules left out have not changed."""
+
+    epoch: str = Field(min_length=1, max_length=64)
+    rules: list[RuleCounter] = Field(default_factory=list, max_length=10_000)
+
+    @field_validator("rules")
+    @classmethod
+    def _once_each(cls, rules: list[RuleCounter]) -> list[RuleCounter]:
+        seen: set[str] = set()
+        for counted in rules:
+            if counted.rule in seen:
+                raise ValueError(f"rule {counted.rule!r} is counted twice")
+            seen.add(counted.rule)
+        return rules
+
+
+class ExpiryReport(Strict):
+    """A timed rule whose window closed on the agent's workload, and the connections it cut."""
+
+    rule: str = Field(min_length=1, max_length=520)
+    notAfter: int = Field(ge=0, le=2**40)  # noqa: N815
+    at: float = Field(ge=0, le=2**40)
+    cut: int = Field(ge=0, le=2**62)
+    """Connections only this rule allowed, cut (conntrack entries removed)."""
+    wouldCut: int = Field(default=0, ge=0, le=2**62)  # noqa: N815
+    """The same, left open because the workload does not enforce (alert, visibility)."""
+
+
 class StatusReport(Strict):
     """What the agent applied, and how it went."""
 
@@ -140,6 +222,10 @@ class StatusReport(Strict):
     tampered: bool = False
     tamper: list[TamperReport] = Field(default_factory=list, max_length=100)
     """Incidents not reported before: each becomes one `tamper` event."""
+    counters: CounterReport | None = None
+    """Rule counters (agents before rule hits from counters send none)."""
+    expired: list[ExpiryReport] = Field(default_factory=list, max_length=100)
+    """Expired rules not reported before (agents before expiry cutting send none)."""
 
 
 @with_config(ConfigDict(extra="forbid"))

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from microseg import errors
 from microseg.engine import engine as engines
-from microseg.engine import reachability
+from microseg.engine import invariants, reachability
 from microseg.model import estate
 from microseg.server import compose, kinds, runtime
 from microseg.server.auth import Principal
@@ -25,6 +25,8 @@ from microseg.store import audit, objects, state, versions
 Doc = dict[str, Any]
 CHANGE_LIMIT = 500
 """Reachability changes listed in a diff (the total is always given)."""
+VIOLATION_LIMIT = 100
+"""Invariant violations listed in a refusal, an audit record or a diff (the total is given)."""
 
 
 def _keyed(docs: list[Doc]) -> dict[str, Doc]:
@@ -50,8 +52,46 @@ def draft_documents(conn: sa.Connection) -> list[Doc]:
     return [o.doc for o in objects.of_kinds(conn, kinds.DRAFT)]
 
 
+def broken_invariants(est: estate.Estate) -> list[invariants.Violation]:
+    """What `est` allows that its invariants rule out (nothing to do when it declares none)."""
+    if not est.invariants:
+        return []
+    return invariants.Guard(engines.PolicyEngine(est)).check()
+
+
+def violation_json(v: invariants.Violation) -> dict[str, Any]:
+    """A violation for the API; `excepted` when an approved Exception is what allows it."""
+    return {**v.to_dict(), "excepted": v.verdict.tier == compose.EXCEPTION_TIER}
+
+
+def _refuse_or_record(
+    conn: sa.Connection, who: Principal, broken: list[invariants.Violation], force: bool
+) -> list[dict[str, Any]]:
+    """Refuse (409, nothing changes) unless forced; a forced provision is audited on its own.
+
+    Violations that an Exception allows do not refuse: an exception is the reviewed way to step
+    over a guard rail (owner, reason, approver, expiry), and it is listed with the version."""
+    listed = [violation_json(v) for v in broken[:VIOLATION_LIMIT]]
+    refusing = [v for v in broken if v.verdict.tier != compose.EXCEPTION_TIER]
+    if not refusing:
+        return listed
+    if not force:
+        names = sorted({v.invariant for v in refusing})
+        raise Problem(
+            409,
+            "Invariants broken",
+            f"the policy breaks invariant(s) {', '.join(names)} ({len(refusing)} violation(s)): "
+            f"{refusing[0]}; nothing was provisioned (fix the draft, or provision with force)",
+            violations=[violation_json(v) for v in refusing[:VIOLATION_LIMIT]],
+            total=len(refusing),
+        )
+    details = {"violations": listed, "total": len(broken)}
+    audit.record(conn, who.actor, "override-invariants", "draft", details)
+    return listed
+
+
 def _provision(
-    rt: Runtime, who: Principal, note: str, docs: list[Doc] | None, rollback_of: int | None
+    rt: Runtime, who: Principal, note: str, docs: list[Doc] | None, rollback_of: int | None, *, force: bool
 ) -> versions.Version:
     with rt.db.write() as conn:
         rt.db.lock(conn, "microseg-provision")
@@ -63,6 +103,10 @@ def _provision(
             raise Problem(409, "Nothing to provision", f"the content equals the active version v{active}")
         label_rules = objects.of_kinds(conn, ("LabelRule",))
         parsed = compose.load_policy([*content, *(o.doc for o in label_rules)])
+        overridden: list[dict[str, Any]] = []
+        if parsed.invariants:
+            broken = broken_invariants(rt.estate(content, objects.of_kinds(conn, kinds.LIVE), 0))
+            overridden = _refuse_or_record(conn, who, broken, force)
         number = versions.next_number(conn)
         version = versions.new(
             number, note=note, actor=who.actor, documents=content, changes=changes, rollback_of=rollback_of
@@ -77,25 +121,28 @@ def _provision(
             who.actor,
             action,
             f"version/{number}",
-            {"note": note, "changes": changes, "rollbackOf": rollback_of},
+            {"note": note, "changes": changes, "rollbackOf": rollback_of}
+            | ({"invariantsBroken": overridden} if overridden else {}),
         )
     rt.remember_policy(runtime.policy_key(number, label_rules), parsed)
     rt.poke()
     return version
 
 
-def provision(rt: Runtime, who: Principal, note: str) -> versions.Version:
-    """The draft becomes the next version (409 when it equals the active one)."""
-    return _provision(rt, who, note, None, None)
+def provision(rt: Runtime, who: Principal, note: str, *, force: bool = False) -> versions.Version:
+    """The draft becomes the next version (409 when it equals the active one, or breaks an
+    invariant and `force` is false)."""
+    return _provision(rt, who, note, None, None, force=force)
 
 
-def rollback(rt: Runtime, who: Principal, number: int, note: str) -> versions.Version:
-    """Provision version `number`'s objects again, as a new version; the draft becomes them too."""
+def rollback(rt: Runtime, who: Principal, number: int, note: str, *, force: bool = False) -> versions.Version:
+    """Provision version `number`'s objects again, as a new version; the draft becomes them too
+    (an older version is checked against the invariants it declares, like any provision)."""
     with rt.db.read() as conn:
         old = versions.get(conn, number)
     if old is None:
         raise errors.LookupFailedError(f"no version {number}")
-    return _provision(rt, who, note or f"rollback to v{number}", old.documents, number)
+    return _provision(rt, who, note or f"rollback to v{number}", old.documents, number, force=force)
 
 
 def revert_draft(rt: Runtime, who: Principal) -> dict[str, list[str]]:
@@ -137,13 +184,19 @@ def diff(rt: Runtime, old_ref: str, new_ref: str) -> dict[str, Any]:
         old_docs, new_docs = version_documents(conn, old_ref), version_documents(conn, new_ref)
         live = objects.of_kinds(conn, kinds.LIVE)
     old_est, new_est = rt.estate(old_docs, live, 0), rt.estate(new_docs, live, 0)
-    changes = semantic_changes(old_est, new_est)
+    old_eng, new_eng = engines.PolicyEngine(old_est), engines.PolicyEngine(new_est)
+    broken = invariants.Guard(new_eng).check() if new_est.invariants else []
     return {
         "from": old_ref,
         "to": new_ref,
         "objects": object_changes(old_docs, new_docs),
         "rules": rule_changes(old_est, new_est),
-        "reachability": changes,
+        "reachability": semantic_changes(old_eng, new_eng),
+        "invariants": {
+            "declared": len(new_est.invariants),
+            "violations": [violation_json(v) for v in broken[:VIOLATION_LIMIT]],
+            "total": len(broken),
+        },
     }
 
 
@@ -157,9 +210,8 @@ def rule_changes(old: estate.Estate, new: estate.Estate) -> dict[str, list[str]]
     }
 
 
-def semantic_changes(old: estate.Estate, new: estate.Estate) -> dict[str, Any]:
+def semantic_changes(old_eng: engines.PolicyEngine, new_eng: engines.PolicyEngine) -> dict[str, Any]:
     """Which workload pairs and ports gain or lose reachability, each with both verdicts."""
-    old_eng, new_eng = engines.PolicyEngine(old), engines.PolicyEngine(new)
     probes = sorted(
         set(reachability.probes_of(old_eng)) | set(reachability.probes_of(new_eng)),
         key=lambda p: (p[0].value, p[1] or 0),

@@ -16,6 +16,7 @@ import time
 from typing import Annotated, Any
 
 import pydantic
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -25,7 +26,7 @@ from microseg.server import auth, deps, kinds, models, service
 from microseg.server.auth import Principal
 from microseg.server.problems import Problem
 from microseg.server.runtime import Runtime
-from microseg.store import agents, audit, events, flows, objects, state, summaries, tokens
+from microseg.store import agents, audit, events, flows, objects, rulecounters, state, summaries, tokens
 
 Rt = Annotated[Runtime, Depends(deps.runtime)]
 Agent = Annotated[Principal, Depends(auth.agent)]
@@ -122,9 +123,11 @@ def heartbeat(rt: Rt, who: Agent, body: models.Inventory) -> dict[str, Any]:
     return {"workload": who.workload, "changed": doc != old.doc}
 
 
-@router.post("/status", summary="Report the applied ruleset hash, data plane, errors and tampering")
+@router.post("/status", summary="Report the applied hash, data plane, errors, tampering and rule counters")
 def report_status(rt: Rt, who: Agent, body: models.StatusReport) -> dict[str, Any]:
     with rt.db.write() as conn:
+        if body.counters is not None:  # in the report's transaction: a refused report counts nothing
+            rulecounters.record(rt.db, conn, _counter_report(who.workload, body.counters))
         before = agents.by_workload(conn, who.workload) or {}
         agents.seen(
             conn,
@@ -152,6 +155,8 @@ def report_status(rt: Rt, who: Agent, body: models.StatusReport) -> dict[str, An
                 f"{who.workload}: ruleset changed outside microseg; restored",
                 {"dataplane": body.dataplane},
             )
+        for item in body.expired:
+            _record_expiry(conn, who.workload, item)
         if body.errors and not before.get("errors"):
             events.add(
                 conn,
@@ -161,6 +166,22 @@ def report_status(rt: Rt, who: Agent, body: models.StatusReport) -> dict[str, An
                 {"errors": body.errors},
             )
     return {"workload": who.workload}
+
+
+def _record_expiry(conn: sa.Connection, workload: str, item: models.ExpiryReport) -> None:
+    """An event when an expiry cut (or, not enforcing, would have cut) connections; an expiry that
+    found none is no news (one rule can reach thousands of workloads)."""
+    if not (item.cut or item.wouldCut):
+        return
+    kind = "exception-expired" if item.rule.startswith("exception/") else "rule-expired"
+    said = f"cut {item.cut}" if item.cut else f"would cut {item.wouldCut} (not enforcing)"
+    message = f"{workload}: {item.rule} expired; {said} connection(s) only it allowed"
+    events.add(conn, kind, workload, message, item.model_dump())
+
+
+def _counter_report(workload: str, counters: models.CounterReport) -> rulecounters.Report:
+    rules = tuple(rulecounters.Reported(r.rule, r.packets, r.bytes) for r in counters.rules)
+    return rulecounters.Report(workload, counters.epoch, rules, time.time())
 
 
 @router.get(
@@ -233,13 +254,16 @@ def _store_flows(rt: Runtime, who: Principal, batch: models.FlowBatch, raw: str)
         verdicts.count("blocked"),
         verdicts.count("would-block"),
     )
+    engine = rt.compiled(refresh=False).engine or rt.compiled().engine
+    # judged before the write transaction, so that the database lock is not held while judging
+    broken = rt.invariant_watch.events(engine, rt.engine_lock, who.workload, records) if engine else []
     with rt.db.write() as conn:
         stored = flows.store_batch(rt.db, conn, stored_form)
         if stored:
             # in the batch's own transaction: a batch sent twice is never summed twice
             summaries.add_batch(rt.db, conn, who.workload, records)
             refused = [r for r in records if r["verdict"] != "allowed"]
-            events.add_many(conn, _flow_events(who.workload, refused))
+            events.add_many(conn, [*_flow_events(who.workload, refused), *broken])
     if stored:
         rt.metrics.ingested(len(records))
     return {"batchId": batch["batch_id"], "stored": stored, "records": len(records) if stored else 0}

@@ -21,7 +21,7 @@ from microseg.engine import engine as engines
 from microseg.server import auth, deps, routes_flows, routes_policy, service
 from microseg.server.auth import Principal
 from microseg.server.runtime import Runtime
-from microseg.store import summaries
+from microseg.store import rulecounters, summaries
 
 Rt = Annotated[Runtime, Depends(deps.runtime)]
 Viewer = Annotated[Principal, Depends(auth.viewer)]
@@ -101,13 +101,15 @@ async def simulation(
     return _json(result.to_json())
 
 
-@router.get("/rule-hits", summary="Connections each rule decided in the window, its last hit; unused rules")
+@router.get("/rule-hits", summary="Per rule: connections (flows), packets (counters), last hit; unused rules")
 async def rule_hits(rt: Rt, _: Viewer, since: Since = None, until: Until = None) -> Response:
     def work() -> rulehits.RuleHits:
         active = routes_policy.engine(rt, "active")
         rows = _rows(rt, since, until)
+        with rt.db.read() as conn:
+            counted = rulecounters.window(conn, routes_flows.parse_since(since, time.time()), until)
         with rt.engine_lock:
-            return rulehits.rule_hits(rows, active)
+            return rulehits.rule_hits(rows, active, counted)
 
     return _json((await run_in_threadpool(work)).to_json())
 

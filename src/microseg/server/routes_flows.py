@@ -29,7 +29,7 @@ from microseg.model.workloads import Workload
 from microseg.server import auth, deps, service
 from microseg.server.auth import Principal
 from microseg.server.runtime import Runtime
-from microseg.store import objects, summaries
+from microseg.store import objects, rulecounters, summaries
 
 Rt = Annotated[Runtime, Depends(deps.runtime)]
 Viewer = Annotated[Principal, Depends(auth.viewer)]
@@ -203,9 +203,11 @@ def retention_days(rt: Runtime) -> float:
 
 
 def expire(rt: Runtime, now: float | None = None) -> tuple[int, int]:
-    """Drop summaries and raw batches older than the retention; (summaries, batches) dropped."""
+    """Drop summaries, raw batches and rule-counter hours older than the retention; (summaries,
+    batches) dropped."""
     before = (time.time() if now is None else now) - retention_days(rt) * DAY
     with rt.db.write() as conn:
+        rulecounters.expire(conn, before)
         return summaries.expire(conn, before)
 
 

@@ -18,7 +18,8 @@ from fastapi.responses import JSONResponse
 
 from microseg import errors
 from microseg.model import labelrules, workloads
-from microseg.server import auth, compose, deps, kinds, models, service, status
+from microseg.server import auth, compose, deps, exceptions, kinds, models, service, status
+from microseg.server import quarantine as quarantines
 from microseg.server.auth import Principal
 from microseg.server.problems import Problem
 from microseg.server.runtime import Runtime
@@ -174,14 +175,29 @@ def _action(
     return one(stored)
 
 
-@router.post("/workloads/{name}/quarantine", summary="Isolate a workload (label quarantine=true)")
-def quarantine(rt: Rt, who: Editor, name: str) -> JSONResponse:
-    return _action(rt, who, name, service.quarantine(True), "quarantine")
+@router.post("/workloads/{name}/quarantine", summary="Isolate a workload (level forensics or full)")
+def quarantine(rt: Rt, who: Editor, name: str, body: models.QuarantineRequest | None = None) -> JSONResponse:
+    ask = body or models.QuarantineRequest()
+    quarantines.isolate(rt, who, name, ask.level, ask.reason)
+    return _current(rt, name)
 
 
-@router.post("/workloads/{name}/release", summary="End a workload's quarantine")
-def release(rt: Rt, who: Editor, name: str) -> JSONResponse:
-    return _action(rt, who, name, service.quarantine(False), "release")
+@router.post("/workloads/{name}/release", summary="End a quarantine: the labels and mode from before")
+def release(rt: Rt, who: Editor, name: str, body: models.ReleaseRequest | None = None) -> JSONResponse:
+    quarantines.release(rt, who, name, (body or models.ReleaseRequest()).reason)
+    return _current(rt, name)
+
+
+@router.post("/exceptions/{name}/approve", summary="Approve a requested exception (not its own requester)")
+def approve_exception(rt: Rt, who: Editor, name: str) -> dict[str, Any]:
+    return exceptions.approve(rt, who, name)
+
+
+def _current(rt: Runtime, name: str) -> JSONResponse:
+    with rt.db.read() as conn:
+        stored = objects.get(conn, "Workload", name)
+    assert stored is not None
+    return one(stored)
 
 
 @router.put("/workloads/{name}/mode", summary="Set a workload's own enforcement mode")

@@ -56,7 +56,7 @@ def list_versions(
 
 @router.post("/versions", status_code=201, summary="Provision the draft as the next version")
 def provision(rt: Rt, who: Editor, body: models.NoteRequest) -> JSONResponse:
-    version = provisioning.provision(rt, who, body.note)
+    version = provisioning.provision(rt, who, body.note, force=body.force)
     return JSONResponse(provisioning.version_json(version), 201)
 
 
@@ -81,7 +81,7 @@ def diff(
 
 @router.post("/versions/{number}/rollback", status_code=201, summary="Provision an older version again")
 def rollback(rt: Rt, who: Editor, number: int, body: models.NoteRequest) -> JSONResponse:
-    version = provisioning.rollback(rt, who, number, body.note)
+    version = provisioning.rollback(rt, who, number, body.note, force=body.force)
     return JSONResponse(provisioning.version_json(version), 201)
 
 

@@ -23,7 +23,7 @@ from microseg.engine import engine as engines
 from microseg.errors import LookupFailedError, MicrosegError
 from microseg.model import estate, ruleset
 from microseg.model.workloads import Workload
-from microseg.server import compose, config, documents, kinds, ratelimit
+from microseg.server import compose, config, documents, flowwatch, kinds, ratelimit
 from microseg.store import database, objects, state, versions
 
 if TYPE_CHECKING:  # the feed drives a runtime; only its type is needed here
@@ -90,6 +90,8 @@ class Runtime:
             compose.endpoint(e) for e in settings.own_endpoints()
         )
         self.enroll_limit = ratelimit.RateLimit(settings.enroll_per_minute)
+        self.invariant_watch = flowwatch.Watch()
+        """Invariant violations reported lately by this replica."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self.encoder = documents.DocumentEncoder()
         self.feed: feed.Feed | None = None

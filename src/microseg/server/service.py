@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from microseg import errors
 from microseg.model import labelrules, labels, selectors, workloads
-from microseg.server import compose, inventory, kinds
+from microseg.server import compose, exceptions, inventory, kinds
 from microseg.server.auth import Principal
 from microseg.server.problems import Problem
 from microseg.server.runtime import Runtime
@@ -114,6 +114,7 @@ def save(
     with rt.db.write() as conn:
         old = objects.get(conn, *key)
         check_preconditions(old, if_match, if_none_match)
+        doc = exceptions.unapproved(old, doc)
         if old is not None and old.doc == doc:
             return old, False
         validate(rt, conn, {key: doc})
@@ -153,6 +154,7 @@ def apply(rt: Runtime, who: Principal, docs: list[Doc]) -> dict[str, list[str]]:
     result: dict[str, list[str]] = {"created": [], "updated": [], "unchanged": []}
     with rt.db.write() as conn:
         olds = {key: objects.get(conn, *key) for key in wanted}
+        wanted = {key: exceptions.unapproved(olds[key], doc) for key, doc in wanted.items()}
         changes: dict[Key, Doc | None] = {k: d for k, d in wanted.items() if _differs(olds[k], d)}
         validate(rt, conn, changes)
         for key, changed in changes.items():
@@ -243,10 +245,3 @@ def set_mode(mode: workloads.Mode) -> Callable[[Doc], Doc]:
         return doc
 
     return change
-
-
-def quarantine(on: bool) -> Callable[[Doc], Doc]:
-    """Quarantine (label quarantine=true, enforced by the built-in quarantine tier) or release."""
-    return (
-        relabel({workloads.QUARANTINE_LABEL: "true"}, []) if on else relabel({}, [workloads.QUARANTINE_LABEL])
-    )

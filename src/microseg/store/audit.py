@@ -40,6 +40,13 @@ def query(
     return [row._asdict() for row in conn.execute(stmt)]
 
 
+def latest(conn: sa.Connection, target: str, actions: tuple[str, ...]) -> dict[str, Any] | None:
+    """The newest record of one of `actions` on exactly `target`, if any."""
+    stmt = sa.select(T).where(T.c.target == target, T.c.action.in_(actions)).order_by(T.c.id.desc()).limit(1)
+    row = conn.execute(stmt).first()
+    return None if row is None else row._asdict()
+
+
 def count(conn: sa.Connection) -> int:
     """How many records exist."""
     return int(conn.execute(sa.select(sa.func.count()).select_from(T)).scalar_one())

@@ -173,3 +173,53 @@ flow_summaries = sa.Table(
 """Flow records summed per hour bucket and key (reporter, direction, src, dst, port, protocol,
 process, verdict, rule). The key columns are NOT NULL, with -1 / '' for "none", because a unique
 key treats NULLs as distinct on both dialects and the ingest upsert would never find its row."""
+
+rule_counters = sa.Table(
+    "rule_counters",
+    metadata,
+    sa.Column("workload", sa.String(300), primary_key=True),
+    sa.Column("rule", sa.String(520), primary_key=True),
+    sa.Column("epoch", sa.String(64), nullable=False),
+    sa.Column("reported_packets", sa.BigInteger, nullable=False),
+    sa.Column("reported_bytes", sa.BigInteger, nullable=False),
+    sa.Column("packets", sa.BigInteger, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("last_hit", Time, nullable=True),
+    sa.Column("updated_at", Time, nullable=False),
+)
+"""Per workload and rule: the totals its agent last reported (within `epoch`), which the next report
+is compared with, and what the server has counted from them in all, with when it last grew."""
+
+rule_counter_hours = sa.Table(
+    "rule_counter_hours",
+    metadata,
+    sa.Column("bucket", Time, primary_key=True),
+    sa.Column("workload", sa.String(300), primary_key=True),
+    sa.Column("rule", sa.String(520), primary_key=True),
+    sa.Column("packets", sa.BigInteger, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("last_hit", Time, nullable=False),
+    sa.Index("ix_rule_counter_hours_last_hit", "last_hit"),
+)
+"""What rule counters grew by, per hour bucket, workload and rule: the time windows of rule hits."""
+
+stream_cursors = sa.Table(
+    "stream_cursors",
+    metadata,
+    sa.Column("sink", sa.String(200), primary_key=True),
+    sa.Column("source", sa.String(16), primary_key=True),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Column("at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+)
+"""Per SIEM sink and source (events, audit, flows): the id of the last item delivered (flows: the
+record id), and the time of its row, so that a restarted streamer resumes where it stopped."""
+
+stream_leases = sa.Table(
+    "stream_leases",
+    metadata,
+    sa.Column("sink", sa.String(200), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("expires_at", Time, nullable=False),
+)
+"""Which server process streams to a sink, until when: one replica per sink at a time."""

@@ -1,0 +1,120 @@
+"""Flow sets: the row reader's inline checks agree with `parse`, and a FlowSet is `flows` folded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from microseg.analytics import flowset
+from microseg.errors import ValidationError
+from tests.analytics import APP1, BUCKET, WEB1, example_engine, hour_of_traffic, row
+
+ENGINE = example_engine()
+
+
+def day_of_traffic() -> list[dict[str, Any]]:
+    """The hour of traffic three times over, each hour with other counts, in a shuffled order."""
+    rows = []
+    for hour in (2, 0, 1):
+        for r in hour_of_traffic():
+            n = r["connections"] + hour
+            rows.append(r | {"bucket": BUCKET + 3600 * hour, "firstSeen": BUCKET + 3600 * hour + hour,
+                             "lastSeen": BUCKET + 3600 * hour + 100, "connections": n, "bytes": 7 * n})  # fmt: skip
+    return rows
+
+
+def test_occurrences_replay_flows_in_order_with_each_buckets_connections() -> None:
+    rows = day_of_traffic()
+    window = flowset.flow_set(rows, ENGINE)
+    replayed = [(flowset.question(window.distinct[i]), c) for i, c in window.occurrences]
+    assert replayed == [(flowset.question(f), f.connections) for f in flowset.flows(rows, ENGINE)]
+
+
+def test_a_distinct_flow_sums_its_buckets_and_spans_their_times() -> None:
+    rows = day_of_traffic()
+    window = flowset.flow_set(rows, ENGINE)
+    every = flowset.flows(rows, ENGINE)
+    assert len(window.distinct) == len(every) // 3
+    for flow in window.distinct:
+        same = [f for f in every if flowset.question(f) == flowset.question(flow)]
+        assert flow.connections == sum(f.connections for f in same)
+        assert flow.bytes == sum(f.bytes for f in same)
+        assert (flow.first_seen, flow.last_seen) == (
+            min(f.first_seen for f in same),
+            max(f.last_seen for f in same),
+        )
+        assert (flow.source, flow.destination, flow.reporters) == (
+            same[0].source,
+            same[0].destination,
+            same[0].reporters,
+        )
+    assert window.connections == sum(f.connections for f in every)
+
+
+def test_flows_differing_in_the_recorded_verdict_stay_apart() -> None:
+    rows = [row("prod-app-1", "in", WEB1, APP1, 8443, bucket=b, verdict=v)
+            for b, v in ((BUCKET, "allowed"), (BUCKET + 3600, "would-block"))]  # fmt: skip
+    assert [f.verdict.value for f in flowset.flow_set(rows, ENGINE).distinct] == ["allowed", "would-block"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"bucket": int(BUCKET), "firstSeen": int(BUCKET) + 5},  # whole-number times
+        {"dport": None},
+        {"process": "java", "rule": "application/x"},
+    ],
+    ids=["int-times", "no-port", "process-and-rule"],
+)
+def test_the_inline_checks_type_a_row_as_parse_does(change: dict[str, Any]) -> None:
+    r = row("prod-app-1", "in", WEB1, APP1, 8443) | change
+    # the first sight of an address goes through parse, the second row is checked inline
+    through_parse, inline = flowset.flows([r, r], ENGINE)
+    assert through_parse == inline
+    parsed = flowset.parse(r)
+    assert (inline.first_seen, inline.dport, inline.process, inline.rule) == (
+        parsed.first_seen,
+        parsed.dport,
+        parsed.process,
+        parsed.rule,
+    )
+    assert type(inline.first_seen) is float
+
+
+def test_optional_fields_may_be_left_out() -> None:
+    r = row("prod-app-1", "in", WEB1, APP1, 8443)
+    for key in ("dport", "process", "rule"):
+        del r[key]
+    flows = flowset.flows([r, r], ENGINE)
+    assert [(f.dport, f.process, f.rule) for f in flows] == [(None, None, None)] * 2
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("direction", "sideways"),
+        ("dport", 70000),
+        ("dport", True),
+        ("proto", "gre"),
+        ("verdict", "maybe"),
+        ("connections", -1),
+        ("bytes", True),
+        ("bucket", "noon"),
+        ("reporter", ""),
+        ("process", ""),
+        ("rule", 7),
+        ("src", "10.77.1.300"),
+    ],
+)
+def test_a_bad_row_after_good_ones_is_refused_naming_the_field(field: str, value: Any) -> None:
+    good = row("prod-app-1", "in", WEB1, APP1, 8443)
+    with pytest.raises(ValidationError) as info:
+        flowset.flows([good, good | {field: value}], ENGINE)
+    assert info.value.field == field
+
+
+def test_one_address_written_two_ways_is_one_end() -> None:
+    rows = [row("a", "in", "2001:db8::1", APP1, 80), row("b", "out", "2001:db8:0::1", APP1, 80)]
+    (flow,) = flowset.flows(rows, ENGINE)
+    assert flow.reporters == ("a", "b")
