@@ -6,6 +6,7 @@ from typing import Any
 
 from microseg.cli import loading
 from microseg.policyfile import dumper
+from tests.server.conftest import Api, ok
 
 API = "microseg.io/v1"
 
@@ -13,6 +14,12 @@ API = "microseg.io/v1"
 def example() -> list[dict[str, Any]]:
     """The example estate shipped with microseg, as the documents `microseg apply -f` sends."""
     return dumper.documents(loading.load(None))
+
+
+def provision_example(api: Api) -> None:
+    """The example estate applied and provisioned as v1, as most API tests start."""
+    ok(api.post("/apply", {"documents": example()}))
+    ok(api.post("/versions", {"note": "v1"}), 201)
 
 
 def doc(kind: str, name: str, spec: dict[str, Any], labels: dict[str, str] | None = None) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import pytest
 from microseg.model import ruleset
 from microseg.server import config
 from tests.server.conftest import CONTROL_PLANE, Api, make_settings, ok, problem
-from tests.server.estates import example, rule
+from tests.server.estates import provision_example, rule
 
 
 @pytest.fixture
@@ -34,8 +34,7 @@ def enroll(api: Api, hostname: str, address: str, **token: Any) -> Api:
 
 
 def _provisioned(api: Api) -> None:
-    ok(api.post("/apply", {"documents": example()}))
-    ok(api.post("/versions", {"note": "v1"}), 201)
+    provision_example(api)
 
 
 def test_enrollment_creates_the_workload_with_the_token_labels_and_mode(api: Api) -> None:

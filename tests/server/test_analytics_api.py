@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from microseg.cli import main, output
 from microseg.store import summaries
 from tests.server.conftest import Api, ok, problem
-from tests.server.estates import example
+from tests.server.estates import provision_example
 from tests.server.test_flow_summary import enroll, flow, send
 
 AT = summaries.bucket_of(time.time()) - 3600
@@ -23,8 +23,7 @@ APP, WEB, DB = "10.77.1.21", "10.77.1.11", "10.77.1.31"
 @pytest.fixture
 def estate(api: Api) -> Api:
     """The example estate provisioned; prod-db-1's agent reports app -> db allowed, web -> db blocked."""
-    ok(api.post("/apply", {"documents": example()}))
-    ok(api.post("/versions", {"note": "v1"}), 201)
+    provision_example(api)
     db = enroll(api, "prod-db-1", DB, {})
     assert send(db, "b-1", flow(APP, DB, 3306, AT, process="mysqld", rule="application/prod-app-to-db"),
                 flow(WEB, DB, 3306, AT, verdict="blocked", rule="default", connections=4))  # fmt: skip

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.server.conftest import Api, ok, problem
-from tests.server.estates import doc, example
+from tests.server.estates import doc, provision_example
 
 SOON = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
 SPEC = {"owner": "dba", "reason": "data migration", "ticket": "CHG-7", "expires": SOON,
@@ -20,8 +20,7 @@ SPEC = {"owner": "dba", "reason": "data migration", "ticket": "CHG-7", "expires"
 
 @pytest.fixture
 def estate(api: Api) -> Api:
-    ok(api.post("/apply", {"documents": example()}))
-    ok(api.post("/versions", {"note": "v1"}), 201)
+    provision_example(api)
     return api
 
 

@@ -8,7 +8,7 @@ from microseg.server import config, kinds
 from microseg.server.runtime import Runtime
 from microseg.store import objects, state, versions
 from tests.server.conftest import Api, ok
-from tests.server.estates import doc, example, workload
+from tests.server.estates import doc, provision_example, workload
 
 
 def _fresh_hashes(rt: Runtime) -> dict[str, str]:
@@ -28,8 +28,7 @@ def _followed_hashes(rt: Runtime) -> dict[str, str]:
 
 
 def test_incremental_updates_equal_a_fresh_compile(api: Api) -> None:
-    ok(api.post("/apply", {"documents": example()}))
-    ok(api.post("/versions", {"note": "v1"}), 201)
+    provision_example(api)
     follower = Runtime(
         config.ServerSettings(database=str(api.db.url), control_plane=("10.77.0.1:8440",)), api.db
     )

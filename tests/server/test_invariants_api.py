@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from microseg.cli import main
 from tests.server.conftest import Api, ok, problem
-from tests.server.estates import doc, example, rule
+from tests.server.estates import doc, provision_example, rule
 from tests.server.test_flow_summary import enroll, flow, send
 
 DEV_WEB, PROD_DB, PROD_WEB = "10.77.2.11", "10.77.1.31", "10.77.1.11"
@@ -22,8 +22,7 @@ DEV_WEB, PROD_DB, PROD_WEB = "10.77.2.11", "10.77.1.31", "10.77.1.11"
 @pytest.fixture
 def estate(api: Api) -> Api:
     """The example estate (which declares dev-never-reaches-prod and only-bastion-ssh), provisioned."""
-    ok(api.post("/apply", {"documents": example()}))
-    ok(api.post("/versions", {"note": "v1"}), 201)
+    provision_example(api)
     return api
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import re
 
 from tests.server.conftest import Api, ok, problem
-from tests.server.estates import example
+from tests.server.estates import provision_example
 
 SAMPLE = re.compile(r'^[a-z_]+(\{[a-z]+="[^"]*"\})? -?[0-9.e+-]+$')
 
 
 def test_metrics_cover_agents_provisions_ingest_and_compiles(api: Api) -> None:
-    ok(api.post("/apply", {"documents": example()}))
-    ok(api.post("/versions", {"note": "v1"}), 201)
+    provision_example(api)
     ok(api.post("/explain", {"from": "prod-web-1", "to": "prod-db-1", "port": "3306/tcp"}))
     response = api.client.get("/metrics", headers=api.headers())
     assert response.status_code == 200 and response.headers["content-type"].startswith(

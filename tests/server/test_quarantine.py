@@ -15,7 +15,7 @@ import pytest
 
 from microseg.server import config
 from tests.server.conftest import Api, make_settings, ok, problem
-from tests.server.estates import example
+from tests.server.estates import provision_example
 
 SECRET = "edr-s3cret"
 FORENSICS = "10.77.250.9"  # in the example estate's `forensics` IP list
@@ -28,8 +28,7 @@ def settings(database_url: str) -> config.ServerSettings:
 
 @pytest.fixture
 def estate(api: Api) -> Api:
-    ok(api.post("/apply", {"documents": example()}))
-    ok(api.post("/versions", {"note": "v1"}), 201)
+    provision_example(api)
     return api
 
 

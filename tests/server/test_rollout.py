@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from microseg.cli import main
 from tests.server.conftest import Api, ok, problem
-from tests.server.estates import example
+from tests.server.estates import provision_example
 from tests.server.test_flow_summary import enroll, flow, send
 
 APP, WEB, DB = "10.77.1.21", "10.77.1.11", "10.77.1.31"
@@ -26,8 +26,7 @@ def sync(agent: Api) -> None:
 @pytest.fixture
 def estate(api: Api) -> Api:
     """The example estate provisioned; prod-db-1's agent applied its ruleset and saw app -> db."""
-    ok(api.post("/apply", {"documents": example()}))
-    ok(api.post("/versions", {"note": "v1"}), 201)
+    provision_example(api)
     db = enroll(api, "prod-db-1", DB, {})
     sync(db)
     at = time.time() - 600

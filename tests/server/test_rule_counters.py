@@ -12,7 +12,7 @@ import pytest
 
 from microseg.store import summaries
 from tests.server.conftest import Api, ok, problem
-from tests.server.estates import example
+from tests.server.estates import provision_example
 from tests.server.test_flow_summary import enroll, flow, send
 
 AT = summaries.bucket_of(time.time()) - 3600
@@ -24,8 +24,7 @@ APP_TO_DB = "application/prod-app-to-db"
 @pytest.fixture
 def estate(api: Api) -> Api:
     """The example estate provisioned; prod-db-1's agent reported one flow app -> db."""
-    ok(api.post("/apply", {"documents": example()}))
-    ok(api.post("/versions", {"note": "v1"}), 201)
+    provision_example(api)
     db = enroll(api, "prod-db-1", DB, {})
     assert send(db, "b-1", flow(APP, DB, 3306, AT, process="mysqld", rule=APP_TO_DB))
     return api

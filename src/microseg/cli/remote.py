@@ -194,8 +194,12 @@ def apply(
     """Create or replace objects from policy files (policy kinds go into the draft)."""
     docs = dumper.documents(policyfile.load(files))
     result = connect(ctx).post("/apply", {"documents": docs})
-    if emit(result, fmt):
-        return
+    if not emit(result, fmt):
+        print_applied(result)
+
+
+def print_applied(result: dict[str, list[str]]) -> None:
+    """What `POST /apply` created and updated, and where policy changes went."""
     for bucket in ("created", "updated"):
         for name in result[bucket]:
             output.console.print(f"{name} {bucket}")

@@ -139,14 +139,7 @@ def _send(ctx: typer.Context, api: client.Client, rendered: catalog.Rendered, *,
     if as_json:
         output.emit_json(result)
         return
-    for bucket in ("created", "updated"):
-        for ref in result[bucket]:
-            output.console.print(f"{ref} {bucket}")
-    counts = {bucket: len(result[bucket]) for bucket in ("created", "updated", "unchanged")}
-    output.console.print(
-        "{created} created, {updated} updated, {unchanged} unchanged".format(**counts)
-        + " in the draft: review with `microseg diff`, then `microseg provision -m NOTE`"
-    )
+    remote.print_applied(result)
 
 
 def _bands(template: catalog.Template) -> list[dict[str, Any]]:
