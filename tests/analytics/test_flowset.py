@@ -118,3 +118,35 @@ def test_one_address_written_two_ways_is_one_end() -> None:
     rows = [row("a", "in", "2001:db8::1", APP1, 80), row("b", "out", "2001:db8:0::1", APP1, 80)]
     (flow,) = flowset.flows(rows, ENGINE)
     assert flow.reporters == ("a", "b")
+
+
+def _report(direction: str, reporter: str, process: str | None) -> tuple[Any, ...]:
+    """A checked report with only what merging reads filled in."""
+    return (BUCKET, reporter, direction, "10.0.0.1", "10.0.0.2", 80, "tcp", process, "allowed", None,
+            BUCKET, BUCKET, 1, 1, 1)  # fmt: skip
+
+
+def _merged_by_the_book(reports: list[tuple[Any, ...]]) -> list[Any]:
+    """The merge rule spelled out: "in" rows count, "out" rows add one client process and reporters."""
+    ins = [r for r in reports if r[2] == "in"]
+    outs = [r for r in reports if r[2] != "in"]
+    if not ins:
+        return [(r, None, r[7], (r[1],)) for r in outs]
+    clients = {r[7] for r in outs if r[7] is not None}
+    client = clients.pop() if len(clients) == 1 else None
+    return [(r, r[7], client, (r[1], *sorted({o[1] for o in outs}))) for r in ins]
+
+
+IN_A, IN_B = _report("in", "db1", "postgres"), _report("in", "db2", None)
+OUT_A, OUT_B, OUT_QUIET = _report("out", "app1", "java"), _report("out", "app2", "curl"), _report("out", "app3", None)
+
+
+@pytest.mark.parametrize(
+    "reports",
+    [[IN_A], [OUT_A], [OUT_QUIET], [IN_A, OUT_A], [OUT_A, IN_A], [IN_B, OUT_QUIET], [IN_A, IN_B],
+     [OUT_A, OUT_B], [IN_A, OUT_A, OUT_B], [IN_A, OUT_A, OUT_QUIET], [IN_A, IN_B, OUT_A]],
+    ids=["in", "out", "quiet-out", "in-out", "out-in", "quiet-in-out", "two-ins", "two-outs",
+         "in-two-clients", "in-one-client-one-quiet", "two-ins-one-out"],
+)  # fmt: skip
+def test_merging_the_two_reports_follows_the_rule(reports: list[tuple[Any, ...]]) -> None:
+    assert flowset._merge(reports) == _merged_by_the_book(reports)

@@ -372,7 +372,8 @@ def flow_set(rows: Iterable[Mapping[str, Any]], engine: engine_mod.PolicyEngine)
     occurrences: list[tuple[int, int]] = []
     for key, merged in _deduplicated(rows, reader):
         r, process, client, reporters = merged
-        same = (key[1:], process, client, r[_VERDICT], r[_RULE], reporters)
+        # flat, not nested: one tuple to build and hash per group (there are tens of thousands)
+        same = (key[1], key[2], key[3], key[4], process, client, r[_VERDICT], r[_RULE], reporters)
         index = positions.get(same)
         if index is None:
             index = positions[same] = len(totals)
@@ -433,6 +434,10 @@ def _merge(reports: list[_Report]) -> list[_Merged]:
 
     Without an "in" row (the destination has no agent, or is outside) the "out" rows count.
     """
+    if len(reports) <= 2:  # one report, or one from each end: the usual cases, spared the lists
+        merged = _merged_pair(reports)
+        if merged is not None:
+            return merged
     ins: list[_Report] = []
     outs: list[_Report] = []
     for r in reports:
@@ -441,6 +446,20 @@ def _merge(reports: list[_Report]) -> list[_Merged]:
         return [(r, None, r[_PROCESS], (r[_REPORTER],)) for r in outs]
     client, out_reporters = _clients(outs)
     return [(r, r[_PROCESS], client, (r[_REPORTER], *out_reporters)) for r in ins]
+
+
+def _merged_pair(reports: list[_Report]) -> list[_Merged] | None:
+    """`_merge` of one report, or of one "in" and one "out" report; None for anything else."""
+    first = reports[0]
+    if len(reports) == 1:
+        if first[_DIRECTION] == _IN:
+            return [(first, first[_PROCESS], None, (first[_REPORTER],))]
+        return [(first, None, first[_PROCESS], (first[_REPORTER],))]
+    second = reports[1]
+    if first[_DIRECTION] == second[_DIRECTION]:
+        return None
+    r, out = (first, second) if first[_DIRECTION] == _IN else (second, first)
+    return [(r, r[_PROCESS], out[_PROCESS], (r[_REPORTER], out[_REPORTER]))]
 
 
 def _clients(outs: list[_Report]) -> tuple[str | None, tuple[str, ...]]:

@@ -12,11 +12,13 @@ list, is left out or matches nothing, never everything; each such case is listed
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections import defaultdict
 from dataclasses import dataclass
 
+from microseg.engine import address_index
 from microseg.model import addresses, rules, ruleset, selectors, services, tiers
 from microseg.model.estate import Estate
 from microseg.model.workloads import QUARANTINE_FORENSICS, QUARANTINE_FULL, QUARANTINE_LABEL
@@ -61,6 +63,9 @@ class BookRule:
         """Whether the rule has a time window (its verdicts depend on the clock)."""
         return self.rule.not_before is not None or self.rule.not_after is not None
 
+
+AddressIndex = address_index.AddressIndex[PeerRef]
+"""One rule side's IP-list and CIDR peers, by address."""
 
 PortMatcher = dict[services.Protocol, tuple[tuple[int, int], ...]] | None
 """Per protocol the port ranges a rule's services cover (empty: every port); None: every protocol."""
@@ -187,13 +192,16 @@ class RuleBook:
     def address_match(self, address: addresses.Address, *, sources: bool) -> tuple[int, frozenset[PeerRef]]:
         """Rules whose source (or destination) side has an IP list or CIDR containing `address`,
         and those peers (explanations name them)."""
-        mask = 0
-        peers = set()
-        for peer, bit in self.src_by_address if sources else self.dst_by_address:
-            if addresses.contains(peer.networks, address):
-                mask |= bit
-                peers.add(peer)
-        return mask, frozenset(peers)
+        src, dst = self._address_indexes
+        return (src if sources else dst).match(address)
+
+    @functools.cached_property
+    def _address_indexes(self) -> tuple[AddressIndex, AddressIndex]:
+        """Source and destination address peers, indexed on first use (the compiler never asks)."""
+        return (
+            address_index.AddressIndex((peer, peer.networks, bit) for peer, bit in self.src_by_address),
+            address_index.AddressIndex((peer, peer.networks, bit) for peer, bit in self.dst_by_address),
+        )
 
 
 def _quarantine_rules(estate: Estate) -> list[rules.Rule]:
