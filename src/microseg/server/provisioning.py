@@ -105,7 +105,8 @@ def _provision(
         parsed = compose.load_policy([*content, *(o.doc for o in label_rules)])
         overridden: list[dict[str, Any]] = []
         if parsed.invariants:
-            broken = broken_invariants(rt.estate(content, objects.of_kinds(conn, kinds.LIVE), 0))
+            # the policy parsed once above, over the live inventory (label rules are live objects too)
+            broken = broken_invariants(rt.over_live(parsed, objects.of_kinds(conn, kinds.LIVE), 0))
             overridden = _refuse_or_record(conn, who, broken, force)
         number = versions.next_number(conn)
         version = versions.new(

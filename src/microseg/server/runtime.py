@@ -181,14 +181,18 @@ class Runtime:
         """Held while using a compiled engine: its caches are not meant for two threads at once."""
         return self._lock
 
+    def over_live(self, policy: estate.Estate, live: list[objects.Stored], version: int) -> estate.Estate:
+        """An already parsed policy (with `live`'s label rules) over the live inventory `live`."""
+        etags = {o.name: o.etag for o in live if o.kind == "Workload"}
+        docs = [o.doc for o in live]
+        return compose.compose(policy, docs, self.workloads, self.control_plane, version=version, etags=etags)
+
     def estate(
         self, documents: list[dict[str, Any]], live: list[objects.Stored], version: int
     ) -> estate.Estate:
         """The estate of policy `documents` over the live inventory `live`."""
         policy = compose.load_policy([*documents, *(o.doc for o in live if o.kind == "LabelRule")])
-        etags = {o.name: o.etag for o in live if o.kind == "Workload"}
-        docs = [o.doc for o in live]
-        return compose.compose(policy, docs, self.workloads, self.control_plane, version=version, etags=etags)
+        return self.over_live(policy, live, version)
 
     def document_json(self, workload: str, *, refresh: bool = True) -> tuple[str, bytes] | None:
         """(hash, JSON bytes) of the workload's provisioned ruleset (None as for `document`)."""
