@@ -72,7 +72,9 @@ api_tokens = sa.Table(
     sa.Column("created_at", Time, nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
     sa.Column("revoked_at", Time, nullable=True),
+    sa.Column("owner", sa.String(200), nullable=False, server_default=""),
 )
+"""`owner` is the person (or system) holding the token; four-eyes compares owners, not tokens."""
 
 enrollment_tokens = sa.Table(
     "enrollment_tokens",
@@ -88,7 +90,12 @@ enrollment_tokens = sa.Table(
     sa.Column("created_at", Time, nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
     sa.Column("revoked_at", Time, nullable=True),
+    sa.Column("workloads", Json, nullable=False, server_default="[]"),
+    sa.Column("address_ranges", Json, nullable=False, server_default="[]"),
 )
+"""`workloads`: names of existing workloads an enrollment with this token may adopt (an admin's
+binding); `address_ranges`: CIDRs its agents may claim addresses in (empty: any address no other
+workload holds)."""
 
 agents = sa.Table(
     "agents",
@@ -106,6 +113,7 @@ agents = sa.Table(
     sa.Column("warnings", Json, nullable=False, server_default="[]"),
     sa.Column("tampered", sa.Boolean, nullable=False),
     sa.Column("revoked_at", Time, nullable=True),
+    sa.Column("enrollment_token", sa.String(32), nullable=True),
 )
 
 flow_batches = sa.Table(
@@ -223,3 +231,14 @@ stream_leases = sa.Table(
     sa.Column("expires_at", Time, nullable=False),
 )
 """Which server process streams to a sink, until when: one replica per sink at a time."""
+
+hook_replays = sa.Table(
+    "hook_replays",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("hook", sa.String(200), nullable=False),
+    sa.Column("expires_at", Time, nullable=False),
+    sa.Index("ix_hook_replays_expires_at", "expires_at"),
+)
+"""Signed webhook calls already accepted (SHA-256 of the signature), until their timestamp can no
+longer pass the freshness check: shared by replicas and kept across restarts."""
