@@ -315,3 +315,19 @@ def test_an_exited_process_is_none() -> None:
     gone = subprocess.Popen(["true"])
     gone.wait()
     assert procfs.process(gone.pid) is None
+
+
+def test_an_executable_whose_path_is_not_utf8_is_named_in_valid_text(tmp_path: Path) -> None:
+    """A binary named with bytes that are not UTF-8 must not make its flow records unsendable
+    (the server refuses lone surrogates, and one such record would cost the whole batch)."""
+    odd = os.path.join(os.fsencode(tmp_path), b"sl\xffeep")
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", odd)
+    running = subprocess.Popen([odd, "30"])
+    try:
+        found = procfs.process(running.pid)
+        assert found is not None and found.path is not None
+        assert found.path.endswith("sl\ufffdeep")
+        found.path.encode("utf-8")  # strict: no lone surrogates left
+    finally:
+        running.kill()
+        running.wait()

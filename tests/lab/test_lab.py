@@ -110,9 +110,9 @@ def test_the_server_holds_the_inventory_a_version_and_an_enrollment_token_per_ho
         h.name: [h.address] for h in TOP.hosts
     }
     assert [v["number"] for v in versions] == [1]
-    assert {t["name"]: (t["labels"], t["mode"]) for t in enrollment} == {
-        f"lab-{h.name}": (dict(h.labels), "visibility") for h in TOP.hosts
-    }
+    assert {t["name"]: (t["labels"], t["mode"], t["workloads"]) for t in enrollment} == {
+        f"lab-{h.name}": (dict(h.labels), "visibility", [h.name]) for h in TOP.hosts
+    }  # each token is bound to its host's declared workload, which its agent adopts
     assert all(h.enroll_token.startswith("mse_") for h in lab.hosts)
 
 

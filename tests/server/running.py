@@ -1,4 +1,5 @@
-"""A real uvicorn serving an app on 127.0.0.1 (a free port) in a thread, always stopped."""
+"""A real uvicorn serving an app on 127.0.0.1 (a free port) in a thread, always stopped, configured
+as `microseg server` configures it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
+from microseg.cli import serve as serving
+
 
 @contextmanager
 def serve(app: FastAPI) -> Iterator[str]:
@@ -19,9 +22,9 @@ def serve(app: FastAPI) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
-    )
+    # `microseg server`'s own uvicorn settings (which forwarded headers count, above all).
+    settings = app.state.runtime.settings
+    server = uvicorn.Server(serving.uvicorn_config(app, settings, log_level="warning", graceful=1))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

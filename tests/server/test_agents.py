@@ -204,9 +204,13 @@ def test_heartbeat_updates_the_inventory_and_silence_marks_offline(api: Api) -> 
     assert ok(api.get("/agents"))["items"][0]["online"] is True
 
 
+NOW = time.time()
+"""Flow records are dated now: ingest refuses times outside the retention and the clock skew."""
+
+
 def _flow(verdict: str, port: int = 443, **more: Any) -> dict[str, Any]:
     return {"direction": "in", "src": "10.77.2.11", "dst": "10.77.1.99", "dport": port, "proto": "tcp",
-            "process": "nginx", "bytes": 100, "packets": 2, "first_seen": 1000.0, "last_seen": 1001.0,
+            "process": "nginx", "bytes": 100, "packets": 2, "first_seen": NOW - 60, "last_seen": NOW - 59,
             "verdict": verdict, **more}  # fmt: skip
 
 

@@ -23,7 +23,7 @@ FORENSICS = "10.77.250.9"  # in the example estate's `forensics` IP list
 
 @pytest.fixture
 def settings(database_url: str) -> config.ServerSettings:
-    return make_settings(database_url, hook_secrets=(f"edr={SECRET}", "siem=other"))
+    return make_settings(database_url, hook_secrets=(f"edr:quarantine+release={SECRET}", "siem=other"))
 
 
 @pytest.fixture

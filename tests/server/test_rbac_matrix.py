@@ -16,6 +16,8 @@ from microseg.store import database
 from tests.server.conftest import Api, make_settings, ok
 
 ADMIN_ONLY = ("/api/v1/tokens", "/api/v1/enrollment-tokens", "/api/v1/agents/{ident}")
+ADMIN_OPERATIONS = {("DELETE", "/api/v1/flows")}
+"""Admin-only operations on paths whose other methods are not (purging flow data)."""
 OPEN = {("GET", "/healthz"), ("POST", "/api/v1/agent/enroll")}
 SIGNED = "/api/v1/hooks/"
 """Signed webhooks: no token of any kind gets in, only a signature (tests/server/test_quarantine.py)."""
@@ -62,10 +64,11 @@ def test_every_operation_refuses_callers_without_the_right(api: Api) -> None:
             wrong += [(who, method, path, got) for who in ("none", "viewer", "editor", "admin", "agent")
                       if (got := _call(api, who, method, path)) != 401]  # fmt: skip
             continue
+        admin_only = path.startswith(ADMIN_ONLY) or (method, path) in ADMIN_OPERATIONS
         expected = {
             "none": None if (method, path) in OPEN else 401,
-            "viewer": 403 if agent_path or path.startswith(ADMIN_ONLY) or _writes(method, path) else None,
-            "editor": 403 if agent_path or path.startswith(ADMIN_ONLY) else None,
+            "viewer": 403 if agent_path or admin_only or _writes(method, path) else None,
+            "editor": 403 if agent_path or admin_only else None,
             "agent": None if agent_path else 403,
         }
         for who, status in expected.items():

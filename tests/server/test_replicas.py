@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -127,8 +128,9 @@ def test_a_killed_server_restarts_with_every_version_audit_record_and_flow_batch
     token = admin_token(any_url)
     log = tmp_path / "server.log"
     batch = {"batch_id": "b-1", "records": [
-        {"direction": "in", "src": "10.77.2.11", "dst": "10.77.1.31", "dport": 3306, "proto": "tcp",
-         "first_seen": 1.0, "last_seen": 2.0, "verdict": "blocked", "rule": "security/dev-never-reaches-prod"}
+        {"direction": "in", "src": "10.77.2.11", "dst": "10.66.1.1", "dport": 3306, "proto": "tcp",
+         "first_seen": time.time() - 60, "last_seen": time.time(), "verdict": "blocked",
+         "rule": "security/dev-never-reaches-prod"}
     ]}  # fmt: skip
     with processes.killable_server(any_url, log) as (url, process):
         api = client(url, token)

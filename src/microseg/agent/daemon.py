@@ -7,7 +7,7 @@ packets, /proc); feeds the reconciler, the spool and the server. Threads, each w
     main      reconciler tick every `interval` seconds: apply, verify, restore after tampering
     feed      enroll once, then long-poll the ruleset; a new document is saved and desired
     observe   conntrack + NFLOG -> flow table -> a spooled batch every `upload_every` seconds
-    upload    spooled batches to the server, oldest first, kept until the server has them
+    upload    spooled batches to the server, oldest first, kept until the server has them (uploader)
     report    status on every change (applied hash, errors, warnings, tamper incidents, rule
               counters read every `counters_every`, expired rules and the connections cut for
               them) and heartbeats with the inventory at start, on change and every
@@ -54,6 +54,7 @@ from microseg.agent import (
     procfs,
     reconciler,
     spool,
+    uploader,
 )
 from microseg.model import addresses, ruleset, services
 from microseg.render import semantics
@@ -460,26 +461,11 @@ class Agent:
             self.spool.put(records[start : start + 5000])
 
     def _upload(self) -> None:
-        backoff = 0.5
+        sender = uploader.Uploader(self.spool, self.client)
         while not self.stop_event.is_set():
-            item = self.spool.oldest() if self.client.credential else None
-            if item is None:
-                self.stop_event.wait(0.5)
-                continue
-            path, data = item
-            try:
-                self.client.flows(data)
-                self.spool.done(path)
-                backoff = 0.5
-            except api.Unreachable:
-                self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
-            except api.Refused as exc:
-                if exc.status in (401, 403):
-                    self.stop_event.wait(10.0)
-                    continue
-                log.error("the server refused a flow batch, dropping it: %s", exc)
-                self.spool.done(path)
+            wait = sender.step() if self.client.credential else uploader.IDLE
+            if wait:
+                self.stop_event.wait(wait)
 
 
 MAX_COUNTED = 10_000

@@ -431,11 +431,14 @@ def _effective_uid(base: str) -> int:
 
 
 def _exe(base: str) -> str | None:
+    """The executable's path as text. A path is bytes, and one that is not UTF-8 (an intruder may
+    name a binary so) comes back from `readlink` with lone surrogates, which the server refuses:
+    one such record would cost the whole flow batch, so the bad bytes become U+FFFD here."""
     try:
-        path = os.readlink(f"{base}/exe")
+        raw = os.readlink(os.fsencode(f"{base}/exe"))
     except OSError:
         return None
-    return path.removesuffix(" (deleted)")
+    return raw.decode("utf-8", "replace").removesuffix(" (deleted)")
 
 
 def _cgroup(base: str) -> str | None:

@@ -178,6 +178,8 @@ class Graph:
     nodes: tuple[Node, ...]
     edges: tuple[Edge, ...]
     has_draft: bool
+    skipped_rows: int = 0
+    """Summary rows left out because they do not check out (`flowset`)."""
 
     def to_json(self) -> dict[str, Any]:
         """Graph JSON for the API and `-o json`."""
@@ -187,6 +189,7 @@ class Graph:
             "hasDraft": self.has_draft,
             "nodes": [n.to_json() for n in self.nodes],
             "edges": [e.to_json() for e in self.edges],
+            "skippedRows": self.skipped_rows,
         }
 
 
@@ -225,7 +228,8 @@ def build(
     ports: dict[tuple[str, str], dict[tuple[str, int | None], _PortAcc]] = {}
     judge_active = flowset.Judge(active_engine)
     judge_draft = flowset.Judge(draft_engine) if draft_engine is not None else None
-    for flow in flowset.flow_set(rows, active_engine).distinct:
+    window = flowset.flow_set(rows, active_engine)
+    for flow in window.distinct:
         src = nodes.node_for(flow.source, str(flow.src))
         dst = nodes.node_for(flow.destination, str(flow.dst))
         acc = ports.setdefault((src, dst), {}).setdefault((flow.proto, flow.dport), _PortAcc())
@@ -238,6 +242,7 @@ def build(
         ),
         edges=tuple(_edge(s, d, ports[(s, d)]) for s, d in sorted(ports)),
         has_draft=draft_engine is not None,
+        skipped_rows=window.skipped,
     )
 
 

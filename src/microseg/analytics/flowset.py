@@ -11,11 +11,17 @@ from the destination's row, the client process from the source's row. `flow_set`
 flows compactly, each distinct connection once with its hourly buckets as occurrences, so that
 the analyses judge and resolve a connection once, not once per hour. This module does not
 evaluate policy; callers ask the engine (`verdict`), the one verdict function.
+
+A row that does not check out (an end that is not an IP address, times that are not finite or
+out of order: what a server before ingest checked them could store) is skipped and counted
+(`FlowSet.skipped`), never fatal: one agent's bad record must not take the analytics away from
+everyone. Callers report the count (`skippedRows`).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -143,13 +149,20 @@ def parse(row: Mapping[str, Any]) -> Summary:
             verdict=verdicts.Outcome(_choice(row, "verdict", OUTCOMES)),
             rule=_optional_text(row, "rule"),
             first_seen=_number(row, "firstSeen"),
-            last_seen=_number(row, "lastSeen"),
+            last_seen=_seen_last(row),
             connections=_count(row, "connections"),
             bytes=_count(row, "bytes"),
             packets=_count(row, "packets"),
         )
     except KeyError as missing:
         raise ValidationError(f"summary row: missing field {missing}", str(missing.args[0])) from None
+
+
+def _seen_last(row: Mapping[str, Any]) -> float:
+    last = _number(row, "lastSeen")
+    if last < _number(row, "firstSeen"):
+        raise ValidationError(f"summary row: lastSeen {last} is before firstSeen", "lastSeen")
+    return last
 
 
 def _address(row: Mapping[str, Any], key: str) -> addresses.Address:
@@ -181,8 +194,8 @@ def _choice(row: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
 def _number(row: Mapping[str, Any], key: str) -> float:
     value = row[key]
     # bool is an int in Python; a True timestamp is a bug upstream, not a time
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValidationError(f"summary row: {key} must be a number, not {value!r}", key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValidationError(f"summary row: {key} must be a finite number, not {value!r}", key)
     return float(value)
 
 
@@ -281,6 +294,17 @@ class RowReader:
         """Address of each number."""
         self.peers: list[Peer] = []
         """Peer of each number."""
+        self.skipped = 0
+        """Rows `read_all` left out because they do not check out."""
+
+    def read_all(self, rows: Iterable[Mapping[str, Any]]) -> Iterator[tuple[_Key, _Report]]:
+        """The key and checked report of each row that checks out; the others are counted in
+        `skipped` (the reason is not kept: an operator purges the reporter's rows)."""
+        for row in rows:
+            try:
+                yield self.read(row)
+            except ValidationError:
+                self.skipped += 1
 
     def read(self, row: Mapping[str, Any]) -> tuple[_Key, _Report]:
         """The key and checked report of one row; ValidationError names a bad field."""
@@ -323,6 +347,7 @@ def _plausible(r: _Report) -> bool:
     dport = r[_DPORT]
     return bool(
         r[_REPORTER] and r[_DIRECTION] in _DIRECTIONS and r[_PROTO] in _PROTOCOL_SET
+        and -math.inf < r[_FIRST] <= r[_LAST] < math.inf  # also false for NaN
         and r[_VERDICT] in _OUTCOMES_BY_TEXT and r[_PROCESS] != "" and r[_RULE] != ""
         and (dport is None or 0 <= dport <= 65535)
         and r[_CONNECTIONS] >= 0 and r[_BYTES] >= 0 and r[_PACKETS] >= 0
@@ -337,8 +362,16 @@ _Merged = tuple[_Report, str | None, str | None, tuple[str, ...]]
 
 def flows(rows: Iterable[Mapping[str, Any]], engine: engine_mod.PolicyEngine) -> list[Flow]:
     """Parse, resolve and deduplicate summary rows into flows (in a stable order)."""
+    return counted_flows(rows, engine)[0]
+
+
+def counted_flows(
+    rows: Iterable[Mapping[str, Any]], engine: engine_mod.PolicyEngine
+) -> tuple[list[Flow], int]:
+    """`flows`, and how many rows were skipped because they do not check out."""
     reader = RowReader(PeerResolver(engine))
-    return [_flow(reader, key, merged) for key, merged in _deduplicated(rows, reader)]
+    found = [_flow(reader, key, merged) for key, merged in _deduplicated(rows, reader)]
+    return found, reader.skipped
 
 
 @dataclass(frozen=True)
@@ -357,6 +390,8 @@ class FlowSet:
     distinct: tuple[Flow, ...]
     occurrences: tuple[tuple[int, int], ...]
     """(index into `distinct`, connections in that bucket) per flow of `flows`."""
+    skipped: int = 0
+    """Rows left out because they do not check out (see the module docstring)."""
 
     @property
     def connections(self) -> int:
@@ -381,7 +416,7 @@ def flow_set(rows: Iterable[Mapping[str, Any]], engine: engine_mod.PolicyEngine)
         else:
             totals[index].add(r)
         occurrences.append((index, r[_CONNECTIONS]))
-    return FlowSet(tuple(t.flow(reader) for t in totals), tuple(occurrences))
+    return FlowSet(tuple(t.flow(reader) for t in totals), tuple(occurrences), reader.skipped)
 
 
 class _Total:
@@ -411,8 +446,7 @@ class _Total:
 def _deduplicated(rows: Iterable[Mapping[str, Any]], reader: RowReader) -> Iterator[tuple[_Key, _Merged]]:
     """Rows grouped by (bucket, 5-tuple) and merged, in a stable order."""
     reports: dict[_Key, list[_Report]] = {}
-    for row in rows:
-        key, report = reader.read(row)
+    for key, report in reader.read_all(rows):
         same = reports.get(key)
         if same is None:
             reports[key] = [report]

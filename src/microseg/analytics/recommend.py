@@ -62,6 +62,8 @@ class Recommendation:
     connections: int
     covered_connections: int
     left_out: tuple[LeftOut, ...]
+    skipped_rows: int = 0
+    """Summary rows left out because they do not check out (`flowset`)."""
 
     @property
     def coverage(self) -> float:
@@ -82,6 +84,7 @@ class Recommendation:
             "flows": self.flows,
             "coveredFlows": self.covered,
             "leftOut": [lo.to_json() for lo in self.left_out],
+            "skippedRows": self.skipped_rows,
         }
 
 
@@ -323,6 +326,7 @@ def _measure(
         connections=window.connections,
         covered_connections=covered_connections,
         left_out=tuple(left_out),
+        skipped_rows=window.skipped,
     )
 
 

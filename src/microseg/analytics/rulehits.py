@@ -60,9 +60,12 @@ class RuleHits:
 
     hits: tuple[Hit, ...]
     unused: tuple[str, ...]
+    skipped_rows: int = 0
+    """Summary rows left out because they do not check out (`flowset`)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"rules": [h.to_json() for h in self.hits], "unused": list(self.unused)}
+        return {"rules": [h.to_json() for h in self.hits], "unused": list(self.unused),
+                "skippedRows": self.skipped_rows}  # fmt: skip
 
 
 def rule_hits(
@@ -72,7 +75,7 @@ def rule_hits(
 ) -> RuleHits:
     """Connections, flows, counter packets and bytes and the last hit per rule; the enabled rules
     nothing hit. `counters` are per-rule rows {rule, packets, bytes, lastHit} (each rule once)."""
-    found = _from_flows(rows, engine)
+    found, skipped = _from_flows(rows, engine)
     for counted in counters:
         hit = found.get(counted["rule"]) or Hit(counted["rule"], 0, 0, 0.0, ())
         found[hit.rule] = dataclasses.replace(
@@ -84,16 +87,19 @@ def rule_hits(
     hits = tuple(sorted(found.values(), key=lambda h: (-max(h.connections, h.counter_packets), h.rule)))
     enabled = [r.ref for r in engine.estate.rules if r.enabled]
     unused = tuple(ref for ref in enabled if ref not in found and not ref.startswith(SYSTEM_PREFIX))
-    return RuleHits(hits, unused)
+    return RuleHits(hits, unused, skipped)
 
 
-def _from_flows(rows: Iterable[Mapping[str, Any]], engine: engine_mod.PolicyEngine) -> dict[str, Hit]:
+def _from_flows(
+    rows: Iterable[Mapping[str, Any]], engine: engine_mod.PolicyEngine
+) -> tuple[dict[str, Hit], int]:
     found: dict[str, list[Any]] = {}
-    for flow in flowset.flows(rows, engine):
+    read, skipped = flowset.counted_flows(rows, engine)
+    for flow in read:
         ref = flow.rule or DEFAULT
         entry = found.setdefault(ref, [0, 0, 0.0, set()])
         entry[0] += flow.connections
         entry[1] += 1
         entry[2] = max(entry[2], flow.last_seen)
         entry[3].add(flow.verdict.value)
-    return {ref: Hit(ref, c, f, last, tuple(sorted(v))) for ref, (c, f, last, v) in found.items()}
+    return {ref: Hit(ref, c, f, last, tuple(sorted(v))) for ref, (c, f, last, v) in found.items()}, skipped

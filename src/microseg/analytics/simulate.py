@@ -112,6 +112,8 @@ class Simulation:
     """What the draft would do to the replayed flows."""
 
     groups: tuple[Group, ...]
+    skipped_rows: int = 0
+    """Summary rows left out because they do not check out (`flowset`)."""
 
     def connections(self, change: Change) -> int:
         """Connections with this change."""
@@ -128,6 +130,7 @@ class Simulation:
                 c.value: {"flows": self.flow_count(c), "connections": self.connections(c)} for c in Change
             },
             "groups": [g.to_json() for g in self.groups],
+            "skippedRows": self.skipped_rows,
         }
 
     def to_table(self) -> str:
@@ -185,7 +188,7 @@ def simulate(
         if len(examples) < EXAMPLES_PER_GROUP:
             examples.append(_example(window.distinct[index], connections, active, draft))
     ordered = sorted(groups.items(), key=lambda kv: (_ORDER.index(kv[0][0]), -kv[1][0][1], kv[0][1:]))
-    return Simulation(tuple(Group(*key, c[0], c[1], tuple(ex)) for key, (c, ex) in ordered))
+    return Simulation(tuple(Group(*key, c[0], c[1], tuple(ex)) for key, (c, ex) in ordered), window.skipped)
 
 
 def _replay(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 import sys
 from pathlib import Path
 from types import FrameType
@@ -34,6 +35,14 @@ def agent(
     state_dir: Annotated[
         Path, typer.Option("--state-dir", help="credential, last ruleset, flow spool")
     ] = Path("/var/lib/microseg-agent"),
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-file",
+            envvar="MICROSEG_CA_FILE",
+            help="PEM CA certificate of a private CA: trust only it for the server",
+        ),
+    ] = None,
     hostname: Annotated[str | None, typer.Option(help="hostname to report (the workload name)")] = None,
     kind: Annotated[str, typer.Option(help="workload kind: host, vm, container, pod")] = "vm",
     dataplane: Annotated[str, typer.Option(help="auto, nftables or iptables")] = "auto",
@@ -65,7 +74,7 @@ def agent(
         raise errors.UserError(f"--kind must be host, vm, container or pod, not {kind!r}")
     settings = daemon.AgentSettings(
         server=server, state_dir=state_dir, enroll_token=enroll_token, netns=netns, hostname=hostname,
-        kind=kind, dataplane=dataplane, interval=interval, render=render,
+        kind=kind, dataplane=dataplane, interval=interval, render=render, tls_verify=tls_verify(ca_file),
     )  # fmt: skip
     runner = daemon.Agent(settings)
 
@@ -75,3 +84,15 @@ def agent(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     runner.run()
+
+
+def tls_verify(ca_file: Path | None) -> bool | str:
+    """What the agent checks the server's certificate against: the system's CAs, or only the
+    private CA in `ca_file` (read now, so a wrong path stops the start instead of every call)."""
+    if ca_file is None:
+        return True
+    try:
+        ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise errors.UserError(f"--ca-file {ca_file}: not a readable PEM CA certificate ({exc})") from exc
+    return str(ca_file)

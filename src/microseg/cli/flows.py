@@ -1,4 +1,6 @@
-"""`microseg flows`: flow summaries from the control plane (`GET /api/v1/flows/summary`).
+"""`microseg flows`: flow summaries from the control plane (`GET /api/v1/flows/summary`), and
+`microseg flows purge`: an admin drops one reporter's or one window's flow data
+(`DELETE /api/v1/flows`, e.g. what a compromised agent reported).
 
 Fed by the server's summary query, page by page; feeds people (a table) and scripts (`-o json`,
 `-o yaml`). Filters go to the server as they are, so the server's answer to a bad one (a
@@ -11,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from microseg.cli import remote
+from microseg.cli import output, remote
 
 PAGE = 1000
 """Rows asked for per request."""
@@ -52,6 +54,8 @@ def flows(
     fmt: remote.Out = remote.Format.TABLE,
 ) -> None:
     """Flow summaries per hour: who talked to whom, on which port, by which process, with what verdict."""
+    if ctx.invoked_subcommand is not None:  # as the group's callback, `flows purge` lists nothing
+        return
     api = remote.connect(ctx)
     query = {"since": since, "until": until, "selector": selector, "src": src, "dst": dst, "port": port,
              "proto": proto, "process": process, "verdict": verdict}  # fmt: skip
@@ -63,3 +67,27 @@ def flows(
         after = found["continue"]
     if not remote.emit(items, fmt):
         remote.table(f"flows ({len(items)})", COLUMNS, [_cells(r) for r in items])
+
+
+flows_app = typer.Typer(name="flows", help="Flow summaries; purge a reporter's flow data.")
+flows_app.callback(invoke_without_command=True)(output.reporting(flows))
+
+
+@flows_app.command("purge")
+@output.reporting
+def purge(
+    ctx: typer.Context,
+    *,
+    reporter: Annotated[str | None, typer.Option(help="the reporting workload (its agent's data)")] = None,
+    since: Annotated[str | None, typer.Option(help="epoch seconds or a duration back: 24h, 7d")] = None,
+    until: Annotated[float | None, typer.Option(help="epoch seconds")] = None,
+    fmt: remote.Out = remote.Format.TABLE,
+) -> None:
+    """Drop flow summaries, raw batches and rule-counter hours of a reporter and/or a window (admin;
+    audited). Give at least one of --reporter, --since, --until."""
+    found = remote.connect(ctx).call("DELETE", "/flows", params={"reporter": reporter, "since": since,
+                                                                 "until": until})  # fmt: skip
+    if not remote.emit(found, fmt):
+        n = found["dropped"]
+        output.console.print(f"dropped {n['summaries']} summary row(s), {n['batches']} batch(es), "
+                             f"{n['counterHours']} counter hour(s)", highlight=False)  # fmt: skip

@@ -16,6 +16,7 @@ from microseg.cli import (
     analytics,
     client,
     demo,
+    enrollment,
     explain,
     flows,
     k8s,
@@ -63,13 +64,14 @@ SERVER_COMMANDS = (remote.get, remote.apply, remote.provision, remote.rollback, 
                    remote.release, remote.events, remote.audit, remote.login)  # fmt: skip
 for command in SERVER_COMMANDS:
     app.command()(_reporting(command))
-app.command()(_reporting(flows.flows))
+app.add_typer(flows.flows_app)
 app.command("map")(_reporting(analytics.map_))
 app.command()(_reporting(analytics.simulate))
 app.command()(_reporting(analytics.recommend))
 app.command("rule-hits")(_reporting(analytics.rule_hits))
 app.add_typer(serve.db_app, name="db")
 app.add_typer(serve.token_app, name="token")
+app.add_typer(enrollment.enrollment_app)
 
 k8s_app = typer.Typer(
     name="k8s",

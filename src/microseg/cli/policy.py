@@ -19,7 +19,7 @@ from microseg.render import iptables, nftables
 
 def validate(files: output.Files = None, fmt: output.Output = output.Format.TABLE) -> None:
     """Load and check policy files: every problem at once with file, line and field; then the
-    invariants the files declare (exit 1 when the policy breaks one)."""
+    invariants the files declare (exit 1 when the policy breaks one other than by a quarantine)."""
     est = loading.load(files)
     eng = engine.PolicyEngine(est)
     counts = summary_counts(est)
@@ -38,10 +38,11 @@ def validate(files: output.Files = None, fmt: output.Output = output.Format.TABL
         for problem in eng.problems:
             output.console.print(f"[yellow]warning[/]: {problem}")
         for violation in broken:
-            output.console.print(f"[red]broken[/]: {violation}", highlight=False)
+            shown = "[yellow]quarantine[/]" if violation.quarantine else "[red]broken[/]"
+            output.console.print(f"{shown}: {violation}", highlight=False)
         if est.invariants and not broken:
             output.console.print(f"[green]kept[/]: {len(est.invariants)} invariant(s)")
-    if broken:
+    if any(not v.quarantine for v in broken):  # as the server: a quarantine alone refuses nothing
         raise typer.Exit(1)
 
 

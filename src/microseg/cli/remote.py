@@ -274,7 +274,8 @@ def events(
         str | None,
         typer.Option(
             help="tamper, blocked, would-block, agent-offline, agent-failed, quarantine, release, "
-            "invariant-violation"
+            "invariant-violation, flow-forged, enroll-refused, enroll-adopted, address-refused, "
+            "labels-changed"
         ),
     ] = None,
     workload: Annotated[str | None, typer.Option(help="only this workload")] = None,

@@ -1,19 +1,36 @@
 """`microseg server`, `microseg db upgrade` and `microseg token create`: running the control plane.
 
 The server migrates its database at start; on the very first start (no API token exists yet) it
-prints one admin token to the terminal, once. `token create` makes more (run it where the database
-is reachable); tokens are stored hashed, so a lost one is revoked and replaced, never recovered.
+makes one admin token and hands it over once, never through logging: printed when stderr is a
+terminal, otherwise written to `<data-dir>/initial-admin-token` (mode 0600) with only the path
+printed, so a journal or log collector never holds it. `token create` makes more (run it where the
+database is reachable); tokens are stored hashed, so a lost one is revoked and replaced, never
+recovered.
+
+`uvicorn_config` is the one place that decides how uvicorn serves the app (TLS, and which peers'
+`X-Forwarded-For` is believed); the test servers use it too.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import sys
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 if TYPE_CHECKING:  # the server stack (FastAPI, SQLAlchemy, Alembic) loads only for these commands:
-    from microseg.server import config  # `microseg agent` must not pay for it in memory
+    import uvicorn  # `microseg agent` must not pay for it in memory
+    from fastapi import FastAPI
+
+    from microseg.server import config
     from microseg.store import database
+
+FIRST_TOKEN_FILE = "initial-admin-token"
+"""Where a first start without a terminal leaves the admin token, in the data directory."""
 
 DataDir = Annotated[str | None, typer.Option("--data-dir", help="directory of the SQLite database")]
 DatabaseUrl = Annotated[
@@ -51,41 +68,83 @@ def server(
     ] = None,
     hook_secret: Annotated[
         list[str] | None,
-        typer.Option("--hook-secret", help="NAME=SECRET of a tool calling the signed webhooks (repeatable)"),
+        typer.Option(
+            "--hook-secret",
+            help="NAME=SECRET (may only quarantine) or NAME:quarantine+release=SECRET (also release-any) "
+            "of a tool calling the signed webhooks (repeatable)",
+        ),
+    ] = None,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trusted-proxy",
+            help="address or CIDR of a reverse proxy whose X-Forwarded-For is believed (repeatable; "
+            "default: nobody's)",
+        ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
 ) -> None:
-    """Run the control plane (REST API under /api/v1, OpenAPI at /docs)."""
+    """Run the control plane (REST API under /api/v1, OpenAPI document at /openapi.json)."""
     import uvicorn
 
     from microseg.server import app as server_app
     from microseg.store import migrate
 
     more: dict[str, object] = {"host": host, "port": port, "tls_cert": tls_cert, "tls_key": tls_key}
-    if control_plane:
-        more["control_plane"] = tuple(control_plane)
-    if stream:
-        more["streams"] = tuple(stream)
-    if hook_secret:
-        more["hook_secrets"] = tuple(hook_secret)
+    for key, values in (("control_plane", control_plane), ("streams", stream),
+                        ("hook_secrets", hook_secret), ("trusted_proxies", trusted_proxy)):  # fmt: skip
+        if values:
+            more[key] = tuple(values)
     settings = _settings(data_dir, url, **more)
+    _check_trusted_proxies(settings.trusted_proxies)
     db = server_app.open_database(settings)
     migrate.upgrade(db)
     app = server_app.create_app(settings, db, migrate_schema=False)  # refuses bad settings first
-    _first_admin_token(db)
-    # Agents hold long-polls open; without a bound, SIGTERM would wait for all of them.
-    uvicorn.run(
+    _first_admin_token(db, settings)
+    server = uvicorn.Server(uvicorn_config(app, settings, log_level=log_level))
+    server.run()
+    if not server.started:  # e.g. the port is taken: uvicorn has logged why
+        raise typer.Exit(3)
+
+
+def uvicorn_config(
+    app: FastAPI, settings: config.ServerSettings, *, log_level: str = "info", graceful: int = 5
+) -> uvicorn.Config:
+    """How uvicorn serves `app`: forwarded headers count only from `settings.trusted_proxies`.
+
+    uvicorn's own default believes `X-Forwarded-For` from 127.0.0.1, so any local process (or
+    anything relayed through one) could pick the address the enrollment rate limit counts."""
+    import uvicorn
+
+    trusted = list(settings.trusted_proxies)
+    # Agents hold long-polls open; without a bound (`graceful`), SIGTERM would wait for all of them.
+    return uvicorn.Config(
         app,
-        host=host,
-        port=port,
-        ssl_certfile=tls_cert,
-        ssl_keyfile=tls_key,
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
         log_level=log_level,
-        timeout_graceful_shutdown=5,
+        lifespan="on",
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted,  # a list, so FORWARDED_ALLOW_IPS in the environment is ignored
+        timeout_graceful_shutdown=graceful,
     )
 
 
-def _first_admin_token(db: database.Database) -> None:
+def _check_trusted_proxies(proxies: tuple[str, ...]) -> None:
+    """Refuse anything but addresses and CIDRs (uvicorn would take a typo as a literal name)."""
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise typer.BadParameter(
+                f"{proxy!r} is not an IP address or CIDR", param_hint="--trusted-proxy"
+            ) from None
+
+
+def _first_admin_token(db: database.Database, settings: config.ServerSettings) -> None:
+    """Make the first admin token and hand it over (the transaction rolls back if that fails)."""
     from microseg.store import audit, tokens
 
     with db.write() as conn:
@@ -93,9 +152,41 @@ def _first_admin_token(db: database.Database) -> None:
             return
         row, text = tokens.create_api(conn, "first-admin", "admin", "server:first-start")
         audit.record(conn, "server:first-start", "create-token", f"token/{row.id}", {"role": "admin"})
+        _hand_over(text, settings)
+
+
+def _hand_over(text: str, settings: config.ServerSettings) -> None:
+    """Print the token on a terminal; otherwise stderr is likely a journal or a log file that
+    others read and keep, so the token goes to an owner-only file and only its path is printed."""
+    if sys.stderr.isatty():
+        typer.echo(
+            f"First start: an admin API token was made. It is shown only this once:\n\n  {text}\n",
+            err=True,
+        )
+        return
+    path = _write_private(Path(settings.data_dir), FIRST_TOKEN_FILE, text + "\n")
     typer.echo(
-        f"First start: an admin API token was made. It is shown only this once:\n\n  {text}\n", err=True
+        f"First start: an admin API token was made and written to {path} (mode 0600).\n"
+        "Read it, keep it somewhere safe and delete the file.",
+        err=True,
     )
+
+
+def _write_private(directory: Path, name: str, text: str) -> Path:
+    """Write `directory/name` readable by the owner only, replacing any earlier file whole (a
+    fresh inode: an old file's mode or a symlink planted in its place is not reused)."""
+    from microseg.store import database
+
+    folder = database.private_directory(directory)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.")  # mkstemp creates 0600
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+        os.replace(temporary, folder / name)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return folder / name
 
 
 @db_app.command("upgrade")
@@ -115,20 +206,30 @@ def db_upgrade(data_dir: DataDir = None, url: DatabaseUrl = None) -> None:
 def token_create(
     role: Annotated[str, typer.Option(help="admin, editor or viewer")],
     name: Annotated[str, typer.Option(help="what the token is for")] = "cli",
+    owner: Annotated[
+        str | None,
+        typer.Option(help="who holds it, e.g. a user name (four-eyes compares owners); default: --name"),
+    ] = None,
     data_dir: DataDir = None,
     url: DatabaseUrl = None,
 ) -> None:
     """Print a new API token (stored hashed: it is shown only now)."""
+    import re
+
     from microseg.server import app as server_app
+    from microseg.server import models
     from microseg.store import audit, migrate, tokens
 
     if role not in tokens.ROLES:
         raise typer.BadParameter(f"role must be one of {', '.join(tokens.ROLES)}", param_hint="--role")
+    if owner is not None and not re.fullmatch(models.OWNER, owner):
+        raise typer.BadParameter("letters, digits and . _ @ + - (at most 64)", param_hint="--owner")
     db = server_app.open_database(_settings(data_dir, url))
     migrate.upgrade(db)
     with db.write() as conn:
-        row, text = tokens.create_api(conn, name, role, "cli:token-create")
+        row, text = tokens.create_api(conn, name, role, "cli:token-create", owner or name)
         audit.record(
-            conn, "cli:token-create", "create-token", f"token/{row.id}", {"name": name, "role": role}
-        )
+            conn, "cli:token-create", "create-token", f"token/{row.id}",
+            {"name": name, "role": role, "owner": row.owner},
+        )  # fmt: skip
     typer.echo(text)

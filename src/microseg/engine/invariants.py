@@ -11,6 +11,10 @@ every moment at which a timed rule starts or ends, so a rule that becomes active
 caught today. Endpoints are the workloads plus one address per IP-list or CIDR network that no
 workload holds, and one address outside everything (the internet).
 
+A violation allowed by a built-in quarantine rule (the forensics list and a quarantined workload)
+is marked `quarantine`: it exists only while an incident is handled, and callers report it without
+refusing the policy for it.
+
 What it deliberately does not do: treat the control-plane and loopback channels as violations
 (they are never blocked, by design), or look at processes (an invariant is about reachability;
 a process-bound allow still lets the connection through).
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from microseg.engine import engine, reachability
-from microseg.model import addresses, invariants, selectors, services, verdicts
+from microseg.model import addresses, invariants, selectors, services, tiers, verdicts
 
 INTERNET = (ipaddress.ip_address("203.0.113.77"), ipaddress.ip_address("2001:db8::77"))
 """Addresses standing for "anywhere else" (documentation ranges, never a real peer)."""
@@ -45,6 +49,9 @@ class Violation:
     verdict: verdicts.Verdict
     at: datetime | None = None
     """When the violation starts, for a timed rule that is not active yet (None: now)."""
+    quarantine: bool = False
+    """Allowed by a built-in quarantine rule (a quarantined workload and the forensics list): an
+    incident in progress, reported but no reason to refuse a policy."""
 
     def to_dict(self) -> dict[str, object]:
         """The API form."""
@@ -58,11 +65,13 @@ class Violation:
             "tier": self.verdict.tier,
             "reason": self.verdict.reason,
             "from": self.at.isoformat() if self.at else None,
+            "quarantine": self.quarantine,
         }
 
     def __str__(self) -> str:
         ends = f"{_few(self.sources)} -> {_few(self.destinations)} on {self.port}"
         when = f" from {self.at.isoformat()}" if self.at else ""
+        when += " (quarantine in progress)" if self.quarantine else ""
         return f"invariant {self.invariant} ({self.statement}): {ends} allowed by {self.verdict.rule}{when}"
 
 
@@ -77,6 +86,10 @@ class Guard:
         self.eng = eng
         self.declared = eng.estate.invariants
         self._lists = {i.name: i.networks for i in eng.estate.ip_lists}
+        declared = {r.ref for r in eng.estate.rules}  # a user's rule never passes for a built-in one
+        self._quarantine = {
+            br.rule.ref for br in eng.book.rules if br.rule.tier == tiers.QUARANTINE
+        } - declared
 
     def peer_matches(self, peer: selectors.Peer, endpoint: verdicts.Endpoint) -> bool:
         """Whether `endpoint` is one of `peer`'s: selectors by effective labels, lists by address."""
@@ -145,6 +158,7 @@ class Guard:
                         Violation(
                             inv.name, str(inv), _names(src_class), _names(dst_class),
                             reachability.probe_text(probe), verdict, None if moment is moments[0] else moment,
+                            verdict.rule in self._quarantine,
                         )
                     )  # fmt: skip
         return out

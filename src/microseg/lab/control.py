@@ -2,8 +2,8 @@
 
 Fed by the runner once the server answers /healthz; feeds the server the lab's inventory and
 policy (`POST /apply`), a provisioned version (`POST /versions`) and one enrollment token per host
-(`POST /enrollment-tokens` with the host's labels and the lab's mode), and reads back whether the
-agents are in sync (`GET /agents`). A problem+json answer becomes
+(`POST /enrollment-tokens` with the host's labels and the lab's mode, bound to the host's
+workload), and reads back whether the agents are in sync (`GET /agents`). A problem+json answer becomes
 an error carrying the server's detail and every problem it lists.
 """
 
@@ -63,9 +63,11 @@ class ControlPlane:
         result = self.call("POST", "/versions", {"note": note}, accept=(409,))
         return None if result is None or result.get("status") == 409 else dict(result)
 
-    def enrollment_token(self, name: str, labels: dict[str, str], mode: str) -> str:
-        """A one-time enrollment token that gives the enrolled workload these labels and mode."""
-        created = self.call("POST", "/enrollment-tokens", {"name": name, "labels": labels, "mode": mode})
+    def enrollment_token(self, name: str, labels: dict[str, str], mode: str, workload: str) -> str:
+        """A one-time enrollment token bound to the declared `workload` (its agent adopts it; an
+        unbound token is refused a workload that exists) and giving it these labels and mode."""
+        body = {"name": name, "labels": labels, "mode": mode, "workloads": [workload]}
+        created = self.call("POST", "/enrollment-tokens", body)
         return str(created["token"])
 
     def agent_states(self) -> dict[str, str]:

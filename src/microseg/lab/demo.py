@@ -78,7 +78,8 @@ def lab_options(demo: DemoOptions, secret: str) -> options.LabOptions:
         policy=starter_policy(),
         agents=True,
         traffic=True,
-        hook_secrets=(f"{story.HOOK_NAME}={secret}",),
+        # The EDR releases what it quarantined (step 7), so its scope includes release.
+        hook_secrets=(f"{story.HOOK_NAME}:quarantine+release={secret}",),
     )
 
 

@@ -6,7 +6,8 @@ together with the policy through the policy-file loader, so a wrong policy is re
 file:line: field: message before the lab makes anything, and what is sent is the loader's
 canonical dump. `up` also leaves the inventory as `inventory.yaml` in the state directory, for
 `microseg explain -f <policy> -f <state dir>/inventory.yaml`. Agents that enroll later adopt these workloads:
-enrollment names the workload after the hostname the agent reports, which is the host's name.
+enrollment names the workload after the hostname the agent reports, which is the host's name, and
+each host's enrollment token is bound to its workload (an unbound token may not adopt one).
 """
 
 from __future__ import annotations

@@ -101,8 +101,9 @@ class LabOptions:
     """Seconds to wait for the server and the services to come up."""
 
     hook_secrets: tuple[str, ...] = ()
-    """`NAME=SECRET` of each tool allowed to call the control plane's signed webhooks (the demo's
-    EDR); handed to the server in its environment, not its command line, which every user can read."""
+    """`NAME[:ACTION+ACTION]=SECRET` of each tool allowed to call the control plane's signed webhooks
+    (the demo's EDR); handed to the server in its environment, not its command line, which every
+    user can read."""
 
     @property
     def names(self) -> LabNames:

@@ -270,7 +270,7 @@ def _provision(
     plane.apply(documents)
     plane.provision(f"microseg lab up: {top.file}")
     for host in lab.hosts:
-        host.enroll_token = plane.enrollment_token(f"lab-{host.name}", host.labels, opts.mode)
+        host.enroll_token = plane.enrollment_token(f"lab-{host.name}", host.labels, opts.mode, host.name)
     lab.save()
 
 

@@ -2,8 +2,9 @@
 
 A workload has a stable name (unique in an estate), a kind, addresses (host addresses are /32 or
 /128; an `unmanaged` device may be known by wider CIDRs), free labels, reported attributes
-(hostname, os, ...) and an enforcement mode. Effective labels (explicit labels plus those derived
-by label rules) are computed by `microseg.model.labelrules`, not stored here.
+(hostname, os, ...) with who said each one (its provenance) and an enforcement mode. Effective
+labels (explicit labels plus those derived by label rules) are computed by
+`microseg.model.labelrules`, not stored here; a label rule decides which provenances it trusts.
 """
 
 from __future__ import annotations
@@ -35,6 +36,19 @@ class Mode(StrEnum):
     ENFORCE = "enforce"
 
 
+class Provenance(StrEnum):
+    """Who said an attribute is so. An agent's own word is the weakest: whoever holds one agent's
+    credential can report any hostname or OS for that workload."""
+
+    OPERATOR = "operator"
+    """Written by a person or a tool with an API token (also: no source recorded)."""
+    ENROLLMENT = "enrollment"
+    """Reported by an agent as it enrolled onto a workload an admin had bound to its enrollment
+    token: the admin vouched for that host beforehand."""
+    AGENT = "agent"
+    """Reported by the workload's agent on its own (hostname, os, kernel in its inventory)."""
+
+
 QUARANTINE_LABEL = "quarantine"
 """A workload labelled `quarantine=true` or `quarantine=full` is isolated by the built-in
 quarantine tier; `true` keeps the forensics/management IP list (Settings `quarantineAllow`)."""
@@ -54,6 +68,9 @@ class Workload:
     labels: Labels = field(default_factory=Labels)
     attributes: Mapping[str, str] = field(default_factory=dict)
     mode: Mode = Mode.ENFORCE
+    attribute_sources: Mapping[str, str] = field(default_factory=dict)
+    """Attribute name -> its Provenance value; an attribute not named here came from an operator.
+    A source for an attribute the workload does not have is kept and means nothing."""
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -69,6 +86,7 @@ class Workload:
                     )
         object.__setattr__(self, "addresses", tuple(sorted(set(self.addresses), key=_net_key)))
         object.__setattr__(self, "attributes", dict(sorted(self.attributes.items())))
+        object.__setattr__(self, "attribute_sources", _checked_sources(self.name, self.attribute_sources))
 
     def __hash__(self) -> int:
         return hash((self.name, self.kind, self.addresses, self.labels, self.mode))
@@ -83,6 +101,10 @@ class Workload:
         """Whether the workload carries `quarantine=true` or `quarantine=full`."""
         return self.labels.get(QUARANTINE_LABEL) in (QUARANTINE_FORENSICS, QUARANTINE_FULL)
 
+    def source_of(self, attribute: str) -> Provenance:
+        """Who said `attribute` (operator when nobody recorded a source)."""
+        return Provenance(self.attribute_sources.get(attribute, Provenance.OPERATOR))
+
     def with_labels(self, new: Labels) -> Workload:
         """The same workload with other labels."""
         return replace(self, labels=new)
@@ -90,6 +112,18 @@ class Workload:
     def with_addresses(self, new: tuple[ip.Network, ...]) -> Workload:
         """The same workload with other addresses."""
         return replace(self, addresses=new)
+
+
+def _checked_sources(name: str, sources: Mapping[str, str]) -> dict[str, str]:
+    known = [p.value for p in Provenance]
+    for attribute, source in sources.items():
+        if source not in known:
+            raise ValidationError(
+                f"workload {name}: attribute {attribute} has source {source!r}; "
+                f"sources are {', '.join(known)}",
+                "attributeSources",
+            )
+    return {k: Provenance(v).value for k, v in sorted(sources.items())}
 
 
 def _net_key(net: ip.Network) -> tuple[int, int, int]:

@@ -158,12 +158,15 @@ def _label_rule(r: labelrules.LabelRule) -> Doc:
         os=r.os,
         cidr=str(r.cidr) if r.cidr else None,
     )
-    return _doc("LabelRule", r.name, {"priority": r.priority, "match": match, "labels": dict(r.labels)})
+    spec: Doc = {"priority": r.priority, "match": match, "labels": dict(r.labels)}
+    if r.trust != labelrules.DEFAULT_TRUST:  # the default is not written: files say only what differs
+        spec["trust"] = [p.value for p in workloads.Provenance if p.value in r.trust]
+    return _doc("LabelRule", r.name, spec)
 
 
 def _workload(w: workloads.Workload) -> Doc:
     spec = {"kind": w.kind.value, "addresses": [_address(a) for a in w.addresses]}
-    spec |= _optional(attributes=dict(w.attributes))
+    spec |= _optional(attributes=dict(w.attributes), attributeSources=dict(w.attribute_sources))
     return _doc("Workload", w.name, {**spec, "mode": w.mode.value}, dict(w.labels))
 
 

@@ -67,17 +67,34 @@ def network(r: Reader, value: Any, path: nodes.Path) -> addresses.Network | None
 def workload(r: Reader, doc: dict[str, Any]) -> Built:
     """kind: Workload."""
     name, found = metadata(r, doc, with_labels=True)
-    m = spec(r, doc, ("kind", "addresses", "attributes", "mode"), ("addresses",))
+    m = spec(r, doc, ("kind", "addresses", "attributes", "attributeSources", "mode"), ("addresses",))
     if m is None:
         return name, None
     nets = networks(r, m["addresses"], ("spec", "addresses")) if "addresses" in m else None
     attrs = r.str_map(m.get("attributes", {}), ("spec", "attributes"))
+    sources = attribute_sources(r, m.get("attributeSources", {}), ("spec", "attributeSources"))
     kind = r.choice(workloads.WorkloadKind, m.get("kind", "vm"), ("spec", "kind"))
     mode = r.choice(workloads.Mode, m.get("mode", "enforce"), ("spec", "mode"))
-    if name is None or nets is None or attrs is None or kind is None or mode is None or found is None:
+    if name is None or nets is None or attrs is None or sources is None:
+        return name, None
+    if kind is None or mode is None or found is None:
         return name, None
     fields = {"name": ("metadata", "name"), "addresses": ("spec", "addresses")}
-    return name, r.guard((), lambda: workloads.Workload(name, kind, nets, found, attrs, mode), fields)
+    fields["attributeSources"] = ("spec", "attributeSources")
+    build = functools.partial(
+        workloads.Workload, name, kind, nets, found, attrs, mode, attribute_sources=sources
+    )
+    return name, r.guard((), build, fields)
+
+
+def attribute_sources(r: Reader, value: Any, path: nodes.Path) -> dict[str, str] | None:
+    """spec.attributeSources: attribute name -> who said it (operator, enrollment, agent). A source
+    for an attribute the workload lacks is accepted: it means nothing."""
+    raw = r.str_map(value, path)
+    if raw is None:
+        return None
+    found = {key: r.choice(workloads.Provenance, v, (*path, key)) for key, v in raw.items()}
+    return {k: v.value for k, v in found.items() if v is not None} if None not in found.values() else None
 
 
 def ip_list(r: Reader, doc: dict[str, Any]) -> Built:
@@ -167,24 +184,34 @@ MATCH_FIELDS = ("hostname", "hostnameRegex", "os", "cidr")
 def label_rule(r: Reader, doc: dict[str, Any]) -> Built:
     """kind: LabelRule."""
     name, _ = metadata(r, doc)
-    m = spec(r, doc, ("priority", "match", "labels"), ("match", "labels"))
+    m = spec(r, doc, ("priority", "match", "labels", "trust"), ("match", "labels"))
     if m is None:
         return name, None
     match = r.mapping(m["match"], ("spec", "match"), MATCH_FIELDS) if "match" in m else None
     found = r.labels(m["labels"], ("spec", "labels")) if "labels" in m else None
     priority = r.integer(m.get("priority", 100), ("spec", "priority"))
+    trusted = trust(r, m["trust"], ("spec", "trust")) if "trust" in m else labelrules.DEFAULT_TRUST
     if match is None:
         return name, None
     text = {k: r.optional_text(match, k, ("spec", "match")) for k in MATCH_FIELDS[:3]}
     cidr = network(r, match["cidr"], ("spec", "match", "cidr")) if "cidr" in match else None
     wrong = any(text[k] is None for k in text if k in match) or ("cidr" in match and cidr is None)
-    if name is None or found is None or priority is None or wrong:
+    if name is None or found is None or priority is None or trusted is None or wrong:
         return name, None
     fields = {"match": ("match",), "hostnameRegex": ("match", "hostnameRegex"), "labels": ("labels",)}
-    build = functools.partial(
-        labelrules.LabelRule, name, found, text["hostname"], text["hostnameRegex"], text["os"], cidr, priority
-    )
+    conditions = (text["hostname"], text["hostnameRegex"], text["os"], cidr)
+    build = functools.partial(labelrules.LabelRule, name, found, *conditions, priority, trust=trusted)
     return name, r.guard(("spec",), build, fields)
+
+
+def trust(r: Reader, value: Any, path: nodes.Path) -> frozenset[str] | None:
+    """spec.trust: the provenances a label rule's conditions may read (an empty list is refused
+    by the model: a rule that trusts nobody)."""
+    texts = r.texts(value, path)
+    if texts is None:
+        return None
+    found = [r.choice(workloads.Provenance, t, (*path, i)) for i, t in enumerate(texts)]
+    return None if None in found else frozenset(p.value for p in found if p is not None)
 
 
 def settings(r: Reader, doc: dict[str, Any]) -> tuple[tuple[estate.Endpoint, ...], str | None] | None:

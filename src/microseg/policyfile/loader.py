@@ -17,6 +17,7 @@ with file, line and field path.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,30 @@ def load_text(text: str, filename: str = "<text>") -> estate.Estate:
     """Load one YAML text (tests, the API); `filename` is what problems name."""
     docs, problems = nodes.parse(text, filename)
     return _build(docs, problems)
+
+
+def load_data(data: Any, filename: str = "<data>") -> estate.Estate:
+    """Load documents already parsed (a mapping, or a list of them: JSON from the API); problems
+    carry the same field paths as `load_text`'s, with no line. Text is taken as it is, never
+    re-read as YAML, so any Unicode (emoji, quotes, `: # &`) is just text."""
+    found = data if isinstance(data, list) else [data]
+    return _build([_document(filename, i, item) for i, item in enumerate(found)], [])
+
+
+def _document(filename: str, index: int, data: Any) -> nodes.Document:
+    """A Document over parsed data; scalars other than text keep the spelling JSON gives them
+    (`true`, not Python's `True`), as a YAML reader would see them."""
+    doc = nodes.Document(filename, index, data)
+    stack: list[tuple[nodes.Path, Any]] = [((), data)]
+    while stack:  # iterative: the depth of the data is the caller's to bound, not the stack's
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(((*path, str(k)), v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend(((*path, i), v) for i, v in enumerate(value))
+        elif isinstance(value, bool | int | float):
+            doc.texts[path] = json.dumps(value)
+    return doc
 
 
 def find_files(

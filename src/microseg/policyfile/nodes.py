@@ -7,7 +7,8 @@ text of every plain scalar is kept too: `version: 1.10` is the label value "1.10
 Feeds `microseg.policyfile.reader` and `microseg.policyfile.loader`.
 
 What it deliberately does not do: interpret kinds or values. It does report what plain YAML
-loading would hide: duplicate keys, non-text keys, recursive aliases, alias bombs.
+loading would hide: duplicate keys, non-text keys, recursive aliases, alias bombs, nesting too
+deep for the stack.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ _MERGE = "tag:yaml.org,2002:merge"
 _MIN_BUDGET = 100_000
 """Nodes a document may always expand to; beyond, two per character of the text (a node without
 aliases takes at least one character, so only alias expansion can reach the limit: billion laughs)."""
+MAX_DEPTH = 64
+"""Nesting a document may have (policy needs under 10); deeper would exhaust the converter's stack."""
 
 
 @dataclass
@@ -95,6 +98,9 @@ class _Converter:
         if self.budget < 0:
             if self.budget == -1:
                 self.problem(node, path, "the document expands to too many nodes (aliases?)")
+            return None
+        if len(path) > MAX_DEPTH:
+            self.problem(node, path[:3], f"nested deeper than {MAX_DEPTH} levels")
             return None
         if id(node) in self.active:
             self.problem(node, path, "a recursive alias cannot be loaded")

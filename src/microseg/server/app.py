@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +22,7 @@ from microseg import __version__
 from microseg.server import (
     config,
     feed,
+    inputguard,
     kinds,
     models,
     problems,
@@ -82,9 +82,14 @@ def create_app(
         lifespan=lifespan,
         description="Label-based microsegmentation: inventory, draft policy, provisioned "
         "versions, agents and flows. Errors are RFC 7807 problem+json.",
+        # FastAPI's /docs and /redoc pages load their scripts from a CDN and run inline code: no
+        # third party's script on the console's origin. /openapi.json stays for tools.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.runtime = rt
     problems.install(app)
+    app.add_middleware(inputguard.InputGuard)  # inside BodyLimit: a body too large fails as a 413
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     for kind in kinds.KINDS.values():
         if kind.name == "Workload":
@@ -194,13 +199,5 @@ class _TooLargeError(Exception):
 
 
 async def _too_large(scope: Scope, send: Send, limit: int) -> None:
-    body = problems.Problem(413, "Request too large", f"request bodies are limited to {limit} bytes").body(
-        scope.get("path", "")
-    )
-    data = json.dumps(body).encode()
-    headers: list[Any] = [
-        (b"content-type", problems.MEDIA_TYPE.encode()),
-        (b"content-length", str(len(data)).encode()),
-    ]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
-    await send({"type": "http.response.body", "body": data})
+    problem = problems.Problem(413, "Request too large", f"request bodies are limited to {limit} bytes")
+    await inputguard.send_problem(problem, scope, send)

@@ -16,7 +16,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from microseg.server.problems import Problem
-from microseg.store import agents, tokens
+from microseg.store import agents, database, tokens
 
 
 @dataclass(frozen=True)
@@ -29,13 +29,20 @@ class Principal:
     name: str
     role: str = ""
     workload: str = ""
+    owner: str = ""
+    """Who holds an API token (a person or system): what four-eyes compares."""
 
     @property
     def actor(self) -> str:
-        """How the audit log names this caller."""
+        """How the audit log names this caller: `token:NAME(ID)@OWNER`, `agent:WORKLOAD`, `hook:NAME`.
+
+        Parentheses in the owner become `_`, so `tokens.creator_id` finds the id unambiguously."""
         if self.kind == "hook":
             return f"hook:{self.name}"
-        return f"agent:{self.workload}" if self.kind == "agent" else f"token:{self.name}({self.id})"
+        if self.kind == "agent":
+            return f"agent:{self.workload}"
+        owner = self.owner.replace("(", "_").replace(")", "_")
+        return f"token:{self.name}({self.id})@{owner}" if owner else f"token:{self.name}({self.id})"
 
 
 def _bearer(request: Request) -> str:
@@ -58,8 +65,17 @@ def principal(request: Request) -> Principal:
         elif token.startswith("msk_"):
             found = tokens.find_api(conn, token)
             if found is not None:
-                return Principal("token", found.id, found.name, role=found.role)
+                return Principal("token", found.id, found.name, role=found.role, owner=found.owner)
     raise Problem(401, "Unauthorized", "unknown or revoked token")
+
+
+def recheck_agent(db: database.Database, who: Principal) -> None:
+    """401 unless the agent credential `who` is still live and bound to its workload: a request
+    held open (a long-poll) must not outlive a revocation that came after its start."""
+    with db.read() as conn:
+        found = agents.by_workload(conn, who.workload)
+    if found is None or found["id"] != who.id or found["revoked_at"] is not None:
+        raise Problem(401, "Unauthorized", "this agent credential was revoked")
 
 
 def requires(role: str) -> Callable[..., Principal]:

@@ -14,7 +14,6 @@ What it deliberately does not do: write anything, or decide what is allowed (the
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -130,9 +129,9 @@ def load_policy(docs: Iterable[Doc]) -> estate.Estate:
     items, origins, problems = loader_items(docs)
     if problems:
         raise InvalidError(problems)
-    text = json.dumps({"apiVersion": kinds.API_VERSION, "kind": "List", "items": items})
+    listed = {"apiVersion": kinds.API_VERSION, "kind": "List", "items": items}
     try:
-        return policyfile.load_text(text, "api")
+        return policyfile.load_data(listed, "api")
     except errors.PolicyFileError as exc:
         raise InvalidError([_mapped(p, origins) for p in exc.problems]) from None
 
@@ -165,9 +164,8 @@ class WorkloadCache:
         if cached is not None:
             return cached
         origin = f"Workload/{doc['metadata']['name']}"
-        text = json.dumps(doc)
         try:
-            found = policyfile.load_text(text, "api").workloads[0]
+            found = policyfile.load_data(doc, "api").workloads[0]
         except errors.PolicyFileError as exc:
             raise InvalidError([_problem(origin, p.field, p.message) for p in exc.problems]) from None
         if etag:

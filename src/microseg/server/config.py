@@ -5,6 +5,39 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from microseg import errors
+
+HOOK_ACTIONS = ("quarantine", "release", "release-any")
+"""What a webhook may be allowed: `quarantine`; `release` of a quarantine a hook set;
+`release-any`, also of one a person (an API token) set."""
+
+
+@dataclass(frozen=True)
+class HookSecret:
+    """One tool allowed to call the signed webhooks."""
+
+    name: str
+    secret: bytes
+    actions: frozenset[str]
+    """A subset of HOOK_ACTIONS (`release-any` includes `release`)."""
+
+
+def parse_hook(item: str) -> HookSecret:
+    """`NAME=SECRET` (may only quarantine) or `NAME:ACTION+ACTION=SECRET`."""
+    head, _, secret = item.partition("=")
+    name, scoped, scope = head.partition(":")
+    actions = {a.strip() for a in scope.split("+")} if scoped else {"quarantine"}
+    unknown = actions - set(HOOK_ACTIONS)
+    if not name.strip() or not secret.strip() or unknown:
+        why = f"unknown action {', '.join(sorted(unknown))}; " if unknown else ""
+        raise errors.UserError(
+            f"hook secret {name.strip() or '?'!r}: {why}write NAME=SECRET or NAME:ACTION+ACTION=SECRET "
+            f"(actions: {', '.join(HOOK_ACTIONS)})"
+        )
+    if "release-any" in actions:
+        actions.add("release")
+    return HookSecret(name.strip(), secret.strip().encode(), frozenset(actions))
+
 
 @dataclass(frozen=True)
 class ServerSettings:
@@ -55,18 +88,48 @@ class ServerSettings:
     flow_retention_days: float = 30.0
     """Days flow summaries and raw flow batches are kept (older ones are dropped hourly)."""
 
+    flow_clock_skew: float = 300.0
+    """Seconds a flow record's times may lie ahead of the server's clock (agents' clocks drift);
+    a later record refuses its batch, since a far-future flow would never expire."""
+
+    flow_uploads_per_minute: int = 60
+    """Flow batches one agent may upload per minute; more get 429 with Retry-After. Counted per
+    server process: behind a load balancer an agent may get this much from each replica."""
+
+    agent_reports_per_minute: int = 120
+    """Heartbeats, and separately status reports, one agent may send per minute (an agent sends
+    one every 30 s and on changes); more get 429 with Retry-After, so a stolen credential cannot
+    fill the event table through tamper or expiry reports. Counted per server process."""
+
+    event_retention_days: float = 90.0
+    """Days events are kept (older ones are dropped hourly, with the flows past their retention)."""
+
     hook_secrets: tuple[str, ...] = ()
-    """`NAME=SECRET` per tool allowed to call the signed webhooks (`/api/v1/hooks/*`): the tool
-    sends `X-Microseg-Hook: NAME` and signs with SECRET (MICROSEG_HOOK_SECRETS, comma separated).
-    Empty: the webhooks answer 404."""
+    """`NAME=SECRET` or `NAME:ACTION+ACTION=SECRET` per tool allowed to call the signed webhooks
+    (`/api/v1/hooks/*`): the tool sends `X-Microseg-Hook: NAME` and signs with SECRET
+    (MICROSEG_HOOK_SECRETS, comma separated). ACTIONs (`HOOK_ACTIONS`) scope what the tool may do;
+    without any it may only quarantine. Empty: the webhooks answer 404."""
 
     streams: tuple[str, ...] = ()
     """SIEM sinks as URLs (`syslog+udp|tcp|tls://host:port`, `https://...`, `file:///path`; see
     docs/siem.md) that events, audit records and blocked flows are streamed to (`--stream`,
     MICROSEG_STREAMS separated by spaces or newlines)."""
 
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or CIDRs of reverse proxies whose `X-Forwarded-For`/`-Proto` headers are believed
+    (`--trusted-proxy`, MICROSEG_TRUSTED_PROXIES comma separated). Empty: nobody's, so a client
+    cannot pick the address that rate limits and logs see."""
+
     extra: dict[str, str] = field(default_factory=dict)
     """Reserved for settings later issues add."""
+
+    def __post_init__(self) -> None:
+        self.hooks()  # a malformed hook setting stops the start-up, not the first call
+
+    def hooks(self) -> dict[str, HookSecret]:
+        """Hook name -> its secret and scope, from `hook_secrets`."""
+        found = [parse_hook(item) for item in self.hook_secrets]
+        return {h.name: h for h in found}
 
     @staticmethod
     def from_env(
@@ -87,6 +150,13 @@ class ServerSettings:
             found["hook_secrets"] = tuple(
                 p.strip() for p in env["MICROSEG_HOOK_SECRETS"].split(",") if p.strip()
             )
+        if env.get("MICROSEG_TRUSTED_PROXIES"):
+            found["trusted_proxies"] = tuple(
+                p.strip() for p in env["MICROSEG_TRUSTED_PROXIES"].split(",") if p.strip()
+            )
+        for name, kind in _NUMBERS.items():
+            if env.get(f"MICROSEG_{name.upper()}"):
+                found[name] = kind(env[f"MICROSEG_{name.upper()}"])
         if env.get("MICROSEG_STREAMS"):
             found["streams"] = tuple(env["MICROSEG_STREAMS"].split())
         found.update({k: v for k, v in (overrides or {}).items() if v is not None})
@@ -99,3 +169,10 @@ class ServerSettings:
         if self.host in ("0.0.0.0", "::", "") or self.host.startswith("127.") or self.host == "::1":
             return ()
         return (f"{self.host}:{self.port}",)
+
+
+_NUMBERS: dict[str, type[int] | type[float]] = {
+    "flow_clock_skew": float, "flow_uploads_per_minute": int, "event_retention_days": float,
+    "agent_reports_per_minute": int,
+}  # fmt: skip
+"""Numeric settings read from `MICROSEG_<NAME>` (e.g. MICROSEG_FLOW_UPLOADS_PER_MINUTE)."""

@@ -14,5 +14,8 @@ def runtime(request: Request) -> Runtime:
 
 
 def client_address(request: Request) -> str:
-    """The caller's address (for rate limits)."""
+    """The caller's address (for rate limits): the TCP peer, or what a trusted proxy forwarded.
+
+    Headers are never read here: uvicorn rewrites the peer from `X-Forwarded-For` only when the
+    connection comes from `--trusted-proxy` (cli/serve.py `uvicorn_config`)."""
     return request.client.host if request.client else "unknown"

@@ -37,7 +37,7 @@ class AddressOwners:
     def check(self, w: workloads.Workload) -> None:
         """InvalidError when an address of `w` belongs to another workload."""
         for net in w.addresses:
-            owner = self._owner(net, w.name)
+            owner = self.owner(net, w.name)
             if owner is not None:
                 raise compose.InvalidError(
                     [
@@ -50,7 +50,8 @@ class AddressOwners:
                     ]
                 )
 
-    def _owner(self, net: addresses.Network, me: str) -> str | None:
+    def owner(self, net: addresses.Network, me: str) -> str | None:
+        """The workload other than `me` holding (or overlapping) `net`, if any."""
         owner = self.hosts.get(net)
         if owner is not None and owner != me:
             return owner

@@ -2,7 +2,9 @@
 
 Raised as `Problem` by the routes and the service; microseg's own errors (bad input, unknown
 names), FastAPI's request validation and unexpected exceptions are translated here, so that a
-client never sees an HTML page or a traceback, and a 5xx only ever means a bug.
+client never sees an HTML page or a traceback, and a 5xx only ever means a bug, or a store that
+cannot take a write now (a full disk: 503 with `Retry-After`, so agents keep their spooled flows
+and come back).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from microseg import errors
@@ -20,15 +23,23 @@ from microseg.server import compose
 
 MEDIA_TYPE = "application/problem+json"
 BASE = "https://microseg.io/problems/"
+STORAGE_RETRY_AFTER = 60
+"""Seconds a client is asked to wait when the store is full (someone has to free space)."""
+SQLITE_FULL = 13
 log = logging.getLogger("microseg.server")
 
 
 class Problem(Exception):  # noqa: N818 - RFC 7807 calls it a problem
-    """An error response: status, a short title, a human detail, and extra members."""
+    """An error response: status, a short title, a human detail, and extra members; `headers`
+    go with the response (`Retry-After` on 429 and 503)."""
 
-    def __init__(self, status: int, title: str, detail: str = "", **extra: Any) -> None:
+    def __init__(
+        self, status: int, title: str, detail: str = "", *, headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:  # fmt: skip
         super().__init__(detail or title)
         self.status, self.title, self.detail, self.extra = status, title, detail, extra
+        self.headers = headers or {}
 
     def body(self, instance: str) -> dict[str, Any]:
         """The problem document."""
@@ -65,7 +76,8 @@ def from_error(exc: errors.MicrosegError) -> Problem:
         return Problem(404, "Not found", str(exc))
     if isinstance(exc, errors.UserError):
         field = getattr(exc, "field", "")
-        return Problem(422, "Invalid request", str(exc), **({"field": field} if field else {}))
+        named: dict[str, Any] = {"field": field} if field else {}
+        return Problem(422, "Invalid request", str(exc), **named)
     if isinstance(exc, errors.TransientError):
         return Problem(503, "Try again", str(exc))
     return Problem(500, "Internal error", "the server could not complete the request")
@@ -76,8 +88,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Problem)
     async def on_problem(request: Request, exc: Problem) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return response(exc, request, headers)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        return response(exc, request, {**headers, **exc.headers})
 
     @app.exception_handler(errors.MicrosegError)
     async def on_error(request: Request, exc: errors.MicrosegError) -> JSONResponse:
@@ -97,10 +109,40 @@ def install(app: FastAPI) -> None:
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return response(Problem(exc.status_code, _title(exc.status_code), str(exc.detail)), request)
 
+    @app.exception_handler(sa_exc.DBAPIError)
+    async def on_database(request: Request, exc: sa_exc.DBAPIError) -> JSONResponse:
+        found = from_database(exc)
+        if found.status >= 500 and found.status != 503:
+            log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return response(found, request, found.headers)
+
     @app.exception_handler(Exception)
     async def on_bug(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return response(Problem(500, "Internal error", "the server could not complete the request"), request)
+
+
+def from_database(exc: sa_exc.DBAPIError) -> Problem:
+    """A full store as 503 with Retry-After (nothing was written; the same request can succeed
+    once space is freed); any other database error is a bug (500)."""
+    if storage_full(exc):
+        log.error("the database is full: %s", exc.orig)
+        return Problem(
+            503, "Storage full", "the server's database has no room for this write; try again later",
+            headers={"Retry-After": str(STORAGE_RETRY_AFTER)},
+        )  # fmt: skip
+    return Problem(500, "Internal error", "the server could not complete the request")
+
+
+def storage_full(exc: sa_exc.DBAPIError) -> bool:
+    """Whether the driver says the disk (or the database's size limit) is full: SQLite's
+    SQLITE_FULL, PostgreSQL's class 53 (insufficient resources: disk full, out of memory, too
+    many connections), which pass once an operator acts."""
+    orig = exc.orig
+    if getattr(orig, "sqlite_errorcode", None) == SQLITE_FULL:
+        return True
+    sqlstate = getattr(orig, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith("53")
 
 
 def _title(status: int) -> str:

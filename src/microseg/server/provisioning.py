@@ -8,6 +8,7 @@ draft to them (pending draft edits are dropped, and the audit log keeps them).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,6 +28,8 @@ CHANGE_LIMIT = 500
 """Reachability changes listed in a diff (the total is always given)."""
 VIOLATION_LIMIT = 100
 """Invariant violations listed in a refusal, an audit record or a diff (the total is given)."""
+MAX_VERSION = 2**31 - 1
+"""The largest version number the store holds (a 32-bit column); larger ones are refused as input."""
 
 
 def _keyed(docs: list[Doc]) -> dict[str, Doc]:
@@ -70,9 +73,11 @@ def _refuse_or_record(
     """Refuse (409, nothing changes) unless forced; a forced provision is audited on its own.
 
     Violations that an Exception allows do not refuse: an exception is the reviewed way to step
-    over a guard rail (owner, reason, approver, expiry), and it is listed with the version."""
+    over a guard rail (owner, reason, approver, expiry), and it is listed with the version. Nor do
+    those of the built-in quarantine rules: an incident in progress must not block the fixes made
+    during it (they are listed as `quarantine: true`)."""
     listed = [violation_json(v) for v in broken[:VIOLATION_LIMIT]]
-    refusing = [v for v in broken if v.verdict.tier != compose.EXCEPTION_TIER]
+    refusing = [v for v in broken if v.verdict.tier != compose.EXCEPTION_TIER and not v.quarantine]
     if not refusing:
         return listed
     if not force:
@@ -90,9 +95,23 @@ def _refuse_or_record(
     return listed
 
 
+@dataclass(frozen=True)
+class Provisioned:
+    """A new version, and the invariant violations it went through with (excepted, quarantine or
+    forced; at most VIOLATION_LIMIT)."""
+
+    version: versions.Version
+    violations: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        """The API answer: the version, and `quarantineExempt`, what only a quarantine allows."""
+        exempt = [v for v in self.violations if v["quarantine"]]
+        return version_json(self.version) | {"quarantineExempt": exempt}
+
+
 def _provision(
     rt: Runtime, who: Principal, note: str, docs: list[Doc] | None, rollback_of: int | None, *, force: bool
-) -> versions.Version:
+) -> Provisioned:
     with rt.db.write() as conn:
         rt.db.lock(conn, "microseg-provision")
         active, _ = state.read(conn)
@@ -127,16 +146,16 @@ def _provision(
         )
     rt.remember_policy(runtime.policy_key(number, label_rules), parsed)
     rt.poke()
-    return version
+    return Provisioned(version, overridden)
 
 
-def provision(rt: Runtime, who: Principal, note: str, *, force: bool = False) -> versions.Version:
+def provision(rt: Runtime, who: Principal, note: str, *, force: bool = False) -> Provisioned:
     """The draft becomes the next version (409 when it equals the active one, or breaks an
     invariant and `force` is false)."""
     return _provision(rt, who, note, None, None, force=force)
 
 
-def rollback(rt: Runtime, who: Principal, number: int, note: str, *, force: bool = False) -> versions.Version:
+def rollback(rt: Runtime, who: Principal, number: int, note: str, *, force: bool = False) -> Provisioned:
     """Provision version `number`'s objects again, as a new version; the draft becomes them too
     (an older version is checked against the invariants it declares, like any provision)."""
     with rt.db.read() as conn:
@@ -173,7 +192,7 @@ def version_documents(conn: sa.Connection, ref: str) -> list[Doc]:
 
 def _number(ref: str) -> int:
     text = ref.removeprefix("v")
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_VERSION:
         raise errors.ValidationError(f"{ref!r} is not draft, active or a version number")
     return int(text)
 

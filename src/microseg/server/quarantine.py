@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,6 +32,8 @@ from microseg.store import audit, events, objects, state
 Doc = dict[str, Any]
 QUARANTINE, RELEASE, RELEVEL = "quarantine", "release", "quarantine-level"
 VERBS = {QUARANTINE: "quarantined", RELEASE: "released", RELEVEL: "quarantine level changed"}
+ReleaseCheck = Callable[[sa.Connection, Doc | None], None]
+"""Raises to refuse a release; gets the quarantine's audit record (None: set by editing labels)."""
 
 
 def resolve(
@@ -42,28 +45,43 @@ def resolve(
     hostname: str | None = None,
 ) -> str:
     """The workload named, holding `address`, or reporting `hostname` (exactly one must be given)."""
+    found = candidates(rt, conn, workload=workload, address=address, hostname=hostname)
+    if len(found) > 1:
+        raise errors.ValidationError(f"hostname {hostname!r} is reported by {', '.join(found)}")
+    return found[0]
+
+
+def candidates(
+    rt: Runtime,
+    conn: sa.Connection,
+    *,
+    workload: str | None = None,
+    address: str | None = None,
+    hostname: str | None = None,
+) -> list[str]:
+    """Every workload that fits: one for a name or an address (addresses are never shared), and
+    for a hostname every workload reporting it, sorted. Hostnames are the agents' word, so an
+    agent can claim another's: an isolation must then take all of them, never none."""
     given = [k for k, v in (("workload", workload), ("address", address), ("hostname", hostname)) if v]
     if len(given) != 1:
         raise errors.ValidationError("name the workload by exactly one of workload, address and hostname")
     if workload:
         if objects.get(conn, "Workload", workload) is None:
             raise errors.LookupFailedError(f"no workload called {workload!r}")
-        return workload
+        return [workload]
     stored = objects.of_kinds(conn, ("Workload",))
     if hostname:
-        found = [o.name for o in stored if _hostname(o.doc) == hostname]
+        found = sorted(o.name for o in stored if _hostname(o.doc) == hostname)
         if not found:
             raise errors.LookupFailedError(f"no workload reports hostname {hostname!r}")
-        if len(found) > 1:
-            raise errors.ValidationError(f"hostname {hostname!r} is reported by {', '.join(sorted(found))}")
-        return found[0]
+        return found
     try:
         wanted = ipaddress.ip_address(str(address))
     except ValueError:
         raise errors.ValidationError(f"{address!r} is not an IP address", "address") from None
     for o in stored:
         if any(wanted in net for net in rt.workloads.model(o.doc, o.etag).addresses):
-            return o.name
+            return [o.name]
     raise errors.LookupFailedError(f"no workload holds address {address}")
 
 
@@ -72,9 +90,12 @@ def _hostname(doc: Doc) -> str | None:
     return None if found is None else str(found)
 
 
-def isolate(rt: Runtime, who: Principal, name: str, level: str, reason: str) -> Doc:
+def isolate(
+    rt: Runtime, who: Principal, name: str, level: str, reason: str, *, check: ReleaseCheck | None = None
+) -> Doc:
     """Quarantine `name` at `level` (`forensics` or `full`); quarantining again changes the level
-    and keeps the first snapshot."""
+    and keeps the first snapshot. Lowering `full` to `forensics` is a partial release: `check`
+    (a webhook's scope) may refuse it, as a release."""
     value = workloads.QUARANTINE_LEVELS.get(level)
     if value is None:
         known = ", ".join(workloads.QUARANTINE_LEVELS)
@@ -84,6 +105,8 @@ def isolate(rt: Runtime, who: Principal, name: str, level: str, reason: str) -> 
         current = old.doc["metadata"].get("labels", {}).get(workloads.QUARANTINE_LABEL)
         if current == value:
             return _result(name, "unchanged", level)
+        if check is not None and current == workloads.QUARANTINE_FULL:
+            check(conn, audit.latest(conn, f"Workload/{name}", (QUARANTINE,)))
         new = copy.deepcopy(old.doc)
         new["metadata"].setdefault("labels", {})[workloads.QUARANTINE_LABEL] = value
         action = RELEVEL if current in workloads.QUARANTINE_LEVELS.values() else QUARANTINE
@@ -92,8 +115,10 @@ def isolate(rt: Runtime, who: Principal, name: str, level: str, reason: str) -> 
     return _result(name, "quarantined", level)
 
 
-def release(rt: Runtime, who: Principal, name: str, reason: str) -> Doc:
-    """Restore the labels and mode `name` had before its quarantine (409 when not quarantined)."""
+def release(rt: Runtime, who: Principal, name: str, reason: str, *, check: ReleaseCheck | None = None) -> Doc:
+    """Restore the labels and mode `name` had before its quarantine (409 when not quarantined).
+
+    `check` (a webhook's scope) may refuse, in the same transaction, given the quarantine's record."""
     with rt.db.write() as conn:
         old = _stored(conn, name)
         if old.doc["metadata"].get("labels", {}).get(workloads.QUARANTINE_LABEL) not in (
@@ -101,6 +126,8 @@ def release(rt: Runtime, who: Principal, name: str, reason: str) -> Doc:
         ):
             raise Problem(409, "Not quarantined", f"workload {name} is not quarantined")
         snapshot = audit.latest(conn, f"Workload/{name}", (QUARANTINE,))
+        if check is not None:
+            check(conn, snapshot)
         new = _restored(old.doc, snapshot["details"]["before"] if snapshot else None)
         _write(rt, conn, who, name, (old.doc, new), action=RELEASE, more={"reason": reason})
     rt.poke()

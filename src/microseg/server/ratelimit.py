@@ -1,11 +1,15 @@
-"""A sliding-window rate limit per client address (enrollment), per process.
+"""Sliding-window rate limits per key, per process: enrollment per client address, flow uploads
+per agent.
 
-Per process on purpose: it slows down guessing of enrollment tokens without a shared store;
-tokens carry 256 random bits, so the limit is about noise and load, not secrecy.
+Per process on purpose: it slows down guessing of enrollment tokens and an agent flooding the
+flow store without a shared store; behind a load balancer each replica counts its own, so a
+deployment of N replicas lets a key through up to N times the limit. Tokens carry 256 random bits,
+so the enrollment limit is about noise and load, not secrecy.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -21,14 +25,20 @@ class RateLimit:
 
     def allow(self, key: str) -> bool:
         """Record an attempt; whether it is within the limit."""
+        return self.wait(key) == 0
+
+    def wait(self, key: str) -> int:
+        """Record an attempt within the limit and answer 0, or answer the whole seconds until one
+        would be (what `Retry-After` says; a refused attempt is not recorded)."""
         now = time.monotonic()
         with self._lock:
             times = self._seen.setdefault(key, deque())
             while times and times[0] <= now - self.window:
                 times.popleft()
             if len(times) >= self.count:
-                return False
+                oldest = times[0] if times else now  # a limit of 0 lets nothing through
+                return max(1, math.ceil(oldest + self.window - now))
             times.append(now)
             if len(self._seen) > 10_000:
                 self._seen = {k: v for k, v in self._seen.items() if v}
-            return True
+            return 0

@@ -79,19 +79,17 @@ def readiness(rt: Runtime, scope: str, since: str | None, limits: Thresholds) ->
     with rt.engine_lock:
         members = [n for n in eng.workload_names() if sel.matches(eng.effective_labels(n))]
         inside = set(members)
-        flows = [
-            f
-            for f in flowset.flow_set(rows, eng).distinct
-            if f.source.name in inside or f.destination.name in inside
-        ]
+        window = flowset.flow_set(rows, eng)
+        flows = [f for f in window.distinct if f.source.name in inside or f.destination.name in inside]
         judge = flowset.Judge(eng)
         judged = [(f, judge(f)) for f in flows]
         managed = [n for n in members if eng.workload(n).managed]
         modes = _modes(eng.workload(n).mode for n in members)
     states = {n: status.agent_state(agent_rows.get(n), status.expected_hash(rt, n)) for n in managed}
-    return _report(
+    report = _report(
         scope, window=(start, now), members=members, modes=modes, states=states, judged=judged, limits=limits
     )
+    return {**report, "skippedRows": window.skipped}  # rows that do not check out (flowset)
 
 
 def _modes(found: Any) -> dict[str, int]:

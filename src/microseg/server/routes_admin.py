@@ -10,9 +10,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from microseg import errors
 from microseg.engine import engine as engines
-from microseg.model import labels as label_model
 from microseg.model import services
-from microseg.server import auth, deps, metrics, models, status
+from microseg.server import auth, deps, metrics, models, service, status
 from microseg.server.auth import Principal
 from microseg.server.runtime import Runtime
 from microseg.store import agents, audit, events, flows, tokens
@@ -21,7 +20,7 @@ Rt = Annotated[Runtime, Depends(deps.runtime)]
 Viewer = Annotated[Principal, Depends(auth.viewer)]
 Admin = Annotated[Principal, Depends(auth.admin)]
 router = APIRouter(prefix="/api/v1", tags=["admin"])
-After = Annotated[int, Query(ge=0)]
+After = Annotated[int, Query(ge=0, le=2**63 - 1)]  # ids are 64-bit columns
 Limit = Annotated[int, Query(ge=1, le=10_000)]
 
 
@@ -33,11 +32,14 @@ def list_tokens(rt: Rt, _: Admin) -> dict[str, Any]:
 
 @router.post("/tokens", status_code=201, summary="Create an API token (its text is shown once)")
 def create_token(rt: Rt, who: Admin, body: models.TokenRequest) -> JSONResponse:
+    """Without `owner`, the new token belongs to whoever holds the creating token."""
+    owner = body.owner or who.owner or who.name
     with rt.db.write() as conn:
-        row, text = tokens.create_api(conn, body.name, body.role, who.actor)
+        row, text = tokens.create_api(conn, body.name, body.role, who.actor, owner)
         audit.record(
-            conn, who.actor, "create-token", f"token/{row.id}", {"name": body.name, "role": body.role}
-        )
+            conn, who.actor, "create-token", f"token/{row.id}",
+            {"name": body.name, "role": body.role, "owner": owner},
+        )  # fmt: skip
     return JSONResponse({**row.__dict__, "token": text}, 201)
 
 
@@ -58,7 +60,7 @@ def list_enrollment(rt: Rt, _: Admin) -> dict[str, Any]:
 
 @router.post("/enrollment-tokens", status_code=201, summary="Create an enrollment token (shown once)")
 def create_enrollment(rt: Rt, who: Admin, body: models.EnrollmentTokenRequest) -> JSONResponse:
-    checked = dict(label_model.Labels(body.labels))
+    checked = dict(service.checked_labels(body.labels, "labels"))
     expires = time.time() + body.expiresIn if body.expiresIn else None
     with rt.db.write() as conn:
         row, text = tokens.create_enrollment(
@@ -69,13 +71,21 @@ def create_enrollment(rt: Rt, who: Admin, body: models.EnrollmentTokenRequest) -
             reusable=body.reusable,
             expires_at=expires,
             actor=who.actor,
+            workloads=body.workloads,
+            address_ranges=body.addressRanges,
         )
         audit.record(
             conn,
             who.actor,
             "create-enrollment-token",
             f"enrollment/{row['id']}",
-            {"name": body.name, "labels": checked, "reusable": body.reusable},
+            {
+                "name": body.name,
+                "labels": checked,
+                "reusable": body.reusable,
+                "workloads": body.workloads,
+                "addressRanges": body.addressRanges,
+            },
         )
     return JSONResponse({**row, "token": text}, 201)
 
@@ -118,7 +128,7 @@ def read_audit(
         return {"items": audit.query(conn, after=after, limit=limit, target=target, actor=actor)}
 
 
-@router.get("/events", summary="Events: tamper, blocked, would-block, agent-offline, agent-failed")
+@router.get("/events", summary="Events: tamper, blocked, would-block, agent-offline, quarantine, ...")
 def read_events(
     rt: Rt,
     _: Viewer,

@@ -59,7 +59,7 @@ pages = APIRouter(include_in_schema=False)
 
 @router.get("/whoami", summary="The calling token's name and role (what the console may show)")
 def whoami(who: Viewer) -> dict[str, str]:
-    return {"kind": who.kind, "id": who.id, "name": who.name, "role": who.role}
+    return {"kind": who.kind, "id": who.id, "name": who.name, "role": who.role, "owner": who.owner}
 
 
 @functools.cache

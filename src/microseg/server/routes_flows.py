@@ -1,4 +1,5 @@
-"""The flow summary query (`GET /api/v1/flows/summary`) and flow retention.
+"""The flow summary query (`GET /api/v1/flows/summary`), flow and event retention, and the admin's
+purge of one reporter's or one window's flow data (`DELETE /api/v1/flows`).
 
 Fed by the flow summaries store (`store.summaries`, filled at agent ingest) and by the workloads
 as they are now: each row's ends are resolved to workloads when the query runs (labels and
@@ -29,10 +30,11 @@ from microseg.model.workloads import Workload
 from microseg.server import auth, deps, service
 from microseg.server.auth import Principal
 from microseg.server.runtime import Runtime
-from microseg.store import objects, rulecounters, summaries
+from microseg.store import audit, events, objects, rulecounters, summaries
 
 Rt = Annotated[Runtime, Depends(deps.runtime)]
 Viewer = Annotated[Principal, Depends(auth.viewer)]
+Admin = Annotated[Principal, Depends(auth.admin)]
 router = APIRouter(prefix="/api/v1", tags=["flows"])
 log = logging.getLogger("microseg.server")
 DAY = 86_400.0
@@ -179,7 +181,7 @@ def read_summary(
     since: Annotated[str | None, Query(max_length=32, description="epoch seconds, or 30m, 24h, 7d")] = None,
     until: Annotated[float | None, Query(ge=0, le=2**40)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
-    after: Annotated[int, Query(alias="continue", ge=0)] = 0,
+    after: Annotated[int, Query(alias="continue", ge=0, le=2**63 - 1)] = 0,
 ) -> dict[str, Any]:
     """Rows in the agreed summary shape plus `srcWorkload` / `dstWorkload` (null when external),
     oldest first; `continue` is the next page's token (null on the last page)."""
@@ -203,12 +205,16 @@ def retention_days(rt: Runtime) -> float:
 
 
 def expire(rt: Runtime, now: float | None = None) -> tuple[int, int]:
-    """Drop summaries, raw batches and rule-counter hours older than the retention; (summaries,
-    batches) dropped."""
-    before = (time.time() if now is None else now) - retention_days(rt) * DAY
+    """Drop summaries, raw batches and rule-counter hours older than the retention, flows dated
+    over a day past the clock skew (stored before ingest refused them: they would never expire),
+    and events older than the event retention; (summaries, batches) dropped."""
+    now = time.time() if now is None else now
+    before = now - retention_days(rt) * DAY
     with rt.db.write() as conn:
         rulecounters.expire(conn, before)
-        return summaries.expire(conn, before)
+        events.expire(conn, now - rt.settings.event_retention_days * DAY)
+        # a day past the skew: replicas' clocks may differ, and only poison lies years ahead
+        return summaries.expire(conn, before, beyond=now + rt.settings.flow_clock_skew + DAY)
 
 
 async def expirer(rt: Runtime, every: float = EXPIRE_EVERY) -> None:
@@ -221,3 +227,29 @@ async def expirer(rt: Runtime, every: float = EXPIRE_EVERY) -> None:
             await asyncio.to_thread(expire, rt)
         except Exception:  # a database hiccup must not end retention; it is logged and retried
             log.warning("flow retention failed; retrying", exc_info=True)
+
+
+# -- purge ----------------------------------------------------------------------------------------
+
+
+@router.delete("/flows", summary="Purge flow data by reporter and window (admin; audited)")
+def purge_flows(
+    *,
+    rt: Rt,
+    who: Admin,
+    reporter: Annotated[str | None, Query(max_length=300, description="the reporting workload")] = None,
+    since: Annotated[str | None, Query(max_length=32, description="epoch seconds, or 30m, 24h, 7d")] = None,
+    until: Annotated[float | None, Query(ge=0, le=2**40)] = None,
+) -> dict[str, Any]:
+    """Drop flow summaries, raw batches and rule-counter hours of `reporter` (all reporters when
+    left out) overlapping [since, until); at least one of the three must be given. The counts
+    dropped per table are the answer and go into the audit record."""
+    what = summaries.Purge(reporter or None, parse_since(since, time.time()), until)
+    if what == summaries.Purge():
+        raise errors.ValidationError("give a reporter, since or until (or several): a purge of everything "
+                                     "is refused", "reporter")  # fmt: skip
+    with rt.db.write() as conn:
+        dropped = summaries.purge(conn, what)
+        asked = {"reporter": reporter, "since": what.since, "until": until, "dropped": dropped}
+        audit.record(conn, who.actor, "flows-purge", f"Flows/{reporter or '*'}", asked)
+    return {"dropped": dropped}

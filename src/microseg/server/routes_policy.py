@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
 
 from microseg import errors
@@ -20,6 +20,7 @@ Rt = Annotated[Runtime, Depends(deps.runtime)]
 Viewer = Annotated[Principal, Depends(auth.viewer)]
 Editor = Annotated[Principal, Depends(auth.editor)]
 router = APIRouter(prefix="/api/v1", tags=["policy"])
+Number = Annotated[int, Path(ge=0, le=provisioning.MAX_VERSION, description="a version number")]
 
 
 @router.get("/draft", summary="The draft's objects (format=policy groups rules into Policy documents)")
@@ -47,7 +48,7 @@ def list_versions(
     rt: Rt,
     _: Viewer,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=provisioning.MAX_VERSION)] = None,
 ) -> dict[str, Any]:
     with rt.db.read() as conn:
         found = versions.listing(conn, limit, before)
@@ -56,12 +57,12 @@ def list_versions(
 
 @router.post("/versions", status_code=201, summary="Provision the draft as the next version")
 def provision(rt: Rt, who: Editor, body: models.NoteRequest) -> JSONResponse:
-    version = provisioning.provision(rt, who, body.note, force=body.force)
-    return JSONResponse(provisioning.version_json(version), 201)
+    done = provisioning.provision(rt, who, body.note, force=body.force)
+    return JSONResponse(done.to_json(), 201)
 
 
 @router.get("/versions/{number}", summary="One version with its objects")
-def show_version(rt: Rt, _: Viewer, number: int) -> dict[str, Any]:
+def show_version(rt: Rt, _: Viewer, number: Number) -> dict[str, Any]:
     with rt.db.read() as conn:
         found = versions.get(conn, number)
     if found is None:
@@ -80,9 +81,9 @@ def diff(
 
 
 @router.post("/versions/{number}/rollback", status_code=201, summary="Provision an older version again")
-def rollback(rt: Rt, who: Editor, number: int, body: models.NoteRequest) -> JSONResponse:
-    version = provisioning.rollback(rt, who, number, body.note, force=body.force)
-    return JSONResponse(provisioning.version_json(version), 201)
+def rollback(rt: Rt, who: Editor, number: Number, body: models.NoteRequest) -> JSONResponse:
+    done = provisioning.rollback(rt, who, number, body.note, force=body.force)
+    return JSONResponse(done.to_json(), 201)
 
 
 @router.post("/explain", summary="The explained verdict for one flow, under the active version or the draft")

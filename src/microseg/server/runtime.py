@@ -90,6 +90,9 @@ class Runtime:
             compose.endpoint(e) for e in settings.own_endpoints()
         )
         self.enroll_limit = ratelimit.RateLimit(settings.enroll_per_minute)
+        self.flow_limit = ratelimit.RateLimit(settings.flow_uploads_per_minute)
+        self.report_limit = ratelimit.RateLimit(settings.agent_reports_per_minute)
+        """Flow batches per agent id (per process)."""
         self.invariant_watch = flowwatch.Watch()
         """Invariant violations reported lately by this replica."""
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -19,7 +19,7 @@ from microseg.server import compose, exceptions, inventory, kinds
 from microseg.server.auth import Principal
 from microseg.server.problems import Problem
 from microseg.server.runtime import Runtime
-from microseg.store import agents, audit, objects, state
+from microseg.store import agents, audit, objects, state, tokens
 
 Doc = dict[str, Any]
 Key = tuple[str, str]
@@ -84,6 +84,8 @@ def _write(
     conn: sa.Connection, who: Principal, key: Key, old: objects.Stored | None, doc: Doc | None
 ) -> None:
     kind, name = key
+    if kind == "Workload" and doc is None:
+        _revoke_agent_of(conn, who, name)
     if doc is None:
         objects.delete(conn, kind, name)
     else:
@@ -92,10 +94,19 @@ def _write(
     audit.record(
         conn, who.actor, action, f"{kind}/{name}", {"before": old.doc if old else None, "after": doc}
     )
-    if kind == "Workload" and doc is None:
-        found = agents.by_workload(conn, name)
-        if found is not None:
-            agents.revoke(conn, found["id"])
+
+
+def _revoke_agent_of(conn: sa.Connection, who: Principal, workload: str) -> None:
+    """A deleted workload's live agent loses its credential: that is revoking an agent, which
+    needs an admin (as `DELETE /agents/{id}`) and is audited as such. 403 for anyone else."""
+    found = agents.by_workload(conn, workload)
+    if found is None or found["revoked_at"] is not None:
+        return
+    if who.kind != "token" or tokens.ROLES.index(who.role) < tokens.ROLES.index("admin"):
+        why = f"workload {workload} has a live agent; deleting it revokes that agent: an admin's act"
+        raise Problem(403, "Forbidden", why)
+    agents.revoke(conn, found["id"])
+    audit.record(conn, who.actor, "revoke-agent", f"agent/{found['id']}", {"workload": workload})
 
 
 def save(
@@ -223,9 +234,19 @@ def _copy(doc: Doc) -> Doc:
     return {**doc, "metadata": meta, "spec": dict(doc.get("spec") or {})}
 
 
+def checked_labels(given: dict[str, str], field: str) -> labels.Labels:
+    """Labels from a request; a bad one is a ValidationError naming `field.key`."""
+    for key, value in given.items():  # one by one, so that the problem names the label
+        try:
+            labels.Labels({key: value})
+        except errors.ValidationError as exc:
+            raise errors.ValidationError(exc.message, f"{field}.{key}") from None
+    return labels.Labels(given)
+
+
 def relabel(add: dict[str, str], remove: list[str]) -> Callable[[Doc], Doc]:
     """A change that adds (or replaces) and removes labels."""
-    checked = labels.Labels(add)
+    checked = checked_labels(add, "add")
 
     def change(doc: Doc) -> Doc:
         current = {k: v for k, v in doc["metadata"]["labels"].items() if k not in remove}

@@ -46,6 +46,7 @@ def agent_json(rt: Runtime, agent: dict[str, Any]) -> dict[str, Any]:
         "online": agent["online"],
         "lastSeen": agent["last_seen"],
         "enrolledAt": agent["enrolled_at"],
+        "enrollmentToken": agent.get("enrollment_token"),  # its grants bound it; None: before 0006
         "appliedHash": agent["applied_hash"],
         "expectedHash": expected,
         "dataplane": agent["dataplane"],

@@ -18,8 +18,11 @@ from microseg.store import schema, tokens
 T = schema.agents
 
 
-def create(conn: sa.Connection, workload: str, inventory: dict[str, Any]) -> tuple[str, str]:
-    """Enroll: (agent id, credential). The credential is shown to the agent once."""
+def create(
+    conn: sa.Connection, workload: str, inventory: dict[str, Any], enrollment_token: str | None = None
+) -> tuple[str, str]:
+    """Enroll: (agent id, credential). The credential is shown to the agent once; the enrollment
+    token's id is kept because its grants (address ranges) bound the agent for its whole life."""
     ident = secrets.token_hex(8)
     credential = f"msa_{ident}_{secrets.token_urlsafe(32)}"
     now = time.time()
@@ -38,6 +41,7 @@ def create(conn: sa.Connection, workload: str, inventory: dict[str, Any]) -> tup
             warnings=[],
             tampered=False,
             revoked_at=None,
+            enrollment_token=enrollment_token,
         )
     )
     return ident, credential

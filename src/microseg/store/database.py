@@ -5,10 +5,16 @@ that commits whole or not at all. SQLite runs in WAL mode (readers never wait fo
 starts write transactions with BEGIN IMMEDIATE, so two writers queue instead of failing half way;
 PostgreSQL serializes provisioning with a transaction-scoped advisory lock (`lock`), never with
 process memory, so any number of replicas can share one database.
+
+SQLite's files are owner-only (0600, in a data directory created 0700): they hold the token
+digests, the audit log and the whole policy, which no other local user should read.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,11 +28,26 @@ WRITE = "microseg_write"
 """Execution option that marks a connection's transaction as a write (SQLite: BEGIN IMMEDIATE)."""
 
 
+SIDECARS = ("", "-wal", "-shm", "-journal")
+"""Suffixes of the files SQLite keeps for one database: each holds table data."""
+
+
 def sqlite_url(data_dir: str | Path) -> str:
-    """The default database: `microseg.db` in the data directory (created when missing)."""
-    path = Path(data_dir).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    """The default database: `microseg.db` in the data directory (created 0700 when missing)."""
+    path = private_directory(data_dir)
     return f"sqlite:///{path / 'microseg.db'}"
+
+
+def private_directory(data_dir: str | Path) -> Path:
+    """The resolved data directory, created owner-only when missing (its parents as the umask says).
+
+    An existing directory keeps its mode: the operator chose it, and the files in it are private
+    on their own (`_private_sqlite_files`)."""
+    path = Path(data_dir).expanduser().resolve()
+    if not path.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, exist_ok=True)
+    return path
 
 
 class Database:
@@ -36,6 +57,7 @@ class Database:
         self.url = sa.make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite:
+            _private_sqlite_files(self.url.database)
             self.engine = sa.create_engine(
                 self.url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=pool_size
             )
@@ -74,6 +96,24 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def _private_sqlite_files(database: str | None) -> None:
+    """Make the database file owner-only before SQLite opens it (SQLite gives its -wal and -shm
+    files the database file's mode); files an older release left readable to others are tightened.
+
+    In-memory databases and `file:` URIs are left to the caller."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    with contextlib.suppress(FileExistsError, FileNotFoundError):  # no directory: SQLite says so
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    for suffix in SIDECARS:
+        found = path.with_name(path.name + suffix)
+        with contextlib.suppress(FileNotFoundError):
+            status = found.lstat()
+            if status.st_mode & 0o077 and status.st_uid == os.geteuid() and stat.S_ISREG(status.st_mode):
+                found.chmod(0o600)
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:

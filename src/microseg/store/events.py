@@ -1,4 +1,5 @@
-"""Events: what operators should look at (tamper, blocked, would-block, agent offline / failed)."""
+"""Events: what operators should look at (tamper, blocked, would-block, flow-forged, agent offline
+/ failed), kept for the server's event retention (`expire`, run with the flow retention)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,8 @@ def query(
     if workload:
         stmt = stmt.where(T.c.workload == workload)
     return [row._asdict() for row in conn.execute(stmt)]
+
+
+def expire(conn: sa.Connection, before: float) -> int:
+    """Drop events recorded before `before`; how many were dropped."""
+    return int(conn.execute(sa.delete(T).where(T.c.at < before)).rowcount)

@@ -208,11 +208,57 @@ def counts(conn: sa.Connection) -> int:
 # -- retention ------------------------------------------------------------------------------------
 
 
-def expire(conn: sa.Connection, before: float) -> tuple[int, int]:
-    """Drop summaries and raw flow batches last seen before `before`; (summaries, batches) dropped.
+def expire(conn: sa.Connection, before: float, beyond: float | None = None) -> tuple[int, int]:
+    """Drop summaries and raw flow batches last seen before `before`, or (when given) after
+    `beyond`; (summaries, batches) dropped.
 
     A raw batch is dropped with its summaries so that the two never disagree about what is kept;
-    a batch id resent after that is stored (and counted) again, as new."""
-    summaries = conn.execute(sa.delete(T).where(T.c.last_seen < before)).rowcount
-    batches = conn.execute(sa.delete(flows.BATCHES).where(flows.BATCHES.c.last_seen < before)).rowcount
+    a batch id resent after that is stored (and counted) again, as new. `beyond` is for rows from
+    the future, which ingest refuses now but a server before that check stored: dated near 2**40,
+    they would otherwise never expire."""
+    summaries = conn.execute(sa.delete(T).where(_outside(T, before, beyond))).rowcount
+    batches = conn.execute(sa.delete(flows.BATCHES).where(_outside(flows.BATCHES, before, beyond))).rowcount
     return int(summaries), int(batches)
+
+
+def _outside(table: sa.Table, before: float, beyond: float | None) -> sa.ColumnElement[bool]:
+    old = table.c.last_seen < before
+    return old if beyond is None else sa.or_(old, table.c.last_seen > beyond)
+
+
+@dataclass(frozen=True)
+class Purge:
+    """Which flow data an admin drops: one reporter's (a workload name), a window, or both. The
+    window takes what overlaps [since, until): last seen at or after `since`, first seen (for
+    counters: the hour) before `until`; a raw batch that overlaps goes whole."""
+
+    reporter: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    def where(self, table: sa.Table, reporter: str, first: str = "first_seen",
+              last: str = "last_seen") -> sa.ColumnElement[bool]:  # fmt: skip
+        """The rows of `table` this purge takes (its reporter, first and last seen columns)."""
+        found: list[sa.ColumnElement[bool]] = []
+        if self.reporter is not None:
+            found.append(table.c[reporter] == self.reporter)
+        if self.since is not None:
+            found.append(table.c[last] >= self.since)
+        if self.until is not None:
+            found.append(table.c[first] < self.until)
+        return sa.and_(sa.true(), *found)
+
+
+def purge(conn: sa.Connection, what: Purge) -> dict[str, int]:
+    """Drop the flow data `what` names: summaries, raw batches and the reporter's rule-counter
+    hours (counters come from the same agent; a poisoned agent poisons both). Rows dropped per
+    table: {summaries, batches, counterHours}."""
+    hours = schema.rule_counter_hours
+    dropped = {
+        "summaries": conn.execute(sa.delete(T).where(what.where(T, "reporter"))),
+        "batches": conn.execute(sa.delete(flows.BATCHES).where(what.where(flows.BATCHES, "workload"))),
+        "counterHours": conn.execute(
+            sa.delete(hours).where(what.where(hours, "workload", first="bucket", last="last_hit"))
+        ),
+    }  # fmt: skip
+    return {name: int(result.rowcount) for name, result in dropped.items()}

@@ -19,7 +19,9 @@ from microseg.server.streaming import items
 SD_ID = "microseg@32473"
 """The SD-ID: 32473 is the private enterprise number RFC 5612 reserves for documentation."""
 SEVERITIES = {"tamper": (2, 9), "invariant-violation": (3, 8), "agent-failed": (3, 7),
+              "flow-forged": (3, 7), "enroll-refused": (4, 7), "address-refused": (4, 7),
               "override-invariants": (4, 7), "dropped": (4, 6), "quarantine": (4, 6),
+              "enroll-adopted": (5, 4), "labels-changed": (5, 4),
               "blocked": (4, 5), "agent-offline": (4, 5), "release": (5, 4), "would-block": (5, 3),
               "allowed": (6, 1)}  # fmt: skip
 """Kind -> (syslog severity 0-7, lower is worse; CEF severity 0-10, higher is worse)."""

@@ -4,7 +4,8 @@
 import * as api from "./api.js";
 import { append, badge, field, h, heading, json, select, when } from "./dom.js";
 
-const KINDS = ["tamper", "blocked", "would-block", "agent-offline", "agent-failed", "quarantine", "release"];
+const KINDS = ["tamper", "blocked", "would-block", "agent-offline", "agent-failed", "quarantine", "release",
+  "invariant-violation", "flow-forged", "enroll-refused", "enroll-adopted", "address-refused", "labels-changed"];
 const SHOWN = 300;
 
 export async function render(root, ctx) {
