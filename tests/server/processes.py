@@ -28,8 +28,10 @@ def free_port() -> int:
 def server(database_url: str, log: Path, port: int | None = None) -> Iterator[str]:
     """A server process over `database_url`; yields its base URL; killed at the end whatever happens."""
     port = port or free_port()
+    # its own data directory: a first start writes the admin token there when output is not a tty
     command = [sys.executable, "-m", "microseg", "server", "--host", "127.0.0.1", "--port", str(port),
-               "--database", database_url, "--control-plane", "10.77.0.1:8440", "--log-level", "warning"]  # fmt: skip
+               "--database", database_url, "--data-dir", str(log.parent / f"server-data-{port}"),
+               "--control-plane", "10.77.0.1:8440", "--log-level", "warning"]  # fmt: skip
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     with log.open("ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
