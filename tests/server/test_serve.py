@@ -9,7 +9,6 @@ import shutil
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -30,19 +29,6 @@ def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
                                 stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
 
 
-def _wait(
-    url: str, process: subprocess.Popen[bytes], log: Path, verify: ssl.SSLContext | bool = True
-) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            if httpx.get(url + "/healthz", verify=verify, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise AssertionError(log.read_text())
-
 
 def test_the_first_start_hands_over_one_admin_token_and_later_starts_do_not(tmp_path: Path) -> None:
     data = tmp_path / "data"
@@ -51,7 +37,7 @@ def test_the_first_start_hands_over_one_admin_token_and_later_starts_do_not(tmp_
         log = tmp_path / f"start-{start}.log"
         process = _start(["--port", str(port), "--data-dir", str(data), "--log-level", "warning"], log)
         try:
-            _wait(f"http://127.0.0.1:{port}", process, log)
+            processes.wait_ready(f"http://127.0.0.1:{port}", process, log)
         finally:
             processes.stop(process)
         # Not a terminal (as under systemd): the token goes to an owner-only file, never the log.
@@ -66,7 +52,7 @@ def test_the_first_start_hands_over_one_admin_token_and_later_starts_do_not(tmp_
     log = tmp_path / "start-3.log"
     process = _start(["--port", str(port), "--data-dir", str(data)], log)
     try:
-        _wait(f"http://127.0.0.1:{port}", process, log)
+        processes.wait_ready(f"http://127.0.0.1:{port}", process, log)
         answer = httpx.get(
             f"http://127.0.0.1:{port}/api/v1/tokens", headers={"Authorization": f"Bearer {first}"}
         )
@@ -97,7 +83,7 @@ def test_https_with_tls_cert_and_key(tmp_path: Path) -> None:
     process = _start(args, log)
     try:
         trust = ssl.create_default_context(cafile=str(cert))
-        _wait(f"https://127.0.0.1:{port}", process, log, verify=trust)
+        processes.wait_ready(f"https://127.0.0.1:{port}", process, log, verify=trust)
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
         with pytest.raises(httpx.ConnectError):
@@ -139,7 +125,7 @@ def test_no_secret_reaches_the_log(tmp_path: Path) -> None:
     process = _start(["--port", str(port), "--data-dir", str(data), "--log-level", "debug"], log)
     base = f"http://127.0.0.1:{port}/api/v1"
     try:
-        _wait(f"http://127.0.0.1:{port}", process, log)
+        processes.wait_ready(f"http://127.0.0.1:{port}", process, log)
         auth = {"Authorization": f"Bearer {admin}"}
         enrollment = httpx.post(base + "/enrollment-tokens", json={"name": "e"}, headers=auth).json()["token"]
         body = {"token": enrollment, "inventory": {"hostname": "h1", "addresses": ["10.1.0.1"]}}

@@ -66,22 +66,10 @@ def server(tmp_path: Path, *args: str, scheme: str = "http", verify: ssl.SSLCont
         process = subprocess.Popen(command, stdout=out, stderr=stderr or subprocess.STDOUT, env=env)
     url = f"{scheme}://127.0.0.1:{port}"
     try:
-        _wait(url, process, log, verify)
+        processes.wait_ready(url, process, log, verify)
         yield Running(url, data, log, process)
     finally:
         processes.stop(process)
-
-
-def _wait(url: str, process: subprocess.Popen[bytes], log: Path, verify: ssl.SSLContext | bool) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            if httpx.get(url + "/healthz", verify=verify, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise AssertionError(log.read_text())
 
 
 def _enroll_attempts(url: str, forwarded: list[str | None]) -> list[int]:
