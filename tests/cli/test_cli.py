@@ -30,18 +30,18 @@ def first(eng: engine.PolicyEngine, text: str) -> str:
 
 @pytest.fixture(scope="module")
 def eng() -> engine.PolicyEngine:
-    return loading.build(None)
+    return loading.build(None, example=True)
 
 
 def test_validate_examples() -> None:
-    code, out = invoke("validate", "-o", "json")
+    code, out = invoke("validate", "--example", "-o", "json")
     assert code == 0, out
     data = json.loads(out)
     assert data["valid"] is True and data["counts"]["workloads"] >= 10
 
 
 def test_validate_checks_invariants_and_fails_when_one_is_broken(tmp_path: Path) -> None:
-    code, out = invoke("validate")
+    code, out = invoke("validate", "--example")
     assert code == 0 and "kept: 2 invariant(s)" in out
     tree = tmp_path / "estate"
     shutil.copytree(loading.examples_dir(), tree)
@@ -85,7 +85,7 @@ def test_console_script_reports_user_errors_with_exit_2(tmp_path: Path) -> None:
 
 def test_explain_json_names_rule_tier_and_labels(eng: engine.PolicyEngine) -> None:
     dev, db = first(eng, "env=dev,role=web"), first(eng, "env=prod,role=db")
-    code, out = invoke("explain", "--from", dev, "--to", db, "--port", "3306/tcp", "-o", "json")
+    code, out = invoke("explain", "--example", "--from", dev, "--to", db, "--port", "3306/tcp", "-o", "json")
     assert code == 0, out
     verdict = json.loads(out)["verdict"]
     assert verdict["outcome"] == "blocked" and verdict["tier"] == "security"
@@ -94,14 +94,14 @@ def test_explain_json_names_rule_tier_and_labels(eng: engine.PolicyEngine) -> No
 
 def test_explain_default_deny_in_words(eng: engine.PolicyEngine) -> None:
     web, db = first(eng, "env=prod,role=web"), first(eng, "env=prod,role=db")
-    code, out = invoke("explain", "--from", web, "--to", db, "--port", "2222/tcp")
+    code, out = invoke("explain", "--example", "--from", web, "--to", db, "--port", "2222/tcp")
     assert code == 0
     assert "default deny" in out and "blocked" in out
 
 
 def test_render_json_is_the_document(eng: engine.PolicyEngine) -> None:
     db = first(eng, "env=prod,role=db")
-    code, out = invoke("render", "--workload", db, "--format", "json")
+    code, out = invoke("render", "--example", "--workload", db, "--format", "json")
     assert code == 0, out
     doc = json.loads(out)
     assert doc["schema"] == "microseg.io/ruleset/v1" and doc["hash"] == eng.document(db).hash
@@ -110,7 +110,7 @@ def test_render_json_is_the_document(eng: engine.PolicyEngine) -> None:
 @pytest.mark.parametrize("target", ["nftables", "iptables"])
 def test_render_dataplane_text(eng: engine.PolicyEngine, target: str) -> None:
     db = first(eng, "env=prod,role=db")
-    code, out = invoke("render", "--workload", db, "--format", target, "-o", "json")
+    code, out = invoke("render", "--example", "--workload", db, "--format", target, "-o", "json")
     assert code == 0, out
     data = json.loads(out)
     text = data["nftables"] if target == "nftables" else data["iptables"]
@@ -118,7 +118,7 @@ def test_render_dataplane_text(eng: engine.PolicyEngine, target: str) -> None:
 
 
 def test_matrix_json(eng: engine.PolicyEngine) -> None:
-    code, out = invoke("matrix", "--group-by", "env,role", "--port", "3306/tcp", "-o", "json")
+    code, out = invoke("matrix", "--example", "--group-by", "env,role", "--port", "3306/tcp", "-o", "json")
     assert code == 0, out
     cells = {(c["from"], c["to"]): c for c in json.loads(out)["cells"]}
     assert "3306/tcp" in cells[("env=prod,role=app", "env=prod,role=db")]["all"]

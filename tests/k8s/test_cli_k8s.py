@@ -25,7 +25,7 @@ def run(*args: str) -> tuple[int, str, str]:
 
 
 def test_export_networkpolicy_is_valid_against_the_kubernetes_openapi_schema() -> None:
-    code, out, err = run("k8s", "export", "--port-level", "--skip-icmp")
+    code, out, err = run("k8s", "export", "--example", "--port-level", "--skip-icmp")
     assert code == 0, err
     docs = list(yaml.safe_load_all(out))
     assert docs and {d["kind"] for d in docs} == {"NetworkPolicy"}
@@ -37,7 +37,7 @@ def test_export_networkpolicy_is_valid_against_the_kubernetes_openapi_schema() -
 
 
 def test_the_kubernetes_schema_check_bites() -> None:
-    _, out, _ = run("k8s", "export", "--port-level", "--skip-icmp")
+    _, out, _ = run("k8s", "export", "--example", "--port-level", "--skip-icmp")
     doc = next(yaml.safe_load_all(out))
     doc["spec"]["ingres"] = []
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -45,7 +45,7 @@ def test_the_kubernetes_schema_check_bites() -> None:
 
 
 def test_export_refuses_naming_the_rule_and_prints_nothing() -> None:
-    code, out, err = run("k8s", "export")
+    code, out, err = run("k8s", "export", "--example")
     assert code == 2
     assert out == ""
     assert "rule application/bastion-ssh: service ssh names a process or user" in err
@@ -55,7 +55,7 @@ def test_export_refuses_naming_the_rule_and_prints_nothing() -> None:
 @pytest.mark.parametrize("target", ["calico", "cilium"])
 def test_export_other_formats_as_a_json_list(target: str, tmp_path: Path) -> None:
     out_file = tmp_path / "out.json"
-    code, out, err = run("k8s", "export", "--format", target, "--port-level", "--skip-icmp", "-o", "json",
+    code, out, err = run("k8s", "export", "--example", "--format", target, "--port-level", "--skip-icmp", "-o", "json",
                          "--out", str(out_file))
     assert code == 0, err
     assert out == ""

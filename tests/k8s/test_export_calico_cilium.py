@@ -71,12 +71,14 @@ def schema_problems(manifest: Manifest) -> tuple[str, ...]:
 def disagreements(
     est: Estate, found: cluster.Cluster, fmt: export.Format, options: export_base.Options
 ) -> list[str]:
-    """Every (pair, probe) where the evaluated export and the engine differ; schema problems too."""
+    """Every (pair, probe) between pods in scope where the evaluated export and the engine differ
+    (see proof.disagreements for what is left out, and why); schema problems too."""
     docs = read_back(export.export(est, found, fmt, options))
     wrong = [f"{m['kind']} {m['metadata']['name']}: {p}" for m in docs for p in schema_problems(m)]
     probes = proof.probes_for(est)
     judge, pods = evaluator(fmt, docs, found), {p.ref: p for p in found.pods}
-    for (s, d, probe), want in sorted(proof.engine_verdicts(est, found, probes).items()):
+    expected = proof.in_scope(proof.engine_verdicts(est, found, probes), found, options)
+    for (s, d, probe), want in sorted(expected.items()):
         got = judge.allowed(pods[s], pods[d], probe.port, probe.protocol)
         if got != want:
             wrong.append(f"{s} -> {d} {probe}: engine {want}, {fmt.value} {got}")

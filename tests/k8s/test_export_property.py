@@ -28,3 +28,10 @@ def test_policies_with_addresses_export_exactly_or_refuse(est: Estate, found: cl
         assert exc.rules, "a refusal names the rules involved"
         return
     assert wrong == []
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(estates.estates(), estates.clusters())
+def test_label_policies_export_exactly_without_dns(est: Estate, found: cluster.Cluster) -> None:
+    """--no-dns takes away only the deliberate addition; what is left is the engine's verdict too."""
+    assert proof.disagreements(est, found, export_base.Options(dns=False)) == []

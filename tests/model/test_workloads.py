@@ -133,5 +133,6 @@ def test_equality_covers_every_field() -> None:
 def test_defaults() -> None:
     workload = workloads.Workload("w", addresses=nets("10.0.0.1"))
     assert workload.kind is Kind.VM
-    assert workload.mode is workloads.Mode.ENFORCE
+    assert workload.mode is workloads.Mode.VISIBILITY
+    assert not workload.mode_set
     assert workload.labels == Labels()

@@ -250,7 +250,7 @@ def test_rules_without_a_policy_and_tiers() -> None:
 def test_the_dump_reads_like_the_format_reference() -> None:
     est = policyfile.load_text(textwrap.dedent(texts.doc("Workload", """\
         metadata: {name: w, labels: {version: 1.10, env: prod}}
-        spec: {addresses: [10.77.0.1], attributes: {port: 80}}
+        spec: {addresses: [10.77.0.1], attributes: {port: 80}, mode: enforce}
         """)))  # fmt: skip
     assert policyfile.dump(est) == textwrap.dedent("""\
         apiVersion: microseg.io/v1

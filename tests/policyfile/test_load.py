@@ -106,7 +106,7 @@ def test_anchors_and_merge_keys() -> None:
             apiVersion: microseg.io/v1
             kind: Workload
             metadata: {name: web-1, labels: &labels {env: prod, role: web}}
-            spec: {addresses: [10.77.0.1]}
+            spec: {addresses: [10.77.0.1], mode: enforce}
           - <<: *web
             metadata: {name: web-2, labels: *labels}
             spec: {addresses: [10.77.0.2], mode: alert}

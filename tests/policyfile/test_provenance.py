@@ -29,6 +29,7 @@ BASE = texts.doc(
       addresses: [10.77.2.50]
       attributes: {hostname: h1-db-1, os: linux}
       attributeSources: {hostname: agent, os: enrollment}
+      mode: enforce
     """,
 )  # fmt: skip
 

@@ -25,7 +25,7 @@ SOURCES = ("prod-app-1", "prod-web-1", "dev-web-1", "bastion-1", "prometheus-1",
 
 @pytest.fixture
 def estate_lab(lab: netns.Lab) -> Iterator[tuple[netns.Lab, engine.PolicyEngine]]:
-    eng = loading.build(None)
+    eng = loading.build(None, example=True)
     server = eng.workload("prod-db-1").addresses[0]
     clients = [eng.endpoint(s).address for s in SOURCES]
     if_a = _ifname(lab, lab.a)

@@ -13,7 +13,7 @@ API = "microseg.io/v1"
 
 def example() -> list[dict[str, Any]]:
     """The example estate shipped with microseg, as the documents `microseg apply -f` sends."""
-    return dumper.documents(loading.load(None))
+    return dumper.documents(loading.load(None, example=True))
 
 
 def provision_example(api: Api) -> None:

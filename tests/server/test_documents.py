@@ -17,7 +17,7 @@ from microseg.server import documents
 
 @pytest.mark.parametrize("source", ["example", "synthetic"])
 def test_encoded_documents_equal_their_dict_form_and_hash(source: str) -> None:
-    est = loading.load(None) if source == "example" else synthetic.generate(300, 40, 80, seed=3)
+    est = loading.load(None, example=True) if source == "example" else synthetic.generate(300, 40, 80, seed=3)
     docs = engine.PolicyEngine(est).documents()
     encoder = documents.DocumentEncoder()
     assert docs

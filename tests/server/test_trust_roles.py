@@ -192,7 +192,7 @@ def test_an_owner_that_would_blur_the_audit_actor_is_refused(api: Api, owner: st
 def test_token_create_on_the_command_line_takes_an_owner(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         main.app, ["token", "create", "--role", "editor", "--name", "laptop", "--owner", "carol",
-                   "--data-dir", str(tmp_path)],
+                   "--data-dir", str(tmp_path), "--init"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     db = database.Database(database.sqlite_url(tmp_path))

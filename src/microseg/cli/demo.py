@@ -162,7 +162,7 @@ def _print_scorecard(card: scorecard.Scorecard) -> None:
 
 def offline(files: output.Files = None, fmt: output.Output = output.Format.TABLE) -> None:
     """Walk through the engine on the example estate: validate, matrix, explain, render."""
-    est = loading.load(files)
+    est = loading.load(files, example=not files)  # the walk-through is about the example unless told
     eng = engine.PolicyEngine(est)
     counts = policy.summary_counts(est)
     rows = policy.matrix_rows(reachability.matrix(eng, ("env", "role"), reachability.probes_of(eng)))

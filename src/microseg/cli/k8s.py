@@ -190,11 +190,12 @@ def k8s_export(  # Typer options, all by keyword
     *,
     policy: Annotated[
         list[Path] | None,
-        typer.Option("-f", "--file", help="policy file or directory (repeatable); default: the examples"),
+        typer.Option("-f", "--file", help="policy file or directory (repeatable)"),
     ] = None,
+    example: loading.Example = False,
     inventory: Annotated[
         list[Path] | None,
-        typer.Option("--inventory", help="manifests with the pods (repeatable); default: the examples'"),
+        typer.Option("--inventory", help="manifests with the pods (repeatable); --example: the examples'"),
     ] = None,
     kubeconfig: Kubeconfig = None,
     context: Context = None,
@@ -210,18 +211,31 @@ def k8s_export(  # Typer options, all by keyword
     pod_cidrs: Annotated[
         list[str] | None, typer.Option("--pod-cidr", help="the cluster's pod network (repeatable)")
     ] = None,
+    namespaces: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--namespace",
+            help="isolate pods in this namespace only (repeatable); default: the inventory's but kube-system",
+        ),
+    ] = None,
+    no_dns: Annotated[
+        bool, typer.Option("--no-dns", help="do not let pods reach kube-dns on 53 (warned either way)")
+    ] = False,
     fmt: Annotated[DocFormat, typer.Option("-o", "--output", help="yaml or json")] = DocFormat.YAML,
     out: Annotated[Path | None, typer.Option("--out", help="write to this file instead of stdout")] = None,
 ) -> None:
-    """microseg policy as NetworkPolicy, Calico or Cilium manifests: exact, or refused naming the rule."""
-    est = loading.load(policy)
-    if inventory is None and kubeconfig is None and context is None:
+    """microseg policy as NetworkPolicy, Calico or Cilium manifests: exact, or refused naming the rule.
+    Pods reach kube-dns on 53 unless --no-dns; kube-system is left alone unless --namespace names it."""
+    est = loading.load(policy, example=example)
+    if example and inventory is None and kubeconfig is None and context is None:
         inventory = [example_inventory()]
     found = read_cluster(inventory, kubeconfig, context)
     options = export_base.Options(
         port_level=port_level,
         skip_icmp=skip_icmp,
         pod_cidrs=tuple(addresses.network(c) for c in pod_cidrs or ()),
+        namespaces=tuple(namespaces or ()),
+        dns=not no_dns,
     )
     result = export.export(est, found, target, options)
     for warning in result.warnings:

@@ -12,6 +12,7 @@ import typer
 
 from microseg import __version__
 from microseg.cli import (
+    admin,
     agent,
     analytics,
     client,
@@ -59,7 +60,7 @@ app.command()(_reporting(policy.matrix))
 app.command()(_reporting(policy.diff))
 app.command()(_reporting(demo.demo))
 app.command()(_reporting(serve.server))
-app.command()(_reporting(agent.agent))
+app.add_typer(admin.agent_group(_reporting(agent.agent)))
 SERVER_COMMANDS = (remote.get, remote.apply, remote.provision, remote.rollback, remote.quarantine,
                    remote.release, remote.events, remote.audit, remote.login)  # fmt: skip
 for command in SERVER_COMMANDS:
@@ -70,7 +71,12 @@ app.command()(_reporting(analytics.simulate))
 app.command()(_reporting(analytics.recommend))
 app.command("rule-hits")(_reporting(analytics.rule_hits))
 app.add_typer(serve.db_app, name="db")
+serve.token_app.command("list")(_reporting(admin.token_list))
+serve.token_app.command("revoke")(_reporting(admin.token_revoke))
 app.add_typer(serve.token_app, name="token")
+app.command()(_reporting(admin.delete))
+app.add_typer(admin.draft_app)
+app.add_typer(admin.exception_app)
 app.add_typer(enrollment.enrollment_app)
 
 k8s_app = typer.Typer(

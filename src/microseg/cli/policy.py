@@ -11,16 +11,18 @@ import typer
 from rich.table import Table
 
 from microseg import errors, settings
-from microseg.cli import loading, output, remote
+from microseg.cli import loading, output, ports, remote
 from microseg.engine import engine, invariants, reachability
 from microseg.model import estate
 from microseg.render import iptables, nftables
 
 
-def validate(files: output.Files = None, fmt: output.Output = output.Format.TABLE) -> None:
+def validate(
+    files: output.Files = None, example: loading.Example = False, fmt: output.Output = output.Format.TABLE
+) -> None:
     """Load and check policy files: every problem at once with file, line and field; then the
     invariants the files declare (exit 1 when the policy breaks one other than by a quarantine)."""
-    est = loading.load(files)
+    est = loading.load(files, example=example)
     eng = engine.PolicyEngine(est)
     counts = summary_counts(est)
     broken = invariants.Guard(eng).check()
@@ -31,12 +33,14 @@ def validate(files: output.Files = None, fmt: output.Output = output.Format.TABL
                 "counts": counts,
                 "warnings": eng.problems,
                 "invariants": {"declared": len(est.invariants), "violations": [v.to_dict() for v in broken]},
+                "firstStart": output.first_start(est.workloads),
             }
         )
     else:
         output.console.print("[green]valid[/]: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
         for problem in eng.problems:
             output.console.print(f"[yellow]warning[/]: {problem}")
+        output.print_first_start(output.first_start(est.workloads))
         for violation in broken:
             shown = "[yellow]quarantine[/]" if violation.quarantine else "[red]broken[/]"
             output.console.print(f"{shown}: {violation}", highlight=False)
@@ -70,11 +74,12 @@ class RenderFormat(StrEnum):
 def render(
     workload: Annotated[str, typer.Option("--workload", "-w", help="workload to render the ruleset of")],
     files: output.Files = None,
+    example: loading.Example = False,
     target: Annotated[RenderFormat, typer.Option("--format", help="what to print")] = RenderFormat.NFTABLES,
     fmt: output.Output = output.Format.TABLE,
 ) -> None:
     """Print a workload's ruleset: the JSON document, or what the agent would load."""
-    doc = loading.build(files).document(workload)
+    doc = loading.build(files, example=example).document(workload)
     render_settings = settings.Settings.from_env().render
     if target is RenderFormat.JSON:
         output.emit_json(doc.to_dict())
@@ -99,16 +104,18 @@ def render(
 
 def matrix(
     files: output.Files = None,
+    example: loading.Example = False,
     group_by: Annotated[str, typer.Option("--group-by", help="label keys that form groups")] = "env,app,role",
-    ports: Annotated[
-        list[str] | None, typer.Option("--port", help="PORT/PROTO to probe (default: every port rules name)")
+    port: Annotated[
+        list[str] | None,
+        typer.Option("--port", help=f"{ports.HELP} (repeatable; default: every port rules name)"),
     ] = None,
     fmt: output.Output = output.Format.TABLE,
 ) -> None:
     """Reachability between label groups: which ports each group reaches in each other group."""
-    eng = loading.build(files)
+    eng = loading.build(files, example=example)
     keys = tuple(k.strip() for k in group_by.split(",") if k.strip())
-    probes = [reachability.parse_probe(p) for p in ports] if ports else reachability.probes_of(eng)
+    probes = matrix_probes(port, eng) if port else reachability.probes_of(eng)
     cells = reachability.matrix(eng, keys, probes)
     rows = matrix_rows(cells)
     if fmt is output.Format.JSON:
@@ -116,6 +123,19 @@ def matrix(
                           "cells": rows})  # fmt: skip
         return
     output.console.print(matrix_table(rows))
+
+
+MATRIX_PROBES = 1024
+"""Ports `matrix` probes at most: each is a column of every cell."""
+
+
+def matrix_probes(texts: list[str], eng: engine.PolicyEngine) -> list[reachability.Probe]:
+    """The probes the `--port` options name, without repeats; too many is an error, not a wall."""
+    found = list(dict.fromkeys(p for text in texts for p in ports.probes(text, eng.estate)))
+    if len(found) > MATRIX_PROBES:
+        too_many = f"--port names {len(found)} ports; matrix probes {MATRIX_PROBES} at most"
+        raise errors.ValidationError(too_many, "port")
+    return found
 
 
 def matrix_rows(cells: dict[tuple[str, str], reachability.Cell]) -> list[dict[str, Any]]:

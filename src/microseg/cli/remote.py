@@ -30,6 +30,7 @@ PATHS = (
     "iplists",
     "tiers",
     "exceptions",
+    "invariants",
     "labelrules",
     "modescopes",
     "settings",
@@ -99,7 +100,7 @@ def get(
     kind: Annotated[
         str,
         typer.Argument(
-            help="workloads, rules, services, iplists, tiers, exceptions, "
+            help="workloads, rules, services, iplists, tiers, exceptions, invariants, "
             "labelrules, modescopes, settings, versions, agents"
         ),
     ],
@@ -192,10 +193,12 @@ def apply(
     fmt: Out = Format.TABLE,
 ) -> None:
     """Create or replace objects from policy files (policy kinds go into the draft)."""
-    docs = dumper.documents(policyfile.load(files))
-    result = connect(ctx).post("/apply", {"documents": docs})
-    if not emit(result, fmt):
+    est = policyfile.load(files)
+    result = connect(ctx).post("/apply", {"documents": dumper.documents(est)})
+    first = output.first_start(est.workloads)  # from the files: a ModeScope on the server may differ
+    if not emit({**result, "firstStart": first}, fmt):
         print_applied(result)
+        output.print_first_start(first)
 
 
 def print_applied(result: dict[str, list[str]]) -> None:
@@ -230,12 +233,25 @@ def provision(
 def rollback(
     ctx: typer.Context,
     version: Annotated[str, typer.Argument(help="the version to provision again (N or vN)")],
+    *,
     note: Annotated[str, typer.Option("-m", "--message", help="why")] = "",
     force: Force = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="show what would change against the active version; change nothing"),
+    ] = False,
     fmt: Out = Format.TABLE,
 ) -> None:
     """Provision an earlier version again (as a new version); the draft becomes it too."""
     number = version.removeprefix("v")
+    if dry_run:
+        diff = connect(ctx).get("/diff", **{"from": "active", "to": number})
+        if not emit(diff, fmt):
+            print_diff(diff, as_json=False)
+            output.console.print(
+                f"dry run: nothing changed (without --dry-run, v{number} is provisioned again)"
+            )
+        return
     made = connect(ctx).post(f"/versions/{number}/rollback", {"note": note, "force": force})
     if not emit(made, fmt):
         output.console.print(f"provisioned {made['name']}: the content of v{number}")
@@ -331,7 +347,11 @@ def login(
 
 def draft_diff(ctx: typer.Context, as_json: bool) -> None:
     """`microseg diff` without files: the draft against the active version, on the server."""
-    diff = connect(ctx).get("/draft/diff")
+    print_diff(connect(ctx).get("/draft/diff"), as_json)
+
+
+def print_diff(diff: dict[str, Any], as_json: bool) -> None:
+    """A server diff: objects changed, then the reachability it changes."""
     if as_json:
         output.emit_json(diff)
         return

@@ -4,8 +4,8 @@ The server migrates its database at start; on the very first start (no API token
 makes one admin token and hands it over once, never through logging: printed when stderr is a
 terminal, otherwise written to `<data-dir>/initial-admin-token` (mode 0600) with only the path
 printed, so a journal or log collector never holds it. `token create` makes more (run it where the
-database is reachable); tokens are stored hashed, so a lost one is revoked and replaced, never
-recovered.
+database is reachable; a database that is not there is refused unless `--init`); tokens are stored
+hashed, so a lost one is revoked and replaced, never recovered.
 
 `uvicorn_config` is the one place that decides how uvicorn serves the app (TLS, and which peers'
 `X-Forwarded-For` is believed); the test servers use it too.
@@ -18,7 +18,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -204,6 +204,7 @@ def db_upgrade(data_dir: DataDir = None, url: DatabaseUrl = None) -> None:
 
 @token_app.command("create")
 def token_create(
+    *,
     role: Annotated[str, typer.Option(help="admin, editor or viewer")],
     name: Annotated[str, typer.Option(help="what the token is for")] = "cli",
     owner: Annotated[
@@ -212,24 +213,68 @@ def token_create(
     ] = None,
     data_dir: DataDir = None,
     url: DatabaseUrl = None,
+    init: Annotated[
+        bool, typer.Option("--init", help="make the database when there is none (default: refuse)")
+    ] = False,
 ) -> None:
     """Print a new API token (stored hashed: it is shown only now)."""
     import re
 
-    from microseg.server import app as server_app
     from microseg.server import models
-    from microseg.store import audit, migrate, tokens
+    from microseg.store import audit, tokens
 
     if role not in tokens.ROLES:
         raise typer.BadParameter(f"role must be one of {', '.join(tokens.ROLES)}", param_hint="--role")
     if owner is not None and not re.fullmatch(models.OWNER, owner):
         raise typer.BadParameter("letters, digits and . _ @ + - (at most 64)", param_hint="--owner")
-    db = server_app.open_database(_settings(data_dir, url))
-    migrate.upgrade(db)
-    with db.write() as conn:
-        row, text = tokens.create_api(conn, name, role, "cli:token-create", owner or name)
-        audit.record(
-            conn, "cli:token-create", "create-token", f"token/{row.id}",
-            {"name": name, "role": role, "owner": row.owner},
-        )  # fmt: skip
+    db = _token_database(_settings(data_dir, url), init=init)
+    try:
+        with db.write() as conn:
+            row, text = tokens.create_api(conn, name, role, "cli:token-create", owner or name)
+            audit.record(
+                conn, "cli:token-create", "create-token", f"token/{row.id}",
+                {"name": name, "role": role, "owner": row.owner},
+            )  # fmt: skip
+    finally:
+        db.dispose()
     typer.echo(text)
+
+
+def _token_database(settings: config.ServerSettings, *, init: bool) -> database.Database:
+    """The existing, migrated database; without `init`, a missing one is refused rather than made,
+    since a token in a fresh database (a typo in --data-dir) would work on no server."""
+    from microseg.server import app as server_app
+    from microseg.store import migrate
+
+    if not init:
+        _refuse_missing_sqlite_file(settings)
+    db = server_app.open_database(settings)
+    if not init and migrate.current(db) is None:
+        db.dispose()
+        _refuse(db.url.render_as_string(hide_password=True))
+    migrate.upgrade(db)
+    return db
+
+
+def _refuse_missing_sqlite_file(settings: config.ServerSettings) -> None:
+    """Check before opening: opening a SQLite path creates the file (and the data directory)."""
+    import sqlalchemy as sa
+
+    if not settings.database:
+        path = Path(settings.data_dir).expanduser().resolve() / "microseg.db"
+    else:
+        url = sa.make_url(settings.database)
+        if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+            return
+        path = Path(url.database).expanduser().resolve()
+    if not path.is_file():
+        _refuse(str(path))
+
+
+def _refuse(where: str) -> NoReturn:
+    typer.echo(
+        f"error: no microseg database at {where}: check --data-dir / --database (a token made in a new, "
+        "empty database works on no server), or pass --init to make one there",
+        err=True,
+    )
+    raise typer.Exit(2)

@@ -27,7 +27,7 @@ from microseg.engine import address_sets, compiler, evaluator, identities, label
 from microseg.errors import LookupFailedError, ValidationError
 from microseg.model import addresses, labelrules, labels, ruleset, services, verdicts
 from microseg.model.estate import Estate
-from microseg.model.workloads import QUARANTINE_LABEL, Mode, Workload
+from microseg.model.workloads import QUARANTINE_LABEL, Workload
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ class PolicyEngine:
         doc = ruleset.RulesetDocument(
             workload=name,
             addresses=workload.addresses,
-            mode=Mode.ENFORCE if workload.quarantined else workload.mode,
+            mode=workload.effective_mode,
             policy_version=self.estate.version,
             tiers=self.book.tiers,
             control_plane=self.estate.control_plane,

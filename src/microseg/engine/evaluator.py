@@ -304,7 +304,7 @@ def _effective_mode(workload: Workload | None) -> Mode | None:
     """None for outside addresses and unmanaged workloads; quarantine always enforces."""
     if workload is None or not workload.managed:
         return None
-    return Mode.ENFORCE if workload.quarantined else workload.mode
+    return workload.effective_mode
 
 
 def _matched(

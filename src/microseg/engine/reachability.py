@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from microseg import errors
 from microseg.engine import engine
 from microseg.model import services, verdicts
 
@@ -27,11 +28,21 @@ def probe_text(probe: Probe) -> str:
 
 
 def parse_probe(text: str) -> Probe:
-    """Parse `443/tcp`, `53/udp` or `icmp` (a bare port means tcp)."""
-    port_text, _, proto_text = text.strip().partition("/")
-    if not port_text.isdigit():
-        return services.Protocol(port_text.lower()), None
-    return services.Protocol((proto_text or "tcp").lower()), int(port_text)
+    """One port as `services.parse_port` reads it (`443/tcp`, `tcp/443`, `443`, `icmp`); a range
+    or a whole protocol with ports is not one probe (ValidationError)."""
+    probes = probes_in(services.parse_port(text))
+    if len(probes) != 1:
+        raise errors.ValidationError(f"port {text!r}: name one port, e.g. 443/tcp", "port")
+    return probes[0]
+
+
+def probes_in(spec: services.PortSpec) -> list[Probe]:
+    """Every probe a port spec covers: each port of its ranges (all 65535 when it names none), or
+    the port-less protocol alone."""
+    if not spec.protocol.has_ports:
+        return [(spec.protocol, None)]
+    ranges = spec.ports or (services.PortRange(1, 65535),)
+    return [(spec.protocol, port) for r in ranges for port in range(r.first, r.last + 1)]
 
 
 def probes_of(eng: engine.PolicyEngine) -> list[Probe]:

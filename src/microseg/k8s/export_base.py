@@ -19,6 +19,14 @@ from microseg.model import addresses, labelrules, selectors, workloads
 from microseg.model.estate import Estate
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "microseg"}
+SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+"""Left alone unless `--namespace` names them: isolating them cuts DNS and the cluster's own parts."""
+DNS_NAMESPACE = "kube-system"
+DNS_LABELS = {"k8s-app": "kube-dns"}
+"""What CoreDNS (and kube-dns) pods carry, in every distribution that ships them as `kube-dns`."""
+DNS_PORT = 53
+DNS_ALLOWED = f"allowed DNS to kube-dns in {DNS_NAMESPACE} on {DNS_PORT}/udp,tcp; --no-dns drops it"
+DNS_DROPPED = "--no-dns: pods will not resolve names unless a rule allows DNS"
 RULE_ANNOTATION = "microseg.io/rule"
 NOT_ENFORCED = ("alert", "visibility")
 
@@ -36,6 +44,12 @@ class Options:
     skip_icmp: bool = False
     """NetworkPolicy and Cilium: leave ICMP out of allow rules that reach pods (neither can say "all of
     ICMP"), warned; a deny naming ICMP is still refused, since leaving it out would loosen it."""
+    namespaces: tuple[str, ...] = ()
+    """The namespaces whose pods are isolated (`--namespace`); empty: the inventory's, without
+    SYSTEM_NAMESPACES. Nothing exported ever selects a pod elsewhere."""
+    dns: bool = True
+    """Let every isolated pod reach kube-dns on 53/UDP and 53/TCP (`--no-dns` turns it off): an
+    addition beyond the policy, always warned, because without it no pod resolves a name."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,8 @@ class Context:
     inventory: flatten.Inventory
     options: Options
     notes: tuple[str, ...]
+    namespaces: tuple[str, ...]
+    """The namespaces whose pods are isolated, sorted: the only ones any policy selects pods in."""
 
 
 def context(est: Estate, found: cluster.Cluster, options: Options) -> Context:
@@ -65,7 +81,23 @@ def context(est: Estate, found: cluster.Cluster, options: Options) -> Context:
     _check_pod_cidrs(imported.workloads, est, options.pod_cidrs)
     book = rulebook.RuleBook(est)
     inventory = flatten.Inventory.of(est, imported.workloads, options.pod_cidrs)
-    return Context(est, found, imported.workloads, book, inventory, options, imported.notes)
+    scope, scope_notes = namespaces_in_scope(found, options)
+    notes = (*imported.notes, *scope_notes, DNS_ALLOWED if options.dns else DNS_DROPPED)
+    return Context(est, found, imported.workloads, book, inventory, options, notes, scope)
+
+
+def namespaces_in_scope(found: cluster.Cluster, options: Options) -> tuple[tuple[str, ...], list[str]]:
+    """`--namespace` (each must be in the inventory, since NetworkPolicies live in one), else every
+    namespace of the inventory but the system ones; and a note per system namespace left alone."""
+    if options.namespaces:
+        unknown = sorted(set(options.namespaces) - set(found.namespaces))
+        if unknown:
+            raise errors.ValidationError(f"--namespace {unknown[0]}: no such namespace in the inventory")
+        return tuple(sorted(set(options.namespaces))), []
+    left = sorted(n for n in found.namespaces if n in SYSTEM_NAMESPACES)
+    notes = [f"namespace {n} left alone (no policy selects its pods); --namespace {n} includes it"
+             for n in left]  # fmt: skip
+    return tuple(sorted(n for n in found.namespaces if n not in SYSTEM_NAMESPACES)), notes
 
 
 def _check_pod_cidrs(

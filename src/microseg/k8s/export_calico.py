@@ -16,7 +16,10 @@ evaluator reaches. Around them:
     tier ms-default (last)  defaultAction Deny, with the control plane kept open: the default deny
 
 Pods are selected by label with `projectcalico.org/orchestrator == 'k8s'`, so no host endpoint is
-ever selected; namespaces through `namespaceSelector` (`projectcalico.org/name` is the name).
+ever selected, and only in the namespaces in scope (`projectcalico.org/namespace in {...}`), so
+kube-system and CoreDNS are never touched; peers through `namespaceSelector`
+(`projectcalico.org/name` is the name). Unless --no-dns, the default deny lets pods reach kube-dns
+on 53 when no microseg rule decided first.
 Other workloads and IP lists are `nets` (Calico matches pod addresses there too, like microseg).
 
 What it deliberately does not do: express time windows or processes (refused by `flatten`).
@@ -47,7 +50,7 @@ def write(ctx: export_base.Context) -> tuple[list[Manifest], list[str]]:
     out = [tier("ms-modes", first - 1, "Pass")]
     out += [tier(f"ms-{t.name}", t.order, "Pass") for t in tiers]
     out.append(tier("ms-default", last + 1, "Deny"))
-    out += mode_policies()
+    out += mode_policies(subjects(ctx))
     warnings: list[str] = []
     writer = RuleWriter(ctx)
     for br in ctx.book.rules:
@@ -73,13 +76,22 @@ def policy(name: str, spec: dict[str, Any], rule: str = "") -> Manifest:
     return {"apiVersion": API_VERSION, "kind": "GlobalNetworkPolicy", "metadata": meta, "spec": spec}
 
 
-def mode_policies() -> list[Manifest]:
+def subjects(ctx: export_base.Context) -> str:
+    """The pods a policy may apply to: those of the namespaces in scope."""
+    return f"{PODS} && projectcalico.org/namespace in {value_set(ctx.namespaces)}"
+
+
+def value_set(values: Sequence[str]) -> str:
+    return "{" + ", ".join(f"'{v}'" for v in values) + "}"
+
+
+def mode_policies(pods: str) -> list[Manifest]:
     """Pods in alert or visibility mode (by their own label, or their namespace's) pass everything."""
     not_enforced = "{'alert', 'visibility'}"
     common = {"tier": "ms-modes", "types": ["Ingress", "Egress"],
               "ingress": [{"action": "Allow"}], "egress": [{"action": "Allow"}]}  # fmt: skip
-    own = f"{PODS} && {importer.MODE_LABEL} in {not_enforced} && quarantine != 'true'"
-    inherited = f"{PODS} && !has({importer.MODE_LABEL}) && quarantine != 'true'"
+    own = f"{pods} && {importer.MODE_LABEL} in {not_enforced} && quarantine != 'true'"
+    inherited = f"{pods} && !has({importer.MODE_LABEL}) && quarantine != 'true'"
     return [
         policy("ms-modes.not-enforced", {**common, "order": 10, "selector": own}),
         policy("ms-modes.not-enforced-namespaces", {**common, "order": 20, "selector": inherited,
@@ -96,9 +108,21 @@ def default_deny(ctx: export_base.Context) -> Manifest:
             rule["protocol"] = cp.protocol.value.upper()
             rule["destination"]["ports"] = [port_text(cp.port.first, cp.port.last)]
         egress.append(rule)
-    spec: dict[str, Any] = {"tier": "ms-default", "order": 10, "selector": PODS}
+    if ctx.options.dns:
+        egress += dns_rules()
+    spec: dict[str, Any] = {"tier": "ms-default", "order": 10, "selector": subjects(ctx)}
     spec |= {"types": ["Ingress", "Egress"], "ingress": [], "egress": egress}
     return policy("ms-default.deny", spec)
+
+
+def dns_rules() -> list[dict[str, Any]]:
+    """Allow kube-dns on 53/UDP and 53/TCP: the deliberate addition `--no-dns` leaves out."""
+    dns = {
+        "selector": " && ".join(f"{k} == '{v}'" for k, v in export_base.DNS_LABELS.items()),
+        "namespaceSelector": f"projectcalico.org/name == '{export_base.DNS_NAMESPACE}'",
+        "ports": [export_base.DNS_PORT],
+    }
+    return [{"action": "Allow", "protocol": p, "destination": dict(dns)} for p in ("UDP", "TCP")]
 
 
 class RuleWriter:
@@ -107,6 +131,7 @@ class RuleWriter:
     def __init__(self, ctx: export_base.Context) -> None:
         self.ctx = ctx
         self.position: dict[str, int] = {}
+        self.pods = subjects(ctx)
 
     def policies(self, br: rulebook.BookRule) -> list[Manifest]:
         rule = br.rule
@@ -136,12 +161,13 @@ class RuleWriter:
         out = []
         for peer in peers:
             if isinstance(peer, selectors.AnyPeer):
-                out.append(("", PODS))
+                out.append(("", self.pods))
             elif isinstance(peer, selectors.SelectorPeer):
                 conj = regions.conjoin(peer.selector)
                 if conj is not None:
                     ns_part, pod_part = export_base.split(conj)
-                    out.append((expression(ns_part, namespace_key), " && ".join([PODS, *terms(pod_part)])))
+                    selected = " && ".join([self.pods, *terms(pod_part)])
+                    out.append((expression(ns_part, namespace_key), selected))
             else:
                 nets = flatten.endpoints(peer, self.ctx.inventory).nets
                 held = [

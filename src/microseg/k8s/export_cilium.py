@@ -12,8 +12,10 @@ microseg the deny cannot take back). Each box then becomes, per pod selector,
 
 Only pods that enforce are ever selected (`microseg.io/mode` enforce, or unset in a namespace that
 does not say alert/visibility, or quarantined): Cilium leaves unselected pods alone, which is what
-alert and visibility mean at a pod's own end. `ms-default-deny` selects those pods in both
-directions with empty rules (default deny) and keeps the control plane open.
+alert and visibility mean at a pod's own end, and only in the namespaces in scope (never
+kube-system unless --namespace names it). `ms-default-deny` selects those pods in both directions
+with empty rules (default deny) and keeps the control plane open, and kube-dns on 53 unless
+--no-dns (a microseg deny of DNS still wins: deny beats allow in Cilium).
 
 Refused, naming the rule: pods matched by address (Cilium matches pods by identity, never by
 CIDR), ICMP (Cilium wants each ICMP type listed), and whatever `flatten` refuses.
@@ -48,6 +50,12 @@ ENFORCING = (
 )  # fmt: skip
 """Pods that enforce, as disjoint conjunctions: quarantined; else mode enforce; else no mode of their
 own in a namespace that does not say alert or visibility."""
+
+
+def enforcing(ctx: export_base.Context) -> tuple[regions.Conj, ...]:
+    """ENFORCING, in the namespaces in scope only."""
+    scope = regions.Conj((Req(importer.NAMESPACE_KEY, Op.IN, ctx.namespaces),))
+    return tuple(c for conj in ENFORCING if (c := regions.conjoin(scope, conj)) is not None)
 
 
 def write(ctx: export_base.Context) -> tuple[list[Manifest], list[str]]:
@@ -88,8 +96,10 @@ def default_deny(ctx: export_base.Context) -> list[Manifest]:
                 port["endPort"] = cp.port.last
             rule["toPorts"] = [{"ports": [port]}]
         egress.append(rule)
+    if ctx.options.dns:
+        egress.append(dns_rule())
     out = []
-    for k, conj in enumerate(ENFORCING):
+    for k, conj in enumerate(enforcing(ctx)):
         # `none` selects no peer: the section exists (so the pod is isolated) and admits nothing;
         # an empty rule `{}` would admit everything.
         nothing_in: list[dict[str, Any]] = [{"fromEntities": ["none"]}]
@@ -99,11 +109,19 @@ def default_deny(ctx: export_base.Context) -> list[Manifest]:
     return out
 
 
+def dns_rule() -> dict[str, Any]:
+    """Egress to kube-dns on 53/UDP and 53/TCP: the deliberate addition `--no-dns` leaves out."""
+    dns = {NAMESPACE: export_base.DNS_NAMESPACE, **export_base.DNS_LABELS}
+    ports = [{"port": str(export_base.DNS_PORT), "protocol": p} for p in ("UDP", "TCP")]
+    return {"toEndpoints": [{"matchLabels": dns}], "toPorts": [{"ports": ports}]}
+
+
 class RuleWriter:
     """The policies of one rule's boxes, one per direction and pod selector."""
 
     def __init__(self, ctx: export_base.Context) -> None:
         self.ctx = ctx
+        self.enforcing = enforcing(ctx)
         self.names = export_base.Names()
         self.blocks = export_base.IpBlocks(ctx)
         self.warnings = export_base.Warnings()
@@ -152,7 +170,8 @@ class RuleWriter:
     def subjects(self, side: regions.Endpoints, ref: str) -> list[regions.Conj]:
         """The side's pods that enforce, as conjunctions (pods held only by address: refused)."""
         self.refuse_addressed_pods(side, ref)
-        return [c for conj in side.conjs for e in ENFORCING if (c := regions.conjoin(conj, e)) is not None]
+        found = (regions.conjoin(conj, e) for conj in side.conjs for e in self.enforcing)
+        return [c for c in found if c is not None]
 
     def refuse_addressed_pods(self, side: regions.Endpoints, ref: str) -> None:
         pod = export_base.pod_held_by_address(self.ctx, side)

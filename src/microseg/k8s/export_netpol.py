@@ -7,9 +7,13 @@ decides on its own (earlier denies and earlier passes of its tier cut away), as 
     box destinations (pods by label) -> one ingress policy per namespace and pod selector,
                                         `from` = the box's sources, `ports` = its ports
     box sources (pods by label)      -> one egress policy likewise, `to` = the box's destinations
-    every namespace                  -> `ms-default-deny` (both directions; egress to the control
-                                        plane stays open) and `ms-not-enforced` (alert and
-                                        visibility pods are never blocked at their own end)
+    every namespace in scope         -> `ms-default-deny` (both directions; egress to the control
+                                        plane and, unless --no-dns, to kube-dns on 53 stays
+                                        open) and `ms-not-enforced` (alert and visibility pods
+                                        are never blocked at their own end)
+
+Only the namespaces in scope (`Context.namespaces`: the inventory's but kube-system and the other
+system ones, or `--namespace`) get policies, so kube-system and CoreDNS are never isolated.
 
 A flow is then allowed exactly when microseg allows it: both ends' policies come from the same
 boxes. Refused, naming the rule: pods selected by address (a selector cannot say it), ICMP or
@@ -41,8 +45,8 @@ def write(ctx: export_base.Context) -> tuple[list[Manifest], list[str]]:
     """Every NetworkPolicy, sorted by namespace and name, and the warnings."""
     flat = flatten.flatten(ctx.book, ctx.inventory, port_level=ctx.options.port_level, deny_wins=False)
     out: list[Manifest] = []
-    for ns in ctx.cluster.namespaces.values():
-        out += base_policies(ns, ctx.estate.control_plane)
+    for name in ctx.namespaces:
+        out += base_policies(ctx.cluster.namespaces[name], ctx.estate.control_plane, dns=ctx.options.dns)
     writer = RuleWriter(ctx, list(flat.warnings))
     for br, boxes in flat.allowed:
         out += writer.rule_policies(br, boxes)
@@ -57,11 +61,14 @@ def policy(namespace: str, name: str, spec: dict[str, Any], rule: str = "") -> M
     return {"apiVersion": API_VERSION, "kind": "NetworkPolicy", "metadata": meta, "spec": spec}
 
 
-def base_policies(ns: cluster.Namespace, control_plane: Sequence[Endpoint]) -> list[Manifest]:
+def base_policies(
+    ns: cluster.Namespace, control_plane: Sequence[Endpoint], *, dns: bool = True
+) -> list[Manifest]:
     """Default deny for every pod of the namespace, and allow-all for pods that do not enforce."""
     deny: dict[str, Any] = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-    if control_plane:
-        deny["egress"] = [_control_plane_rule(cp) for cp in control_plane]
+    egress = [_control_plane_rule(cp) for cp in control_plane] + ([dns_rule()] if dns else [])
+    if egress:
+        deny["egress"] = egress
     if export_base.namespace_mode(ns) in export_base.NOT_ENFORCED:
         mode = {"key": importer.MODE_LABEL, "operator": "NotIn", "values": ["enforce"]}
     else:
@@ -70,6 +77,16 @@ def base_policies(ns: cluster.Namespace, control_plane: Sequence[Endpoint]) -> l
     allow = {"podSelector": {"matchExpressions": [mode, quarantine]}, "policyTypes": ["Ingress", "Egress"],
              "ingress": [{}], "egress": [{}]}  # fmt: skip
     return [policy(ns.name, DEFAULT_DENY, deny), policy(ns.name, NOT_ENFORCED, allow)]
+
+
+def dns_rule() -> dict[str, Any]:
+    """Egress to kube-dns on 53/UDP and 53/TCP: the deliberate addition `--no-dns` leaves out."""
+    peer = {
+        "namespaceSelector": {"matchLabels": {cluster.NAME_LABEL: export_base.DNS_NAMESPACE}},
+        "podSelector": {"matchLabels": dict(export_base.DNS_LABELS)},
+    }
+    ports = [{"protocol": p, "port": export_base.DNS_PORT} for p in ("UDP", "TCP")]
+    return {"to": [peer], "ports": ports}
 
 
 def _control_plane_rule(cp: Endpoint) -> dict[str, Any]:
@@ -141,7 +158,7 @@ class RuleWriter:
         out = []
         for conj in side.conjs:
             ns_part, pod_part = export_base.split(conj)
-            for ns in self.ctx.cluster.namespaces.values():
+            for ns in (self.ctx.cluster.namespaces[n] for n in self.ctx.namespaces):
                 if selectors.LabelSelector(ns_part).matches(labels.Labels(importer.namespace_labels(ns)[0])):
                     out.append((ns.name, export_base.label_selector(pod_part)))
         return out

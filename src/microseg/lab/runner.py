@@ -175,7 +175,7 @@ class _TokenJob:
 
     def __init__(self, opts: options.LabOptions) -> None:
         command = [opts.python, "-m", "microseg", "token", "create", "--role", "admin", "--name", "lab-admin",
-                   "--data-dir", str(Path(opts.state_dir, "server"))]  # fmt: skip
+                   "--data-dir", str(Path(opts.state_dir, "server")), "--init"]  # fmt: skip
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(opts)
         )

@@ -105,3 +105,56 @@ class Service:
 
 ANY_SERVICE = Service(name="any", specs=(PortSpec(Protocol.ANY),))
 """Every protocol and port, for rules that say `services: any`."""
+
+
+PORT_SYNTAX = "PORT, PORT/PROTO, PROTO/PORT, LOW-HIGH/PROTO, a protocol (icmp) or a service name"
+"""What every command's `--port` accepts (a bare port means tcp), for help and error texts."""
+
+_CONCRETE = tuple(p.value for p in Protocol if p is not Protocol.ANY)
+
+
+def parse_port(text: str) -> PortSpec:
+    """The one reading of a port as people write it: `8080`, `8080/tcp`, `tcp/8080`, `8000-8080/tcp`,
+    `icmp`, `udp` (every udp port). ValidationError (field `port`) for anything else, port 0 and
+    ports past 65535 included."""
+    first, sep, second = text.strip().lower().partition("/")
+    if not sep and first in _CONCRETE:
+        return PortSpec(Protocol(first))
+    if not sep:
+        second = "tcp"
+    elif first in _CONCRETE and second not in _CONCRETE:
+        first, second = second, first
+    if second not in _CONCRETE:
+        raise _port_error(text, f"unknown protocol {second!r} (one of {', '.join(_CONCRETE)})")
+    protocol = Protocol(second)
+    if not protocol.has_ports:
+        raise _port_error(text, f"{protocol.value} has no ports")
+    return PortSpec(protocol, (_port_range(first, text),))
+
+
+def resolve_port(text: str, known: dict[str, Service]) -> tuple[PortSpec, ...]:
+    """A service of the estate by name, else `parse_port`; a word that is neither names the
+    services the estate has, so a typo is not read as a protocol or a port."""
+    if text.strip() in known:
+        return known[text.strip()].specs
+    try:
+        return (parse_port(text),)
+    except ValidationError:
+        if any(c.isdigit() or c == "/" for c in text) or not text.strip():
+            raise
+    names = ", ".join(sorted(known)) or "none"
+    raise ValidationError(f"port {text!r} is neither a port nor a known service (services: {names})", "port")
+
+
+def _port_range(text: str, whole: str) -> PortRange:
+    low, dash, high = text.partition("-")
+    if not low.isdigit() or (dash and not high.isdigit()):
+        raise _port_error(whole, "expected a port number or LOW-HIGH")
+    first, last = int(low), int(high) if dash else int(low)
+    if not 1 <= first <= last <= 65535:
+        raise _port_error(whole, "ports are 1-65535, low <= high")
+    return PortRange(first, last)
+
+
+def _port_error(text: str, why: str) -> ValidationError:
+    return ValidationError(f"port {text!r}: {why}; expected {PORT_SYNTAX}", "port")

@@ -2,14 +2,16 @@
 
 A workload has a stable name (unique in an estate), a kind, addresses (host addresses are /32 or
 /128; an `unmanaged` device may be known by wider CIDRs), free labels, reported attributes
-(hostname, os, ...) with who said each one (its provenance) and an enforcement mode. Effective
+(hostname, os, ...) with who said each one (its provenance) and an enforcement mode: `visibility`
+unless someone set one, so that a workload declared before its agent exists does not block
+anything (DNS, NTP, admin SSH) the moment that agent first starts. Effective
 labels (explicit labels plus those derived by label rules) are computed by
 `microseg.model.labelrules`, not stored here; a label rule decides which provenances it trusts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -67,10 +69,14 @@ class Workload:
     addresses: tuple[ip.Network, ...] = ()
     labels: Labels = field(default_factory=Labels)
     attributes: Mapping[str, str] = field(default_factory=dict)
-    mode: Mode = Mode.ENFORCE
+    mode: Mode = Mode.VISIBILITY
     attribute_sources: Mapping[str, str] = field(default_factory=dict)
     """Attribute name -> its Provenance value; an attribute not named here came from an operator.
     A source for an attribute the workload does not have is kept and means nothing."""
+    mode_declared: bool = field(default=False, compare=False)
+    """Whether someone wrote `visibility` as the mode rather than leaving it unset. Any other mode is
+    always someone's decision; an unset one is written nowhere, so an enrolling agent's token may
+    set it."""
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -101,6 +107,16 @@ class Workload:
         """Whether the workload carries `quarantine=true` or `quarantine=full`."""
         return self.labels.get(QUARANTINE_LABEL) in (QUARANTINE_FORENSICS, QUARANTINE_FULL)
 
+    @property
+    def effective_mode(self) -> Mode:
+        """The mode its agent applies: a quarantine always enforces."""
+        return Mode.ENFORCE if self.quarantined else self.mode
+
+    @property
+    def mode_set(self) -> bool:
+        """Whether the mode is someone's decision (a policy file writes it) or the unset default."""
+        return self.mode_declared or self.mode is not Mode.VISIBILITY
+
     def source_of(self, attribute: str) -> Provenance:
         """Who said `attribute` (operator when nobody recorded a source)."""
         return Provenance(self.attribute_sources.get(attribute, Provenance.OPERATOR))
@@ -112,6 +128,16 @@ class Workload:
     def with_addresses(self, new: tuple[ip.Network, ...]) -> Workload:
         """The same workload with other addresses."""
         return replace(self, addresses=new)
+
+
+def first_start_modes(found: Iterable[Workload]) -> dict[Mode, list[str]]:
+    """Managed workloads that block or alert from the moment their first agent starts, by mode
+    (sorted names); visibility is left out, as is every unmanaged workload (no agent)."""
+    out: dict[Mode, list[str]] = {Mode.ENFORCE: [], Mode.ALERT: []}
+    for w in found:
+        if w.managed and w.effective_mode in out:
+            out[w.effective_mode].append(w.name)
+    return {mode: sorted(names) for mode, names in out.items()}
 
 
 def _checked_sources(name: str, sources: Mapping[str, str]) -> dict[str, str]:

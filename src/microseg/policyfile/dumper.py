@@ -167,7 +167,9 @@ def _label_rule(r: labelrules.LabelRule) -> Doc:
 def _workload(w: workloads.Workload) -> Doc:
     spec = {"kind": w.kind.value, "addresses": [_address(a) for a in w.addresses]}
     spec |= _optional(attributes=dict(w.attributes), attributeSources=dict(w.attribute_sources))
-    return _doc("Workload", w.name, {**spec, "mode": w.mode.value}, dict(w.labels))
+    if w.mode_set:  # an unset mode is not written: enrollment gives it the token's mode
+        spec["mode"] = w.mode.value
+    return _doc("Workload", w.name, spec, dict(w.labels))
 
 
 def _address(net: Any) -> str:

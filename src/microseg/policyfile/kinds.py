@@ -74,7 +74,7 @@ def workload(r: Reader, doc: dict[str, Any]) -> Built:
     attrs = r.str_map(m.get("attributes", {}), ("spec", "attributes"))
     sources = attribute_sources(r, m.get("attributeSources", {}), ("spec", "attributeSources"))
     kind = r.choice(workloads.WorkloadKind, m.get("kind", "vm"), ("spec", "kind"))
-    mode = r.choice(workloads.Mode, m.get("mode", "enforce"), ("spec", "mode"))
+    mode = r.choice(workloads.Mode, m.get("mode", "visibility"), ("spec", "mode"))
     if name is None or nets is None or attrs is None or sources is None:
         return name, None
     if kind is None or mode is None or found is None:
@@ -82,8 +82,9 @@ def workload(r: Reader, doc: dict[str, Any]) -> Built:
     fields = {"name": ("metadata", "name"), "addresses": ("spec", "addresses")}
     fields["attributeSources"] = ("spec", "attributeSources")
     build = functools.partial(
-        workloads.Workload, name, kind, nets, found, attrs, mode, attribute_sources=sources
-    )
+        workloads.Workload, name, kind, nets, found, attrs, mode, attribute_sources=sources,
+        mode_declared="mode" in m,  # an unset mode stays unset: the enrolling token's mode fills it
+    )  # fmt: skip
     return name, r.guard((), build, fields)
 
 

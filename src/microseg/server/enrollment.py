@@ -9,7 +9,8 @@ admin did not grant it:
   binding made beforehand), and never an `unmanaged` one. A hostname naming a workload that exists
   (also after normalisation: case, a trailing dot, characters rewritten) without that binding is
   refused, audited and raises `enroll-refused`; a bound adoption raises `enroll-adopted`. A bound
-  workload keeps the labels and mode an operator gave it; the token's labels fill the keys it lacks.
+  workload keeps the labels and mode an operator gave it; the token's labels fill the keys it lacks
+  and its mode an unset one (a policy file that says no mode means visibility until then).
 - **Attributes** (hostname, os, kernel) carry their source in `spec.attributeSources`: `enrollment`
   for what an agent reported when it enrolled onto a workload an admin bound to its token, `agent`
   for anything else it reports (an unbound enrollment, and every value a heartbeat changes). Which
