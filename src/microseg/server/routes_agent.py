@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 
-from microseg.server import auth, deps, enrollment, ingest, models
+from microseg.server import auth, deps, enrollment, ingest, models, ratelimit
 from microseg.server.auth import Principal
 from microseg.server.problems import Problem
 from microseg.server.runtime import Runtime
@@ -49,11 +49,15 @@ def heartbeat(rt: Rt, who: Agent, body: models.Inventory) -> dict[str, Any]:
 
 def _within_report_limit(rt: Runtime, who: Principal, what: str) -> None:
     """429 with Retry-After past `agent_reports_per_minute` for this agent and kind of report."""
-    wait = rt.report_limit.wait(f"{what}:{who.id}")
+    told = f"at most {rt.settings.agent_reports_per_minute} {what} reports per minute; send the next"
+    _throttle(rt.report_limit, f"{what}:{who.id}", told)
+
+
+def _throttle(limiter: ratelimit.RateLimit, key: str, told: str) -> None:
+    """Count an attempt for `key`; past the limit, 429 with Retry-After ("`told` in N s")."""
+    wait = limiter.wait(key)
     if wait:
-        limit = rt.settings.agent_reports_per_minute
-        raise Problem(429, "Too many requests", f"at most {limit} {what} reports per minute; "
-                      f"send the next in {wait}s", headers={"Retry-After": str(wait)})  # fmt: skip
+        raise Problem(429, "Too many requests", f"{told} in {wait}s", headers={"Retry-After": str(wait)})
 
 
 @router.post("/status", summary="Report the applied hash, data plane, errors, tampering and rule counters")
@@ -167,11 +171,9 @@ FLOW_BODY = {"requestBody": {"required": True, "content": {"application/json": {
 async def upload_flows(rt: Rt, who: Agent, request: Request) -> dict[str, Any]:
     """Checked and trimmed by `ingest` (times, the agent's own addresses, bounded events); the
     answer counts the records stored and those dropped as `forged`."""
-    wait = rt.flow_limit.wait(who.id)
-    if wait:
-        limit = rt.settings.flow_uploads_per_minute
-        raise Problem(429, "Too many requests", f"at most {limit} flow batches per minute; keep the batch "
-                      f"and send it again in {wait}s", headers={"Retry-After": str(wait)})  # fmt: skip
+    limit = rt.settings.flow_uploads_per_minute
+    told = f"at most {limit} flow batches per minute; keep the batch and send it again"
+    _throttle(rt.flow_limit, who.id, told)
     # The body is validated here rather than by FastAPI: one pass from bytes to checked dicts is
     # less than half the cost of parsing, building models and dumping them again (the hot path).
     raw = await request.body()
