@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from microseg.agent import netns, procfs
-from tests.conftest import require
+from tests.conftest import require, require_root
 from tests.render import netns as labnet
 from tests.render.conftest import require_root_tools
 
@@ -289,7 +289,7 @@ def test_cgroup2_mount_is_where_the_unified_hierarchy_is() -> None:
 
 @pytest.mark.netns
 def test_process_cgroup_is_the_v2_path(lab: labnet.Lab, tmp_path: Path) -> None:
-    require(os.geteuid() == 0, "needs root to create a cgroup")
+    require_root("needs root to create a cgroup")
     own = procfs.process(os.getpid())
     require(own is not None and own.cgroup == "/", "needs to run in the root of its cgroup namespace")
     root = os.path.join("/sys/fs/cgroup", procfs.cgroup2_mount())

@@ -22,7 +22,7 @@ import typer.main
 
 from microseg.cli import main
 from microseg.lab import options
-from tests.conftest import require
+from tests.conftest import require, require_root
 
 TINY = """\
 hosts:
@@ -43,7 +43,7 @@ hosts:
 
 def require_lab() -> None:
     """Skip (fail under CI=true) unless this machine can run a lab."""
-    require(os.geteuid() == 0, "the lab needs root")
+    require_root("the lab needs root")
     for tool in ("ip", "nsenter", "setsid", "sysctl"):
         require(shutil.which(tool) is not None, f"the lab needs {tool}")
     require("cgroup2" in Path("/proc/self/mountinfo").read_text(), "the lab needs a cgroup2 mount")

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import require
+from tests.conftest import require, require_root
 from tests.render import netns
 
 
@@ -22,7 +22,7 @@ def update_golden(request: pytest.FixtureRequest) -> bool:
 
 def require_root_tools(*tools: str) -> None:
     """Skip (fail under CI=true) unless we are root and the tools exist."""
-    require(os.geteuid() == 0, "needs root (CAP_NET_ADMIN) for nftables")
+    require_root("needs root (CAP_NET_ADMIN) for nftables")
     for tool in tools:
         require(shutil.which(tool) is not None, f"needs {tool}")
 

@@ -60,6 +60,7 @@ def test_golden_nft_parses_for_verification(name: str) -> None:
     assert program.replaces and program.defined
 
 
+@pytest.mark.netns
 @pytest.mark.parametrize("name", documents.SCENARIOS)
 def test_golden_nft_passes_kernel_dry_run(name: str, nft_check: None) -> None:
     netns.nft_dry_run((GOLDEN / f"{name}.nft").read_text())

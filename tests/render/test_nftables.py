@@ -126,6 +126,7 @@ def test_log_prefix_and_comment_fit_kernel_limits() -> None:
     assert got.ref == nftables.rule_comment(ref) and nftables.counter_refs(doc)[got.ref] == ref
 
 
+@pytest.mark.netns
 def test_the_kernel_takes_the_longest_prefix_and_comment(nft_check: None) -> None:
     doc = document(ingress=(entry("application/" + "r" * 200, DENY, spec(TCP, 80)),))
     netns.nft_dry_run(nftables.render(doc).text)

@@ -191,6 +191,7 @@ def test_rendered_nftables_means_the_document(doc: ruleset.RulesetDocument, rate
                 assert (over.verdict, over.ref, over.logged) == (verdict, ref, False)
 
 
+@pytest.mark.netns
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(doc=documents())
 def test_random_documents_pass_the_kernel_dry_run(doc: ruleset.RulesetDocument, nft_check: None) -> None:
