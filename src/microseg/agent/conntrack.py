@@ -30,29 +30,19 @@ from dataclasses import dataclass
 from typing import Literal
 
 from microseg import errors
-
-NETLINK_NETFILTER = 12
-SO_RCVBUFFORCE = 33
-"""Unlike SO_RCVBUF it is not capped by net.core.rmem_max (needs CAP_NET_ADMIN)."""
+from microseg.agent import netlink
+from microseg.agent.netlink import NESTED as _NESTED
+from microseg.agent.netlink import NLA as _NLA
+from microseg.agent.netlink import NLMSG as _NLMSG
+from microseg.agent.netlink import TYPE_MASK as _TYPE_MASK
 
 GROUP_NEW, GROUP_DESTROY = 1, 3
 """NFNLGRP_CONNTRACK_NEW / _DESTROY; bind() takes a bit mask with bit (group - 1)."""
 
 _SUBSYS_CTNETLINK = 1
 _MSG_NEW, _MSG_GET, _MSG_DELETE = 0, 1, 2
-_NLMSG_ERROR, _NLMSG_DONE = 2, 3
-_NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_DUMP = 0x1, 0x4, 0x300
-_NESTED = 0x8000
-"""NLA_F_NESTED, set on nested attributes as libnetfilter_conntrack does."""
-_TYPE_MASK = 0x3FFF
-"""Attribute type without NLA_F_NESTED / NLA_F_NET_BYTEORDER."""
-
-_NLMSG = struct.Struct("=IHHII")
-_NLA = struct.Struct("=HH")
 _BE16 = struct.Struct("!H")
 _BE64 = struct.Struct("!Q")
-_ERRNO = struct.Struct("=i")
-_NFGEN = struct.Struct("=BBH")
 
 _RECV_BUFFER = 1 << 20
 """Dump replies pack many entries per datagram; events are small. Too small a buffer truncates."""
@@ -86,14 +76,9 @@ class ConntrackListener:
     `fileno` with select/poll to wait."""
 
     def __init__(self, rcvbuf: int = 32 << 20) -> None:
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-        try:
-            self._sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
-            self._sock.bind((0, (1 << (GROUP_NEW - 1)) | (1 << (GROUP_DESTROY - 1))))
-            self._sock.setblocking(False)
-        except OSError as exc:
-            self._sock.close()
-            raise errors.MicrosegError(f"conntrack events: {exc.strerror}") from exc
+        groups = (1 << (GROUP_NEW - 1)) | (1 << (GROUP_DESTROY - 1))
+        self._sock = netlink.open_socket("conntrack events", rcvbuf, groups)
+        self._sock.setblocking(False)
         self._buf = bytearray(_RECV_BUFFER)
 
     def fileno(self) -> int:
@@ -104,20 +89,14 @@ class ConntrackListener:
         """What has arrived, up to `max_events`; True when the kernel dropped events (ENOBUFS)
         since the last read, after which only a dump tells the truth."""
         events: list[CtEvent] = []
-        lost = False
         buf = self._buf
-        while len(events) < max_events:
-            try:
-                n = self._sock.recv_into(buf)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
-                    raise
-                lost = True  # the socket stays usable; later events still arrive
-                continue
-            _parse_messages(buf, n, None, time.time(), events)
-        return events, lost
+        lost = netlink.drain(
+            self._sock,
+            buf,
+            lambda n: _parse_messages(buf, n, None, time.time(), events),
+            lambda: len(events) < max_events,
+        )
+        return events, lost > 0
 
     def close(self) -> None:
         """Close the socket (events stop)."""
@@ -135,14 +114,15 @@ def dump(timeout: float = 10.0) -> list[CtEvent]:
 
     All entries carry the time the dump was asked for, so a consumer can tell what the dump
     covers (`flowtable.FlowTable.on_dump`)."""
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink.NETLINK_NETFILTER) as sock:
         sock.settimeout(timeout)
         sock.bind((0, 0))
         at = time.time()
         seq = int(at) & 0x7FFFFFFF
         # AF_UNSPEC: ctnetlink filters a dump by family only when one is given, so this is both.
-        request = _NLMSG.pack(20, (_SUBSYS_CTNETLINK << 8) | _MSG_GET, _NLM_F_REQUEST | _NLM_F_DUMP, seq, 0)
-        sock.send(request + _NFGEN.pack(socket.AF_UNSPEC, 0, 0))
+        flags = netlink.NLM_F_REQUEST | netlink.NLM_F_DUMP
+        request = _NLMSG.pack(20, (_SUBSYS_CTNETLINK << 8) | _MSG_GET, flags, seq, 0)
+        sock.send(request + netlink.NFGEN.pack(socket.AF_UNSPEC, 0, 0))
         return _read_dump(sock, seq, at)
 
 
@@ -153,7 +133,7 @@ def delete(entries: list[CtEvent], timeout: float = 5.0) -> int:
     Only entries with ports can be named this way: an ICMP tuple needs its id, type and code, which
     `CtEvent` does not carry."""
     removed = 0
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink.NETLINK_NETFILTER) as sock:
         sock.settimeout(timeout)
         sock.bind((0, 0))
         for seq, entry in enumerate(entries, start=int(time.time()) & 0xFFFFFF):
@@ -171,13 +151,13 @@ def _delete_request(entry: CtEvent, seq: int) -> bytes:
     ip = _nla(src_attr, src) + _nla(dst_attr, dst)
     ports = _nla(2, _BE16.pack(entry.sport)) + _nla(3, _BE16.pack(entry.dport))  # CTA_PROTO_*_PORT
     proto = _nla(1, bytes([entry.proto])) + ports
-    body = _NFGEN.pack(family, 0, 0) + _nla(1 | _NESTED, _nla(1 | _NESTED, ip) + _nla(2 | _NESTED, proto))
+    orig = _nla(1 | _NESTED, _nla(1 | _NESTED, ip) + _nla(2 | _NESTED, proto))  # CTA_TUPLE_ORIG
+    body = netlink.NFGEN.pack(family, 0, 0) + orig
     kind = (_SUBSYS_CTNETLINK << 8) | _MSG_DELETE
-    return _NLMSG.pack(16 + len(body), kind, _NLM_F_REQUEST | _NLM_F_ACK, seq, 0) + body
+    return _NLMSG.pack(16 + len(body), kind, netlink.NLM_F_REQUEST | netlink.NLM_F_ACK, seq, 0) + body
 
 
-def _nla(kind: int, payload: bytes) -> bytes:
-    return _NLA.pack(4 + len(payload), kind) + payload + b"\0" * (-len(payload) % 4)
+_nla = netlink.nla
 
 
 def _acknowledged(sock: socket.socket, seq: int) -> int:
@@ -188,9 +168,9 @@ def _acknowledged(sock: socket.socket, seq: int) -> int:
         except TimeoutError as exc:
             raise errors.TransientError("conntrack delete: no answer from the kernel") from exc
         _length, kind, _flags, got, _pid = _NLMSG.unpack_from(reply, 0)
-        if kind != _NLMSG_ERROR or got != seq:
+        if kind != netlink.NLMSG_ERROR or got != seq:
             continue  # an answer to an earlier request that timed out
-        code = -_ERRNO.unpack_from(reply, 16)[0]
+        code = netlink.error_code(bytearray(reply), 0)
         if code in (0, errno.ENOENT):
             return 1 if code == 0 else 0
         raise errors.TransientError(f"conntrack delete: {errno.errorcode.get(code, code)}")
@@ -212,18 +192,14 @@ def _parse_messages(buf: bytearray, n: int, dump_seq: int | None, at: float, out
     """Append the entries in `buf[:n]` to `out`; True at the end of a dump (NLMSG_DONE).
 
     Event messages when `dump_seq` is None, else replies to that dump request."""
-    off = 0
-    while off + 16 <= n:
-        length, kind, _flags, seq, _pid = _NLMSG.unpack_from(buf, off)
-        if length < 16 or off + length > n:
-            break
+    for off, length, kind, seq in netlink.messages(buf, n):
         if dump_seq is not None and seq == dump_seq:
-            if kind == _NLMSG_DONE:
+            if kind == netlink.NLMSG_DONE:
                 return True
-            if kind == _NLMSG_ERROR:
-                code = _ERRNO.unpack_from(buf, off + 16)[0]
+            if kind == netlink.NLMSG_ERROR:
+                code = netlink.error_code(buf, off)
                 if code:
-                    raise errors.TransientError(f"conntrack dump: {errno.errorcode.get(-code, code)}")
+                    raise errors.TransientError(f"conntrack dump: {errno.errorcode.get(code, code)}")
         if kind >> 8 == _SUBSYS_CTNETLINK and length >= 20:
             msg = kind & 0xFF
             event_kind: Kind | None = (
@@ -239,7 +215,6 @@ def _parse_messages(buf: bytearray, n: int, dump_seq: int | None, at: float, out
                 ev = _entry(buf, off, off + length, event_kind, at)
                 if ev is not None:
                     out.append(ev)
-        off += (length + 3) & ~3
     return False
 
 

@@ -26,28 +26,21 @@ from dataclasses import dataclass
 from typing import Literal
 
 from microseg import errors
-
-NETLINK_NETFILTER = 12
-SO_RCVBUFFORCE = 33
+from microseg.agent import netlink
+from microseg.agent.netlink import NLA as _NLA
+from microseg.agent.netlink import TYPE_MASK as _TYPE_MASK
 
 _SUBSYS_ULOG = 4
 _MSG_PACKET, _MSG_CONFIG = 0, 1
-_NLMSG_ERROR = 2
-_NLM_F_REQUEST, _NLM_F_ACK = 0x1, 0x4
 _CFG_CMD, _CFG_MODE, _CFG_TIMEOUT, _CFG_QTHRESH = 1, 2, 4, 5
 _CMD_BIND = 1
 _COPY_PACKET = 2
 _ATTR_INDEV, _ATTR_OUTDEV, _ATTR_PAYLOAD, _ATTR_PREFIX = 4, 5, 9, 10
-_TYPE_MASK = 0x3FFF
 
 COPY_RANGE = 128
 """Bytes of each packet copied to us: an IPv4 header with options (60) or an IPv6 header with a
 few extension headers, plus the ports."""
 
-_NLMSG = struct.Struct("=IHHII")
-_NLA = struct.Struct("=HH")
-_NFGEN = struct.Struct("=BBH")
-_ERRNO = struct.Struct("=i")
 _BE16 = struct.Struct("!H")
 _BE32 = struct.Struct("!I")
 _PORTS = struct.Struct("!HH")
@@ -105,10 +98,8 @@ class NflogListener:
         self._seq = 0
         self._early: list[LoggedPacket] = []
         self._buf = bytearray(1 << 18)
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        self._sock = netlink.open_socket(f"NFLOG group {group}", rcvbuf)
         try:
-            self._sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
-            self._sock.bind((0, 0))
             self._sock.settimeout(5.0)
             self._configure(
                 _nla(_CFG_CMD, bytes([_CMD_BIND])),
@@ -125,10 +116,9 @@ class NflogListener:
         """Send one config message and wait for its acknowledgement; packets that arrive before
         it (possible once bound) are kept for the next `read`."""
         self._seq += 1
-        body = _NFGEN.pack(socket.AF_UNSPEC, 0, socket.htons(self.group)) + b"".join(attrs)
-        header = _NLMSG.pack(
-            16 + len(body), (_SUBSYS_ULOG << 8) | _MSG_CONFIG, _NLM_F_REQUEST | _NLM_F_ACK, self._seq, 0
-        )
+        body = netlink.NFGEN.pack(socket.AF_UNSPEC, 0, socket.htons(self.group)) + b"".join(attrs)
+        flags = netlink.NLM_F_REQUEST | netlink.NLM_F_ACK
+        header = netlink.NLMSG.pack(16 + len(body), (_SUBSYS_ULOG << 8) | _MSG_CONFIG, flags, self._seq, 0)
         try:
             self._sock.send(header + body)
             while True:
@@ -154,17 +144,9 @@ class NflogListener:
         """The packets that have arrived, up to about `max_packets`."""
         out, self._early = self._early, []
         buf = self._buf
-        while len(out) < max_packets:
-            try:
-                n = self._sock.recv_into(buf)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
-                    raise
-                self.lost += 1
-                continue
-            _parse(buf, n, None, time.time(), out)
+        self.lost += netlink.drain(
+            self._sock, buf, lambda n: _parse(buf, n, None, time.time(), out), lambda: len(out) < max_packets
+        )
         return out
 
     def close(self) -> None:
@@ -178,26 +160,20 @@ class NflogListener:
         self.close()
 
 
-def _nla(kind: int, payload: bytes) -> bytes:
-    return _NLA.pack(4 + len(payload), kind) + payload + b"\0" * (-len(payload) % 4)
+_nla = netlink.nla
 
 
 def _parse(buf: bytearray, n: int, ack_seq: int | None, at: float, out: list[LoggedPacket]) -> int | None:
     """Append the packets in `buf[:n]` to `out`; the errno of the acknowledgement of `ack_seq`
     (0 for success) when it is among the messages, else None."""
-    off = 0
     result = None
-    while off + 16 <= n:
-        length, kind, _flags, seq, _pid = _NLMSG.unpack_from(buf, off)
-        if length < 16 or off + length > n:
-            break
-        if kind == _NLMSG_ERROR and ack_seq is not None and seq == ack_seq:
-            result = -_ERRNO.unpack_from(buf, off + 16)[0]
+    for off, length, kind, seq in netlink.messages(buf, n):
+        if kind == netlink.NLMSG_ERROR and ack_seq is not None and seq == ack_seq:
+            result = netlink.error_code(buf, off)
         elif kind == (_SUBSYS_ULOG << 8) | _MSG_PACKET and length >= 20:
             packet = _packet(buf, off + 20, off + length, at)
             if packet is not None:
                 out.append(packet)
-        off += (length + 3) & ~3
     return result
 
 

@@ -121,12 +121,6 @@ class Universe:
 
     pods: tuple[tuple[labels.Labels, tuple[addresses.Address, ...], str], ...] = ()
 
-    def pods_in(
-        self, nets: Sequence[addresses.Network]
-    ) -> list[tuple[labels.Labels, tuple[addresses.Address, ...], str]]:
-        """Pods with an address in `nets`."""
-        return [p for p in self.pods if any(addresses.contains(nets, ip) for ip in p[1])]
-
 
 @dataclass(frozen=True)
 class Endpoints:

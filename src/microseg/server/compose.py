@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from microseg import errors, policyfile
-from microseg.model import addresses, estate, labelrules, labels, selectors, services, workloads
+from microseg.model import addresses, estate, labelrules, selectors, services, workloads
 from microseg.server import kinds
 
 EXCEPTION_TIER = "exception"
@@ -250,15 +250,6 @@ def compose(
         version=f"v{version}",
     )
     return with_modes(est, scopes)
-
-
-def quarantine_labels(current: labels.Labels, on: bool) -> labels.Labels:
-    """Labels with `quarantine=true` set or removed."""
-    return (
-        current.merged({workloads.QUARANTINE_LABEL: "true"})
-        if on
-        else current.without(workloads.QUARANTINE_LABEL)
-    )
 
 
 def endpoint(text: str) -> estate.Endpoint:
