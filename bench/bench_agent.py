@@ -1,12 +1,14 @@
-"""Agent data-plane benchmarks (issue 5 §8) in an ms- network-namespace lab; figures go to BENCHMARKS.md.
+"""Agent data-plane benchmarks (issue 5 §8, #17) in an ms- network-namespace lab; run by `bench/run`,
+judged by bench/report.py against bench/targets.py.
 
-Targets, each a ratio measured in the same run:
+What is measured, the ratios in the same run:
 
-- new TCP connections/s through the agent's enforced ruleset (5,000 peer addresses) >= 0.95 of a
-  conntrack-only ruleset, and >= 5x the same policy written as linear iptables rules;
-- the agent observing (conntrack events + attribution + flow table) at full load: the extra cost
-  (target <= 10 % of the rate);
-- the agent's CPU and RSS at a paced 500 new connections/s (< 5 % of a core, < 80 MB);
+- new TCP connections/s through the agent's enforced ruleset (5,000 peer addresses) against a
+  conntrack-only ruleset, against the same policy written as linear iptables rules, and against no
+  firewall (the ceiling of the iptables ratio);
+- the agent observing (conntrack events + attribution + flow table) at full load against the same
+  rules with nothing observing;
+- the agent's CPU and RSS at a paced 500 new connections/s;
 - provision -> rules enforced on a host, p50 and p99.
 
 Lab: one client namespace `ms-bn-<tag>c` and one server namespace per mechanism (`ms-bn-<tag><i>`,
@@ -47,7 +49,8 @@ ratio of medians and as the median of the per-round ratios ("paired", the one ju
 
 Run as root: .venv/bin/python bench/bench_agent.py            (~6 minutes; --help for options)
              .venv/bin/python bench/bench_agent.py --quick    (smoke run, under a minute)
-It prints Markdown and writes bench/results/agent.json. Nothing here is asserted by the test suite.
+It prints Markdown and writes the raw figures (default bench/results/adhoc/agent.json; `bench/run`
+writes bench/results/ and BENCHMARKS.md). Nothing here is asserted by the test suite.
 """
 
 from __future__ import annotations
@@ -83,7 +86,8 @@ from microseg.model import addresses, ruleset, services
 from microseg.policyfile import loader
 from microseg.render import nftables, semantics
 
-RESULTS = Path(__file__).parent / "results" / "agent.json"
+RESULTS = Path(__file__).parent / "results" / "adhoc" / "agent.json"
+"""Where a run of this script alone writes; `bench/run` gives --out (see bench/runner.py)."""
 CPS_SOURCE = Path(__file__).parent / "cps.c"
 PORT, CLOSED_PORT, API_PORT, MARKER_PORT = 8080, 9, 8440, 20000
 CP_IP, CP_HOST_IP = "10.77.239.1", "10.77.239.2"
@@ -222,7 +226,9 @@ class Lab:
 
     def add_host(self, key: str) -> Host:
         """A fresh server namespace, linked to the client, serving cps on PORT."""
-        host = Host(key, f"ms-bn-{self.tag}{len(self.hosts)}", len(self.hosts))
+        # numbered by hosts ever added, not by those still listed: a dropped host keeps its namespace
+        index = len(self.namespaces) - 1  # the client's namespace is the first
+        host = Host(key, f"ms-bn-{self.tag}{index}", index)
         self._namespace(host.ns)
         sysctl(host.ns, "net.core.somaxconn=4096", "net.ipv4.tcp_max_syn_backlog=8192")
         veth = f"ms-{self.tag}{host.index}"
@@ -617,7 +623,8 @@ class ControlPlane:
         """Database, admin token, server process; returns once /healthz answers."""
         data = self.workdir / "server-data"
         microseg = [sys.executable, "-m", "microseg"]
-        made = run([*microseg, "token", "create", "--role", "admin", "--data-dir", str(data)])
+        # --init: a first start makes the database (token create refuses a missing one otherwise)
+        made = run([*microseg, "token", "create", "--role", "admin", "--data-dir", str(data), "--init"])
         self.token = made.split()[-1]
         serve = [*microseg, "server", "--host", CP_IP, "--port", str(API_PORT), "--data-dir", str(data)]
         serve += ["--control-plane", f"{CP_IP}:{API_PORT}", "--log-level", "warning"]
@@ -1006,28 +1013,26 @@ def ratio(samples: Sequence[Sample], top: str, bottom: str) -> dict[str, Any] | 
 
 
 def ratios(samples: Sequence[Sample], other_cpu: int) -> list[dict[str, Any]]:
-    """The target ratios (judged on the paired figure) and the reference ones."""
-    wanted: list[tuple[str, str, float | None]] = [
-        ("agent", "conntrack-only", 0.95),
-        ("agent", "iptables-linear", 5.0),
-        ("agent+observe", "observer-off", 0.90),
-        (f"agent+observe@cpu{other_cpu}", "observer-off", None),
-        ("observer-off", "agent", None),
-        ("none-aa", "none", None),
-        ("conntrack-only", "none", None),
-        ("agent", "none", None),
-        ("iptables-linear", "none", None),
-        ("none", "iptables-linear", None),
-        ("agent", "iptables-nft-linear", None),
+    """The ratios bench/report.py judges (on the paired figure, against bench/targets.py) and the
+    reference ones."""
+    wanted = [
+        ("agent", "conntrack-only"),
+        ("agent", "iptables-linear"),
+        ("agent+observe", "observer-off"),
+        (f"agent+observe@cpu{other_cpu}", "observer-off"),
+        ("observer-off", "agent"),
+        ("none-aa", "none"),
+        ("conntrack-only", "none"),
+        ("agent", "none"),
+        ("iptables-linear", "none"),
+        ("none", "iptables-linear"),
+        ("agent", "iptables-nft-linear"),
     ]
     out = []
-    for top, bottom, bound in wanted:
+    for top, bottom in wanted:
         r = ratio(samples, top, bottom)
         if r is not None:
-            met = None if bound is None else r["paired"] >= bound
-            out.append(
-                {"top": top, "bottom": bottom, "target": f">= {bound}" if bound else "-", "met": met, **r}
-            )
+            out.append({"top": top, "bottom": bottom, **r})
     return out
 
 
@@ -1050,13 +1055,12 @@ def markdown(result: dict[str, Any]) -> str:
             f"{row['cps_max']:,.0f} | {row['connect_p50_us']:.1f} / {row['connect_p99_us']:.1f} | "
             f"{fmt(setup.get('load_ms'), '.1f')} | {checks} |"
         )
-    lines += ["", "| ratio (cps) | target | paired (median of rounds) | rounds min-max | of medians | |"]
-    lines.append("|---|---|---:|---:|---:|---|")
+    lines += ["", "| ratio (cps) | paired (median of rounds) | rounds min-max | of medians |"]
+    lines.append("|---|---:|---:|---:|")
     for r in result["ratios"]:
-        verdict = "-" if r["met"] is None else ("met" if r["met"] else "**missed**")
         lines.append(
-            f"| {r['top']} / {r['bottom']} | {r['target']} | {r['paired']:.3f} | {r['paired_min']:.3f}-"
-            f"{r['paired_max']:.3f} | {r['of_medians']:.3f} | {verdict} |"
+            f"| {r['top']} / {r['bottom']} | {r['paired']:.3f} | {r['paired_min']:.3f}-"
+            f"{r['paired_max']:.3f} | {r['of_medians']:.3f} |"
         )
     lines += ["", *phase2_lines(result)]
     return "\n".join(lines)
@@ -1076,20 +1080,18 @@ def phase2_lines(result: dict[str, Any]) -> list[str]:
             )
     fp = result.get("footprint")
     if fp:
-        cpu_ok = "met" if fp["cpu_percent"] < 5 else "**missed**"
-        rss_ok = "met" if fp["VmRSS"] < 80 * 1024 else "**missed**"
         out.append(
             f"| {fp['observer']} CPU idle ({fp['idle_secs']:.0f} s) | - "
             f"| {fp['idle_cpu_percent']:.2f} % of a core | - |"
         )
         out.append(
             f"| {fp['observer']} CPU at {fp['paced_rate']:.0f} new conn/s ({fp['paced_secs']:.0f} s after "
-            f"{fp['paced_ramp_secs']:.0f} s) | < 5 % "
-            f"| {fp['cpu_percent']:.2f} % of a core | {cpu_ok} |"
+            f"{fp['paced_ramp_secs']:.0f} s) | see report "
+            f"| {fp['cpu_percent']:.2f} % of a core | - |"
         )
         out.append(
-            f"| {fp['observer']} RSS (peak) | < 80 MB | {fp['VmRSS'] / 1024:.1f} MB "
-            f"({fp['VmHWM'] / 1024:.1f} MB) | {rss_ok} |"
+            f"| {fp['observer']} RSS (peak) | see report | {fp['VmRSS'] / 1024:.1f} MB "
+            f"({fp['VmHWM'] / 1024:.1f} MB) | - |"
         )
     lat = result.get("provision")
     if lat:

@@ -1,13 +1,15 @@
-"""Engine benchmarks on a generated estate; figures go to BENCHMARKS.md (see `--help`).
+"""Engine benchmarks on a generated estate; run by `bench/run`, judged by bench/report.py.
 
-Targets (issue #2), on 10,000 workloads, 500 distinct label sets and 2,000 rules:
-full compile <= 5 s; one workload relabelled -> updated rulesets <= 20 ms; one address change ->
-set-member delta <= 5 ms; 1,000,000 verdicts <= 3 s; a ruleset with 5,000 peer addresses loads
-with `nft -f` in <= 100 ms inside a network namespace (root only; skipped otherwise).
+Targets (issue #2, #17; defined in bench/targets.py), on 10,000 workloads, 500 label sets and
+2,000 rules: full compile; one workload relabelled -> every affected document rebuilt; one address
+change -> set-member delta; 1,000,000 verdicts over 500,000 distinct flows with the estate's
+time-windowed rules in place, on a fresh engine; a ruleset with 5,000 peer addresses that cannot
+merge into prefixes loads with `nft -f` inside a network namespace (root only); and a full compile
+of 50,000 workloads / 5,000 rules (time and peak RSS, in a child process).
 
-Run: .venv/bin/python bench/bench_engine.py [--workloads N --label-sets N --rules N --verdicts N]
-It prints a Markdown table and writes bench/results/engine.json. Timings are wall-clock medians
-of several repetitions on whatever machine runs it; nothing here is asserted by the test suite.
+Run: .venv/bin/python bench/bench_engine.py [--quick] [--output FILE] (--help for the sizes)
+It prints and writes the raw figures (default bench/results/adhoc/engine.json); `bench/run` is
+what writes bench/results/ and BENCHMARKS.md. Nothing here judges a figure against a target.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import collections
 import gc
 import ipaddress
 import json
+import multiprocessing
 import os
-import platform
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -36,7 +39,8 @@ from microseg.model import addresses, rules, ruleset, services, verdicts, worklo
 from microseg.policyfile import synthetic
 from microseg.render import nftables
 
-RESULTS = Path(__file__).parent / "results" / "engine.json"
+RESULTS = Path(__file__).parent / "results" / "adhoc" / "engine.json"
+"""Where a run of this script alone writes; `bench/run` gives --output (see bench/runner.py)."""
 
 
 def timed(fn: Callable[[], object], repeat: int = 1) -> tuple[float, object]:
@@ -58,26 +62,39 @@ def bench_compile(est: Any) -> tuple[float, float, engine.PolicyEngine]:
     return compile_s, docs_s, eng
 
 
-def bench_relabel(eng: engine.PolicyEngine, rnd: random.Random, n: int = 50) -> dict[str, float]:
-    """Move a workload to another existing label set (and to a brand-new one)."""
+def bench_relabel(eng: engine.PolicyEngine, rnd: random.Random, n: int) -> dict[str, float]:
+    """Move a workload to another existing label set (and to a brand-new one). The timer runs until
+    every affected document is rebuilt (what the server must send), not just until the engine knows
+    which ones changed; the engine's share is reported on its own."""
     names = eng.workload_names()
     label_sets = sorted({eng.workload(x).labels for x in names[:2000]})
-    times, new_times, touched = [], [], []
+    engine_times, times, new_times, touched = [], [], [], []
     for i in range(n):
         w = eng.workload(rnd.choice(names))
         target = rnd.choice(label_sets)
-        t, delta = timed(lambda w=w, target=target: eng.upsert_workload(w.with_labels(target)))
-        times.append(t)
-        touched.append(len(delta.workloads))  # type: ignore[attr-defined]
+        t_engine, delta = timed(lambda w=w, target=target: eng.upsert_workload(w.with_labels(target)))
+        t_docs, rebuilt = timed(lambda delta=delta: _rebuild(eng, delta))
+        engine_times.append(t_engine)
+        times.append(t_engine + t_docs)
+        touched.append(rebuilt)
         fresh = w.labels.merged({"role": f"bench-{i}"})  # a role no label set has: a new identity
-        t2, _ = timed(lambda w=w, fresh=fresh: eng.upsert_workload(w.with_labels(fresh)))
-        new_times.append(t2)
+        t2, delta2 = timed(lambda w=w, fresh=fresh: eng.upsert_workload(w.with_labels(fresh)))
+        t2_docs, _ = timed(lambda delta2=delta2: _rebuild(eng, delta2))
+        new_times.append(t2 + t2_docs)
     return {
+        "relabel_repeats": n,
         "relabel_ms_median": statistics.median(times) * 1000,
         "relabel_ms_max": max(times) * 1000,
+        "relabel_engine_only_ms_median": statistics.median(engine_times) * 1000,
         "relabel_new_identity_ms_median": statistics.median(new_times) * 1000,
-        "relabel_documents_touched_median": statistics.median(touched),
+        "relabel_documents_rebuilt_median": statistics.median(touched),
     }
+
+
+def _rebuild(eng: engine.PolicyEngine, delta: Any) -> int:
+    """Rebuild (and hash) the document of every managed workload a change touched; how many."""
+    rebuilt = [eng.document(name) for name in delta.workloads if eng.workload(name).managed]
+    return len(rebuilt)
 
 
 def bench_readdress(eng: engine.PolicyEngine, rnd: random.Random, n: int = 200) -> dict[str, float]:
@@ -98,52 +115,94 @@ def bench_readdress(eng: engine.PolicyEngine, rnd: random.Random, n: int = 200) 
     }
 
 
-def bench_verdicts(eng: engine.PolicyEngine, rnd: random.Random, count: int) -> dict[str, float]:
-    """`count` verdicts, as a flow-history replay sees them: 100,000 distinct flows (random workload
-    pairs and ports the rules name), each seen count/100,000 times in random order. Also the
-    cold figure: the first pass over distinct flows, where every verdict is computed."""
-    names = eng.workload_names()
-    endpoints = [eng.endpoint(x) for x in names]
+def bench_verdicts(est: Any, rnd: random.Random, count: int, distinct: int) -> dict[str, Any]:
+    """`count` verdicts as a flow-history replay sees them: `distinct` different (source,
+    destination, port) flows between random workloads on ports the rules name, each seen
+    count/distinct times in random order, answered by a freshly built engine (nothing computed
+    before the clock starts). The estate's time-windowed rules stay in: they are part of the input.
+    Also the cold figure: one pass over distinct flows on another fresh engine."""
+    eng = engine.PolicyEngine(est)
+    endpoints = [eng.endpoint(x) for x in eng.workload_names()]
     probes = sorted(
         {(s.protocol, r.first) for br in eng.book.rules for svc in br.rule.services for s in svc.specs
          for r in s.ports}
     )[:64] or [(services.Protocol.TCP, 80)]  # fmt: skip
-    distinct = min(count, 100_000)
-    pool = [(rnd.choice(endpoints), rnd.choice(endpoints), *rnd.choice(probes)) for _ in range(distinct)]
-    stream = [pool[rnd.randrange(distinct)] for _ in range(count)]
-    evaluate = eng.evaluate
+    flows: dict[tuple[int, int, int], services.Protocol] = {}  # distinct (src, dst, port)
+    while len(flows) < distinct:
+        src, dst = rnd.randrange(len(endpoints)), rnd.randrange(len(endpoints))
+        proto, port = rnd.choice(probes)
+        if src != dst:
+            flows.setdefault((src, dst, port), proto)
+    pool = [(endpoints[s], endpoints[d], proto, port) for (s, d, port), proto in flows.items()]
+    rnd.shuffle(pool)
+    stream = [pool[i % distinct] for i in range(count)]
+    rnd.shuffle(stream)
 
-    def run(flows: list[tuple[Any, Any, Any, Any]]) -> list[verdicts.Verdict]:
+    def run(evaluate: Callable[..., Any], flows: list[tuple[Any, ...]]) -> list[verdicts.Verdict]:
         return [evaluate(src, dst, port, proto) for src, dst, proto, port in flows]
 
-    cold, _ = timed(lambda: run(pool))
-    seconds, answers = timed(lambda: run(stream))
+    seconds, answers = timed(lambda: run(eng.evaluate, stream))
+    cold_engine = engine.PolicyEngine(est)
+    sample = pool[: min(distinct, 100_000)]
+    cold, _ = timed(lambda: run(cold_engine.evaluate, sample))
     outcomes = collections.Counter(v.outcome.value for v in answers)  # type: ignore[attr-defined]
     return {
         "verdicts": count,
-        "verdicts_distinct_flows": distinct,
-        "verdicts_cold_per_distinct_us": cold / distinct * 1e6,
+        "verdicts_distinct_flows": len({(s.address, d.address, port) for s, d, _, port in stream}),
+        "verdicts_timed_rules": sum(r.not_before is not None or r.not_after is not None for r in est.rules),
+        "verdicts_cold_per_distinct_us": cold / len(sample) * 1e6,
         "verdicts_s": seconds,
         **{f"verdicts_{k}": v for k, v in outcomes.items()},
     }
 
 
-def bench_nft_load(peers: int = 5000) -> dict[str, Any]:
-    """Load a ruleset whose ingress peer set holds `peers` addresses with `nft -f` in an ms- netns."""
-    if os.geteuid() != 0 or not _has("nft"):
-        return {"nft_load_ms": None, "nft_load_note": "needs root and nft; not measured"}
-    nets = tuple(
-        addresses.network(str(ipaddress.ip_address(int(ipaddress.ip_address("10.77.0.0")) + i)))
-        for i in range(1, peers + 1)
-    )
-    doc = ruleset.RulesetDocument(
+def scattered_peers(count: int, rnd: random.Random) -> list[str]:
+    """`count` addresses no two of which are adjacent (every other address of random /24s inside
+    10.64.0.0/10), so the renderer cannot merge any of them into a prefix or range."""
+    blocks = rnd.sample(range(1 << 14), k=-(-count // 127))  # /24s in 10.64.0.0/10; 127 odd hosts each
+    base = int(ipaddress.ip_address("10.64.0.0"))
+    hosts = [base + (block << 8) + offset for block in blocks for offset in range(1, 255, 2)]
+    return [str(ipaddress.ip_address(h)) for h in sorted(rnd.sample(hosts, k=count))]
+
+
+def rendered_elements(text: str, set_name: str) -> int:
+    """Elements written into set `set_name` of a rendered ruleset (a prefix or range counts once)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == f"set {set_name} {{")
+    inside, count = False, 0
+    for line in lines[start + 1 :]:
+        stripped = line.strip()
+        if stripped == "elements = {":
+            inside = True
+        elif inside and stripped == "}":
+            return count
+        elif inside:
+            count += 1
+        elif stripped == "}":
+            return 0
+    return count
+
+
+def loaded_elements(ns: str, set_name: str) -> int:
+    """Elements of set `set_name` of table inet microseg as the kernel holds it in namespace `ns`."""
+    out = subprocess.run(
+        ["nsenter", f"--net=/run/netns/{ns}", "nft", "-j", "list", "set", "inet", "microseg", set_name],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    listed = next(x["set"] for x in json.loads(out)["nftables"] if "set" in x)
+    return len(listed.get("elem", []))
+
+
+def peer_document(peers: list[str]) -> ruleset.RulesetDocument:
+    """One ruleset allowing tcp/443 from a set of `peers` addresses."""
+    return ruleset.RulesetDocument(
         workload="bench",
         addresses=(addresses.network("10.79.0.1"),),
         mode=workloads.Mode.ENFORCE,
         policy_version="bench",
         tiers=("application",),
         control_plane=(),
-        address_sets=(ruleset.AddressSet("peers", nets),),
+        address_sets=(ruleset.AddressSet("peers", tuple(addresses.network(p) for p in peers)),),
         ingress=(
             ruleset.Entry(
                 "application/bench",
@@ -156,7 +215,21 @@ def bench_nft_load(peers: int = 5000) -> dict[str, Any]:
         ),
         egress=(),
     ).with_hash()
-    text = nftables.render(doc, settings.RenderSettings()).text
+
+
+def bench_nft_load(peers: int, rnd: random.Random) -> dict[str, Any]:
+    """Load a ruleset whose ingress peer set holds `peers` scattered addresses with `nft -f` in an
+    ms- netns; the element count is checked in the rendered text and in the kernel."""
+    text = nftables.render(peer_document(scattered_peers(peers, rnd)), settings.RenderSettings()).text
+    figures: dict[str, Any] = {
+        "nft_peers": peers,
+        "nft_rendered_elements": rendered_elements(text, "peers_v4"),
+        "nft_text_bytes": len(text),
+    }
+    if figures["nft_rendered_elements"] != peers:
+        raise SystemExit(f"the rendered set holds {figures['nft_rendered_elements']} elements, not {peers}")
+    if os.geteuid() != 0 or not _has("nft"):
+        return {**figures, "nft_load_ms": None, "nft_load_note": "needs root and nft; not measured"}
     ns = f"ms-bench-{uuid.uuid4().hex[:6]}"
     with tempfile.NamedTemporaryFile("w", suffix=".nft", delete=False) as fh:
         fh.write(text)
@@ -168,23 +241,51 @@ def bench_nft_load(peers: int = 5000) -> dict[str, Any]:
             start = time.perf_counter()
             subprocess.run(cmd, check=True)
             times.append(time.perf_counter() - start)
+        figures["nft_loaded_elements"] = loaded_elements(ns, "peers_v4")
         spawn, _ = timed(lambda: subprocess.run(["nsenter", f"--net=/run/netns/{ns}", "true"], check=True), 5)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
         os.unlink(fh.name)
-    return {
-        "nft_load_ms": statistics.median(times) * 1000,
-        "nft_spawn_floor_ms": spawn * 1000,
-        "nft_peers": peers,
-        "nft_text_bytes": len(text),
-    }
+    return {**figures, "nft_load_ms": statistics.median(times) * 1000, "nft_spawn_floor_ms": spawn * 1000}
 
 
 def _has(tool: str) -> bool:
     return any(os.access(os.path.join(d, tool), os.X_OK) for d in os.environ.get("PATH", "").split(":"))
 
 
-def main() -> None:
+def bench_scale_compile(workloads: int, rules: int) -> dict[str, Any]:
+    """A full compile of a larger estate (label sets a tenth of the workloads), in a fresh (spawned,
+    not forked) interpreter so that its peak RSS is its own: seconds and peak MB, generation not
+    counted (its peak is in the RSS: the server holds its estate too)."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_scale_child, args=(workloads, rules, queue))
+    child.start()
+    figures: dict[str, Any] = queue.get()
+    child.join()
+    return figures
+
+
+def _scale_child(workloads: int, rules: int, queue: Any) -> None:
+    label_sets = max(1, workloads // 10)
+    est = synthetic.generate(workloads, label_sets, rules, seed=0)
+    gc.collect()
+    start = time.perf_counter()
+    eng = engine.PolicyEngine(est)
+    seconds = time.perf_counter() - start
+    queue.put({
+        "scale_workloads": workloads, "scale_label_sets": label_sets, "scale_rules": rules,
+        "scale_identities": len(eng.rulesets), "scale_compile_s": seconds,
+        "scale_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    })  # fmt: skip
+
+
+QUICK = {"workloads": 2_000, "label_sets": 100, "rules": 400, "verdicts": 100_000, "distinct_flows": 50_000,
+         "relabels": 3, "scale_workloads": 5_000, "scale_rules": 500}  # fmt: skip
+"""Sizes of `--quick` (a smoke run: its figures are never judged against the targets)."""
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -192,14 +293,26 @@ def main() -> None:
     parser.add_argument("--label-sets", type=int, default=500)
     parser.add_argument("--rules", type=int, default=2_000)
     parser.add_argument("--verdicts", type=int, default=1_000_000)
+    parser.add_argument("--distinct-flows", type=int, default=500_000, help="distinct flows in the verdicts")
+    parser.add_argument("--relabels", type=int, default=10, help="relabels timed (each rebuilds documents)")
     parser.add_argument("--nft-peers", type=int, default=5_000)
-    parser.add_argument("--no-write", action="store_true", help="do not write bench/results/engine.json")
+    parser.add_argument("--scale-workloads", type=int, default=50_000, help="workloads of the large compile")
+    parser.add_argument("--scale-rules", type=int, default=5_000, help="rules of the large compile")
+    parser.add_argument("--quick", action="store_true", help=f"smaller sizes: {QUICK}")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="where the raw figures go (JSON)")
     args = parser.parse_args()
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     rnd = random.Random(1)
     gen_s, est = timed(lambda: synthetic.generate(args.workloads, args.label_sets, args.rules, seed=0))
     compile_s, docs_s, eng = bench_compile(est)
     result: dict[str, Any] = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpu, Python {platform.python_version()}",
         "workloads": args.workloads,
         "label_sets": args.label_sets,
         "rules": args.rules,
@@ -208,53 +321,15 @@ def main() -> None:
         "generate_s": gen_s,
         "full_compile_s": compile_s,
         "all_documents_s": docs_s,
-        **bench_relabel(eng, rnd),
+        **bench_relabel(eng, rnd, args.relabels),
         **bench_readdress(eng, rnd),
-        **bench_verdicts(eng, rnd, args.verdicts),
-        **bench_nft_load(args.nft_peers),
+        **bench_verdicts(est, rnd, args.verdicts, min(args.distinct_flows, args.verdicts)),
+        **bench_nft_load(args.nft_peers, rnd),
+        **bench_scale_compile(args.scale_workloads, args.scale_rules),
     }
-    print(markdown(result))
-    if not args.no_write:
-        RESULTS.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-
-
-def markdown(r: dict[str, Any]) -> str:
-    """The table BENCHMARKS.md shows."""
-
-    def row(what: str, target: str, value: float | None, unit: str, limit: float | None) -> str:
-        if value is None:
-            return f"| {what} | {target} | not measured | - |"
-        verdict = "-" if limit is None else ("met" if value <= limit else "**missed**")
-        return f"| {what} | {target} | {value:,.2f} {unit} | {verdict} |"
-
-    lines = [
-        f"Estate: {r['workloads']:,} workloads, {r['label_sets']} label sets, {r['rules']:,} rules "
-        f"-> {r['identities']} identities, {r['selectors']} distinct selectors. Machine: {r['machine']}.",
-        "",
-        "| what | target | measured | |",
-        "|---|---|---|---|",
-        row("full compile (rulesets + set members)", "<= 5 s", r["full_compile_s"], "s", 5),
-        row("materialise + hash every document", "-", r["all_documents_s"], "s", None),
-        row("relabel one workload (median)", "<= 20 ms", r["relabel_ms_median"], "ms", 20),
-        row("relabel into a new identity (median)", "-", r["relabel_new_identity_ms_median"], "ms", None),
-        row("address change -> set-member delta (median)", "<= 5 ms", r["readdress_ms_median"], "ms", 5),
-        row(
-            f"{r['verdicts']:,} verdicts ({r['verdicts_distinct_flows']:,} distinct flows)",
-            "<= 3 s",
-            r["verdicts_s"],
-            "s",
-            3,
-        ),
-        row("one verdict computed cold (no cache)", "-", r["verdicts_cold_per_distinct_us"], "us", None),
-        row(
-            f"nft -f with {r.get('nft_peers', 0):,} peer addresses (netns)",
-            "<= 100 ms",
-            r.get("nft_load_ms"),
-            "ms",
-            100,
-        ),
-    ]
-    return "\n".join(lines)
+    print(json.dumps(result, indent=2, sort_keys=True))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

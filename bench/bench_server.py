@@ -1,12 +1,15 @@
-"""Control-plane benchmarks against a real `microseg server` process; figures go to BENCHMARKS.md.
+"""Control-plane benchmarks against a real `microseg server` process; run by `bench/run`, judged by
+bench/report.py.
 
-Targets (issue #4): flow ingestion >= 50,000 records/s in batches of 1,000, on SQLite and on
-PostgreSQL; one provision reaching 1,000 long-polling agents (simulated clients) within 2 s.
+Targets (issue #4, #17; defined in bench/targets.py): flow ingestion in batches of 1,000, on SQLite
+and on PostgreSQL; one provision reaching 1,000 long-polling agents (simulated clients).
 
-Run: .venv/bin/python bench/bench_server.py [--backends sqlite,postgres] [--agents N] [--batches N]
-It starts the server on 127.0.0.1 (a free port), prints a Markdown table and writes
-bench/results/server.json. PostgreSQL is the test database (127.0.0.1:5432, `test`), in a schema
-of its own that is dropped afterwards. Nothing here is asserted by the test suite.
+Run: .venv/bin/python bench/bench_server.py [--quick] [--backends sqlite,postgres] [--agents N]
+[--batches N] [--output FILE]
+It starts the server on 127.0.0.1 (a free port), prints a Markdown table and writes the raw figures
+(default bench/results/adhoc/server.json); `bench/run` is what writes bench/results/ and
+BENCHMARKS.md. PostgreSQL is the test database (127.0.0.1:5432, `test`), in a schema of its own
+that is dropped afterwards. Nothing here is asserted by the test suite.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -34,10 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.server import processes
 
+from microseg.cli import loading
 from microseg.policyfile import dumper, synthetic
 from microseg.store import agents, database, migrate, objects, tokens
 
-RESULTS = Path(__file__).parent / "results" / "server.json"
+RESULTS = Path(__file__).parent / "results" / "adhoc" / "server.json"
+"""Where a run of this script alone writes; `bench/run` gives --output (see bench/runner.py)."""
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
@@ -107,11 +111,16 @@ def flow_record(rng: random.Random, own: str) -> dict[str, Any]:
     }
 
 
-def bench_ingest(url: str, workdir: Path, batches: int, senders: int) -> dict[str, Any]:
-    """`batches` batches of 1,000 records from `senders` agents in parallel, over HTTP."""
+def bench_ingest(
+    url: str, workdir: Path, batches: int, senders: int, invariants: bool = False
+) -> dict[str, Any]:
+    """`batches` batches of 1,000 records from `senders` agents in parallel, over HTTP; with
+    `invariants`, the example estate (two invariants) provisioned first, so that every batch is
+    judged against them as well."""
     db = prepare(url)
     creds = []
     with db.write() as conn:
+        admin = tokens.create_api(conn, "bench", "admin", "bench")[1]
         for i in range(senders):
             name = f"sender-{i}"
             spec = {"kind": "vm", "addresses": [sender_address(i)]}
@@ -126,6 +135,8 @@ def bench_ingest(url: str, workdir: Path, batches: int, senders: int) -> dict[st
     # the bench measures ingest, not the per-agent upload limit (its senders upload back to back)
     with _environment(MICROSEG_FLOW_UPLOADS_PER_MINUTE=str(batches)), \
             processes.server(url, workdir / "ingest.log") as base:  # fmt: skip
+        if invariants:
+            _provision_example(base, admin)
 
         def send(index: int, latencies: list[float]) -> None:
             with httpx.Client(
@@ -154,6 +165,7 @@ def bench_ingest(url: str, workdir: Path, batches: int, senders: int) -> dict[st
         "batch_p50_ms": round(statistics.median(latencies) * 1000, 1),
         "batch_p99_ms": round(sorted(latencies)[int(len(latencies) * 0.99) - 1] * 1000, 1),
         "senders": senders,
+        "invariants": 2 if invariants else 0,
     }
 
 
@@ -261,6 +273,19 @@ def bench_fan_out(url: str, workdir: Path, count: int) -> dict[str, Any]:
     }
 
 
+QUICK = {"agents": 200, "batches": 20}
+"""Sizes of `--quick` (a smoke run: its figures are never judged against the targets)."""
+
+
+def _provision_example(base: str, admin: str) -> None:
+    """Apply and provision the example estate (its invariants.yaml declares two invariants)."""
+    docs = dumper.documents(loading.load(None, example=True))
+    auth = {"Authorization": f"Bearer {admin}"}
+    with httpx.Client(base_url=base + "/api/v1", headers=auth, timeout=300) as api:
+        assert api.post("/apply", json={"documents": docs}).status_code == 200
+        assert api.post("/versions", json={"note": "bench"}).status_code == 201
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -269,23 +294,29 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--senders", type=int, default=4)
+    told = "ingest with the example estate provisioned: its two invariants judged for every batch"
+    parser.add_argument("--invariants", action="store_true", help=told)
+    parser.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK}")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="where the raw figures go (JSON)")
     args = parser.parse_args()
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
     workdir = Path("/tmp") / f"microseg-bench-{uuid.uuid4().hex[:6]}"
     workdir.mkdir()
     results: dict[str, Any] = {
-        "machine": platform.platform(),
-        "python": platform.python_version(),
+        "agents": args.agents, "batches": args.batches, "batch_records": 1000, "senders": args.senders,
         "runs": {},
-    }
+    }  # fmt: skip
     for name in args.backends.split(","):
         with backend(name, workdir) as url:
-            ingest = bench_ingest(url, workdir, args.batches, args.senders)
+            ingest = bench_ingest(url, workdir, args.batches, args.senders, args.invariants)
         with backend(name, workdir) as url:
             fan_out = bench_fan_out(url, workdir, args.agents)
         results["runs"][name] = {"ingest": ingest, "fan_out": fan_out}
         print(f"{name}: ingest {ingest}\n{name}: fan-out {fan_out}", flush=True)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
     print("\n| backend | flow ingest (records/s, batches of 1,000) | batch p50 / p99 | provision -> last |")
     print("|---|---:|---:|---:|")
     for name, run in results["runs"].items():

@@ -7,20 +7,29 @@ check the renderers against it.
 
 How it works: the rules whose `from` side can be the source form one bit mask (selectors the
 source's identity matches, IP lists / CIDRs holding its address, `any`); likewise for the
-destination. Their AND is the candidate list, already in evaluation order. The lowest candidate
-that is active now and whose service matches decides; `pass` drops the rest of its tier.
+destination. Their AND, with the rules active in the moment's time slice and the rules whose
+services cover the port (the port index), is the candidate list, already in evaluation order. The
+lowest candidate whose service also takes the processes decides; `pass` drops the rest of its tier.
 Loopback and the control-plane channel are always allowed (the data plane never blocks them).
+
+Verdicts are cached per (source profile, destination profile, port, protocol, time slice[, processes]):
+a profile is what the policy can tell about an endpoint, and between two consecutive window edges
+the active rules, hence every verdict, stay the same (`time_slices`); so a cached verdict is the one
+the walk would compute again, explanation included. The clock is read only for flows that a rule with
+a window could decide (the others' slice is `ALWAYS`), and flows no rule can match are not cached:
+their default verdict is one lookup.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol as TypingProtocol
 
-from microseg.engine import rulebook
+from microseg.engine import rulebook, time_slices
 from microseg.model import addresses, labels, rules, services, verdicts
 from microseg.model.estate import Endpoint as ControlEndpoint
 from microseg.model.workloads import Mode, Workload
@@ -42,10 +51,10 @@ class Inventory(TypingProtocol):
         """Selector keys its identity matches."""
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class Profile:
     """Everything the evaluator reads about one endpoint. Interned: endpoints the policy cannot tell
-    apart share one Profile object, so verdicts are cached per (profile, profile, port, protocol)."""
+    apart share one Profile object, so verdicts are cached per profile pair (see `VerdictKey`)."""
 
     src_mask: int
     dst_mask: int
@@ -59,6 +68,10 @@ class Profile:
 
 VERDICT_CACHE_LIMIT = 1_000_000
 """Cached verdicts before the cache is dropped and refilled (bounds memory on huge probe sets)."""
+
+VerdictKey = tuple[object, ...]
+"""Everything a verdict depends on: (source profile, destination profile, port, protocol, time slice
+key), plus (process, client process) when either is known."""
 
 
 class Evaluator:
@@ -80,7 +93,8 @@ class Evaluator:
         self._profiles: dict[str, tuple[Workload, addresses.Address, Profile]] = {}
         self._outside: dict[addresses.Address, Profile] = {}
         self._interned: dict[tuple[object, ...], Profile] = {}
-        self._verdicts: dict[tuple[Profile, Profile, int | None, services.Protocol], verdicts.Verdict] = {}
+        self._slices = book.slices
+        self._verdicts: dict[VerdictKey, verdicts.Verdict] = {}
         self._defaults: dict[tuple[object, ...], verdicts.Verdict] = {}
         self._reasons: dict[tuple[int, services.Service], str] = {}
 
@@ -95,8 +109,10 @@ class Evaluator:
         client_process: str | None = None,
         at: datetime | None = None,
     ) -> verdicts.Verdict:
-        """The verdict for a new connection from `source` to `destination`."""
-        src, dst = self._resolve(source), self._resolve(destination)
+        """The verdict for a new connection from `source` to `destination` at `at` (default: now)."""
+        # most callers name the workloads already: skip the address lookup (and the call) for them
+        src = source if source.workload is not None else self._resolve(source)
+        dst = destination if destination.workload is not None else self._resolve(destination)
         sp, dp = self.profile(src), self.profile(dst)
         if (src.workload is not None and src.workload == dst.workload) or dp.loopback:
             return self._system(sp, dp, "loopback", "loopback: traffic within one host is always allowed")
@@ -104,15 +120,31 @@ class Evaluator:
             system = self._control_plane_verdict(sp, dp, dst.address, port, protocol)
             if system is not None:
                 return system
-        if self._book.timed or process is not None or client_process is not None:
-            return self._decide(sp, dp, port, protocol, (process, client_process, at or datetime.now(UTC)))
-        key = (sp, dp, port, protocol)
+        both = sp.src_mask & dp.dst_mask
+        kept = self._book.keep_quarantine(both, sp.labels, dp.labels, sp.src_mask, dp.dst_mask)
+        candidates, moment = self._active(kept, at)
+        if not candidates:
+            # no rule can match: the default verdict is one lookup, cheaper than remembering the flow
+            return self._default_verdict(sp, dp, ())
+        key: VerdictKey = (sp, dp, port, protocol, moment)
+        if process is not None or client_process is not None:
+            key += (process, client_process)
         verdict = self._verdicts.get(key)
         if verdict is None:
             if len(self._verdicts) >= VERDICT_CACHE_LIMIT:
                 self._verdicts.clear()
-            verdict = self._verdicts[key] = self._decide(sp, dp, port, protocol, (None, None, None))
+            verdict = self._verdicts[key] = self._decide(
+                (sp, dp), (port, protocol), candidates, (process, client_process)
+            )
         return verdict
+
+    def _active(self, candidates: int, at: datetime | None) -> tuple[int, int]:
+        """The candidates active at `at`, and the key of the time slice holding `at` -- `ALWAYS` when
+        no rule with a window is among them, so the clock is read only when a window can matter."""
+        if not candidates & self._slices.timed:  # no candidate at all, typically
+            return candidates, time_slices.ALWAYS
+        now = self._slices.at(at)
+        return candidates & now.active, now.key
 
     def equivalence_key(self, endpoint: verdicts.Endpoint) -> Profile:
         """Endpoints with equal keys get equal verdicts against any third endpoint.
@@ -124,35 +156,31 @@ class Evaluator:
 
     def _decide(
         self,
-        sp: Profile,
-        dp: Profile,
-        port: int | None,
-        protocol: services.Protocol,
-        context: tuple[str | None, str | None, datetime | None],
+        ends: tuple[Profile, Profile],
+        connection: tuple[int | None, services.Protocol],
+        candidates: int,
+        processes: tuple[str | None, str | None],
     ) -> verdicts.Verdict:
-        process, client_process, moment = context
-        book, matchers = self._book, self._book.port_matchers
-        candidates = sp.src_mask & dp.dst_mask
+        """Walk the active candidates whose services cover the port in book order: the
+        first whose service also takes the processes decides, a `pass` drops the rest of its tier."""
+        sp, dp = ends
+        port, protocol = connection
+        book = self._book
+        candidates &= book.ports.mask(protocol, port)
         passed: list[str] = []
         while candidates:
             low = candidates & -candidates
-            index = low.bit_length() - 1
-            br = book.rules[index]
+            br = book.rules[low.bit_length() - 1]
             rule = br.rule
-            # the cheap checks first; the service scan only for rules whose ports already match
-            svc = None
-            if rulebook.ports_match(matchers[index], protocol, port) and (
-                moment is None or not br.timed or rule.active_at(moment)
-            ):
-                svc = _matching_service(rule, protocol, port, process, client_process)
+            svc = _matching_service(rule, protocol, port, *processes)
             if svc is None:
                 candidates ^= low
             elif rule.action is rules.Action.PASS:
                 passed.append(rule.ref)
                 candidates &= ~book.tier_masks[rule.tier]
             else:
-                notes = (*_pass_notes(passed), *_process_notes(svc, process, client_process))
-                return self._rule_verdict(br, svc, (sp, dp), notes)
+                notes = (*_pass_notes(passed), *_process_notes(svc, *processes))
+                return self._rule_verdict(br, svc, ends, notes)
         return self._default_verdict(sp, dp, passed)
 
     # -- endpoints ---------------------------------------------------------------------------
@@ -190,7 +218,7 @@ class Evaluator:
             sel_src, sel_dst = self._selector_mask(self._inventory.matched_selectors(workload.name))
             src_mask, dst_mask = src_mask | sel_src, dst_mask | sel_dst
         addr = self._address_match(endpoint.address)
-        mode = _effective_mode(workload)
+        mode = _effective_mode(workload, identity)
         fields = (
             src_mask | addr[0],
             dst_mask | addr[2],
@@ -283,7 +311,7 @@ class Evaluator:
             notes=notes,
         )
 
-    def _default_verdict(self, sp: Profile, dp: Profile, passed: list[str]) -> verdicts.Verdict:
+    def _default_verdict(self, sp: Profile, dp: Profile, passed: Sequence[str]) -> verdicts.Verdict:
         key = (sp.mode, dp.mode, tuple(passed))
         verdict = self._defaults.get(key)
         if verdict is None:
@@ -300,11 +328,12 @@ class Evaluator:
         return verdict
 
 
-def _effective_mode(workload: Workload | None) -> Mode | None:
-    """None for outside addresses and unmanaged workloads; quarantine always enforces."""
-    if workload is None or not workload.managed:
+def _effective_mode(workload: Workload | None, identity: labels.Labels | None) -> Mode | None:
+    """None for outside addresses and unmanaged workloads; quarantine always enforces, also when
+    a label rule set it (the identity holds the effective `quarantine` label)."""
+    if workload is None or not workload.managed or identity is None:
         return None
-    return workload.effective_mode
+    return workload.mode_under(identity)
 
 
 def _matched(
@@ -362,7 +391,7 @@ def process_matches(process: str, pattern: str) -> bool:
     return fnmatch.fnmatchcase(process, pattern) or fnmatch.fnmatchcase(os.path.basename(process), pattern)
 
 
-def _pass_notes(passed: list[str]) -> tuple[str, ...]:
+def _pass_notes(passed: Sequence[str]) -> tuple[str, ...]:
     return tuple(f"passed to the next tier by {ref}" for ref in passed)
 
 

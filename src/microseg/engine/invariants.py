@@ -105,6 +105,19 @@ class Guard:
         """Whether any of `peers` matches."""
         return any(self.peer_matches(p, endpoint) for p in peers)
 
+    def serves(self, inv: invariants.Invariant, port: int | None, proto: services.Protocol) -> bool:
+        """Whether `inv` speaks about connections on `port`/`proto` at all."""
+        return any(s.matches(proto, port) for s in inv.services)
+
+    def can_break(self, inv: invariants.Invariant, end: verdicts.Endpoint, *, source: bool) -> bool:
+        """Whether `end`, as the source (else the destination) of a connection, is on the side of
+        `inv` that a connection breaking it needs: when not, no peer on the other side can make
+        the connection break `inv`."""
+        if not source:
+            return self.side(inv.destinations, end)
+        inside = self.side(inv.sources, end)
+        return inside if inv.shape is invariants.Shape.NEVER else not inside
+
     def rules_out(
         self,
         inv: invariants.Invariant,
@@ -114,18 +127,26 @@ class Guard:
         proto: services.Protocol,
     ) -> bool:
         """Whether `inv` forbids a connection from `src` to `dst` on `port`/`proto`."""
-        if not any(s.matches(proto, port) for s in inv.services) or not self.side(inv.destinations, dst):
-            return False
-        inside = self.side(inv.sources, src)
-        return inside if inv.shape is invariants.Shape.NEVER else not inside
+        return (
+            self.serves(inv, port, proto)
+            and self.can_break(inv, dst, source=False)
+            and self.can_break(inv, src, source=True)
+        )
 
     def broken_by_flow(
-        self, src: verdicts.Endpoint, dst: verdicts.Endpoint, port: int | None, proto: services.Protocol
+        self,
+        src: verdicts.Endpoint,
+        dst: verdicts.Endpoint,
+        port: int | None,
+        proto: services.Protocol,
+        among: Iterable[invariants.Invariant] | None = None,
     ) -> list[invariants.Invariant]:
-        """The invariants an observed connection (one that got through) breaks."""
+        """The invariants (of `among`, by default all declared) an observed connection (one that
+        got through) breaks."""
         if src.workload is not None and src.workload == dst.workload:
             return []
-        return [inv for inv in self.declared if self.rules_out(inv, src, dst, port, proto)]
+        return [inv for inv in (self.declared if among is None else among)
+                if self.rules_out(inv, src, dst, port, proto)]  # fmt: skip
 
     def check(self, at: datetime | None = None) -> list[Violation]:
         """Every class pair and port on which the policy allows what an invariant rules out."""

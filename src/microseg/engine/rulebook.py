@@ -16,18 +16,25 @@ import functools
 import hashlib
 import re
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from microseg.engine import address_index
+from microseg.engine import address_index, port_index, time_slices
 from microseg.model import addresses, rules, ruleset, selectors, services, tiers
 from microseg.model.estate import Estate
-from microseg.model.workloads import QUARANTINE_FORENSICS, QUARANTINE_FULL, QUARANTINE_LABEL
+from microseg.model.workloads import QUARANTINE_FORENSICS, QUARANTINE_FULL, QUARANTINE_LABEL, quarantine_level
 
 QUARANTINED = selectors.LabelSelector(
     (selectors.Requirement(QUARANTINE_LABEL, selectors.Operator.IN, (QUARANTINE_FORENSICS, QUARANTINE_FULL)),)
 )
 FORENSICS_KEPT = selectors.LabelSelector.of({QUARANTINE_LABEL: QUARANTINE_FORENSICS})
 """Quarantined at the level that keeps the forensics list (`full` keeps nothing but the agent's channel)."""
+QUARANTINED_FULL = selectors.LabelSelector.of({QUARANTINE_LABEL: QUARANTINE_FULL})
+"""Quarantined at the level that keeps nothing: a document of a `true` host refuses these peers
+before its forensics allowance (see `compiler.keep_quarantine`)."""
+FORENSICS_IN = f"{tiers.QUARANTINE}/allow-forensics-in"
+FORENSICS_OUT = f"{tiers.QUARANTINE}/allow-forensics-out"
+ISOLATE_IN = f"{tiers.QUARANTINE}/isolate-in"
 
 
 @dataclass(frozen=True)
@@ -67,7 +74,7 @@ class BookRule:
 AddressIndex = address_index.AddressIndex[PeerRef]
 """One rule side's IP-list and CIDR peers, by address."""
 
-PortMatcher = dict[services.Protocol, tuple[tuple[int, int], ...]] | None
+PortMatcher = port_index.PortMatcher
 """Per protocol the port ranges a rule's services cover (empty: every port); None: every protocol."""
 
 
@@ -127,8 +134,39 @@ class RuleBook:
         self.tier_masks = self._tier_masks()
         self.port_matchers: tuple[PortMatcher, ...] = tuple(port_matcher(br.rule) for br in self.rules)
         self.timed = any(br.timed for br in self.rules)
+        self.forensics_in, self.forensics_out = (self._bit_of(FORENSICS_IN), self._bit_of(FORENSICS_OUT))
+        self.forensics_set = next(
+            (br.sources[0].set_name for br in self.rules if br.bit == self.forensics_in), None
+        )
+        """The address set of the forensics list when the estate keeps one for quarantined workloads."""
+        if self.forensics_set is not None:
+            self.selectors[selector_key(QUARANTINED_FULL)] = QUARANTINED_FULL
         self.src_by_selector, self.src_any, self.src_by_address = self._side_masks(sources=True)
         self.dst_by_selector, self.dst_any, self.dst_by_address = self._side_masks(sources=False)
+
+    def _bit_of(self, ref: str) -> int:
+        return next((br.bit for br in self.rules if br.rule.ref == ref), 0)
+
+    def keep_quarantine(
+        self,
+        candidates: int,
+        source: Mapping[str, str] | None,
+        destination: Mapping[str, str] | None,
+        source_mask: int,
+        destination_mask: int,
+    ) -> int:
+        """`candidates` without the built-in forensics allowances unless each end's own quarantine
+        keeps the other: a peer inside the forensics list is not the forensics station when it is
+        quarantined itself (`full` keeps nobody; `true` keeps only peers inside the list). An end's
+        place in the list is read off its masks: the allowances' list side is the list alone."""
+        allowances = self.forensics_in | self.forensics_out
+        if not candidates & allowances:
+            return candidates
+        source_in_list = bool(source_mask & self.forensics_in)
+        destination_in_list = bool(destination_mask & self.forensics_out)
+        if quarantine_keeps(source, destination_in_list) and quarantine_keeps(destination, source_in_list):
+            return candidates
+        return candidates & ~allowances
 
     def _order(self, candidates: list[rules.Rule]) -> list[rules.Rule]:
         position = {name: i for i, name in enumerate(self.tiers)}
@@ -196,6 +234,16 @@ class RuleBook:
         return (src if sources else dst).match(address)
 
     @functools.cached_property
+    def ports(self) -> port_index.PortIndex:
+        """Rules by the protocol and port their services cover (built on first use, for the evaluator)."""
+        return port_index.PortIndex(self.port_matchers)
+
+    @functools.cached_property
+    def slices(self) -> time_slices.TimeSlices:
+        """Time, cut where rule windows open or close (built on first use, for the evaluator)."""
+        return time_slices.TimeSlices(tuple(br.rule for br in self.rules))
+
+    @functools.cached_property
     def _address_indexes(self) -> tuple[AddressIndex, AddressIndex]:
         """Source and destination address peers, indexed on first use (the compiler never asks)."""
         return (
@@ -226,6 +274,13 @@ def _quarantine_rules(estate: Estate) -> list[rules.Rule]:
                    reason="quarantined: isolated"),
     ]  # fmt: skip
     return out
+
+
+def quarantine_keeps(own: Mapping[str, str] | None, other_in_list: bool) -> bool:
+    """Whether an end with labels `own` (None: not a workload) may talk to the other end as far as
+    its own quarantine goes: not quarantined, or `true` with the other end in the forensics list."""
+    level = quarantine_level(own) if own is not None else None
+    return level is None or (level == QUARANTINE_FORENSICS and other_in_list)
 
 
 def label_keys_used(book: RuleBook) -> frozenset[str]:

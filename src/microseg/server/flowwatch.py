@@ -18,7 +18,8 @@ from typing import Any
 from microseg import errors
 from microseg.engine import invariants
 from microseg.engine.engine import PolicyEngine
-from microseg.model import services
+from microseg.model import invariants as model
+from microseg.model import selectors, services, verdicts
 from microseg.server import models
 
 QUIET_SECONDS = 3600.0
@@ -44,7 +45,7 @@ class Watch:
         if not passed:
             return []
         with lock:
-            found = _violations(invariants.Guard(eng), passed)
+            found = _violations(BatchGuard(eng), passed)
         fresh = self._fresh(found)
         return [_event(workload, name, hits) for name, hits in fresh.items()]
 
@@ -65,29 +66,89 @@ class Watch:
 
 Hit = tuple[str, dict[str, Any]]
 """(invariant name, the flow record that breaks it)."""
+_LABEL_PEERS = (selectors.SelectorPeer, selectors.AnyPeer)
+"""Peers that `Guard.peer_matches` decides by the endpoint's workload alone, not its address."""
 
 
-def _violations(guard: invariants.Guard, records: list[models.FlowRecord]) -> list[Hit]:
+class BatchGuard(invariants.Guard):
+    """A Guard for one batch that remembers what it looked up, and asks about a connection's peer
+    only when its reporter's own end leaves an invariant to break.
+
+    Each distinct address is resolved to an endpoint once, and each side (an invariant's peer list
+    against an endpoint) is matched once per workload when the list names only selectors and `any`
+    (they look at labels only, so every address without a workload shares one answer), else once
+    per endpoint. Per own endpoint, direction, port and protocol it keeps the invariants that the
+    port concerns and the own end can break (`Guard.serves`, `Guard.can_break`); a connection is
+    judged against those only, and not at all when there are none, without resolving its peer.
+
+    It deliberately does not remember across batches: the engine is updated in place when workloads
+    change, so what an address resolved to may not hold for the next batch."""
+
+    def __init__(self, eng: PolicyEngine) -> None:
+        super().__init__(eng)
+        self._ends: dict[str, verdicts.Endpoint | None] = {}
+        self._sides: dict[tuple[int, int | str | None], bool] = {}
+        self._by_labels: dict[int, bool] = {}
+        self._open: dict[tuple[int, bool, int | None, str], list[model.Invariant]] = {}
+
+    def side(self, peers: tuple[selectors.Peer, ...], endpoint: verdicts.Endpoint) -> bool:
+        # by identity: the peers are the invariants' and the endpoints this guard's own (one per
+        # address, kept in `_ends`), all alive as long as the guard; hashing values costs more
+        lists = id(peers)
+        by_labels = self._by_labels.get(lists)
+        if by_labels is None:
+            by_labels = self._by_labels[lists] = all(isinstance(p, _LABEL_PEERS) for p in peers)
+        key = (lists, endpoint.workload if by_labels else id(endpoint))
+        found = self._sides.get(key)
+        if found is None:
+            found = self._sides[key] = super().side(peers, endpoint)
+        return found
+
+    def endpoint(self, address: str) -> verdicts.Endpoint | None:
+        """The endpoint at `address`; None when it is not an address (the model only bounds its
+        length), which no invariant can say anything about."""
+        if address not in self._ends:
+            try:
+                self._ends[address] = self.eng.endpoint(address)
+            except errors.LookupFailedError:
+                self._ends[address] = None
+        return self._ends[address]
+
+    def broken(self, own: str, peer: str, outgoing: bool, port: int | None, proto: str) -> list[str]:
+        """The names of the invariants broken by a connection that got through, reported by the
+        workload at `own`: from `own` to `peer` when `outgoing`, else from `peer` to `own`."""
+        mine = self.endpoint(own)
+        if mine is None:
+            return []
+        key = (id(mine), outgoing, port, proto)
+        candidates = self._open.get(key)
+        if candidates is None:
+            protocol = services.Protocol(proto)
+            candidates = self._open[key] = [i for i in self.declared if self.serves(i, port, protocol)
+                                            and self.can_break(i, mine, source=outgoing)]  # fmt: skip
+        other = self.endpoint(peer) if candidates else None
+        if other is None:
+            return []
+        src, dst = (mine, other) if outgoing else (other, mine)
+        return [i.name for i in self.broken_by_flow(src, dst, port, services.Protocol(proto), candidates)]
+
+
+def _violations(guard: BatchGuard, records: list[models.FlowRecord]) -> list[Hit]:
     """The records that break an invariant; one question per distinct connection, since a batch
-    repeats them."""
+    repeats them. A record's own end is the reporter's (`ingest` dropped the others)."""
     out: list[Hit] = []
-    answers: dict[tuple[str, str, int | None, str], list[str]] = {}
+    answers: dict[tuple[str, str, str, int | None, str], list[str]] = {}
     for r in records:
-        full: dict[str, Any] = {**models.FLOW_DEFAULTS, **r}
-        key = (full["src"], full["dst"], full["dport"], full["proto"])
+        key = (r["direction"], r["src"], r["dst"], r.get("dport"), r["proto"])
         names = answers.get(key)
         if names is None:
-            names = answers[key] = _broken(guard, *key)
-        out.extend((name, full) for name in names)
+            outgoing = key[0] == "out"
+            own, peer = (key[1], key[2]) if outgoing else (key[2], key[1])
+            names = answers[key] = guard.broken(own, peer, outgoing, key[3], key[4])
+        if names:  # the record in full only for what is told: most records break nothing
+            full: dict[str, Any] = {**models.FLOW_DEFAULTS, **r}
+            out.extend((name, full) for name in names)
     return out
-
-
-def _broken(guard: invariants.Guard, src: str, dst: str, port: int | None, proto: str) -> list[str]:
-    try:
-        ends = guard.eng.endpoint(src), guard.eng.endpoint(dst)
-    except errors.LookupFailedError:
-        return []  # not an address (the model only bounds its length); nothing to say about it
-    return [i.name for i in guard.broken_by_flow(*ends, port, services.Protocol(proto))]
 
 
 def _event(workload: str, name: str, hits: list[dict[str, Any]]) -> dict[str, Any]:

@@ -34,9 +34,10 @@ from typing import Any
 
 import pydantic
 
+from microseg.engine.engine import PolicyEngine
 from microseg.errors import ValidationError
 from microseg.model import addresses
-from microseg.server import models
+from microseg.server import models, runtime
 from microseg.server.auth import Principal
 from microseg.server.problems import Problem
 from microseg.server.runtime import Runtime
@@ -65,25 +66,39 @@ class Outcome:
 
 def ingest(rt: Runtime, who: Principal, batch: models.FlowBatch, raw: str) -> Outcome:
     """Check, trim and store one batch. Cost: a pass over the records (times, ends), one read of
-    the workload, then one INSERT for the batch and one upsert statement for its summaries in a
-    write transaction; invariants are judged before it, so the lock is not held while judging."""
+    the workload, a fold of the summaries in memory, then one INSERT for the batch and one upsert
+    of its folded summaries in a write transaction; invariants are judged and summaries folded
+    before it, so the write lock is not held while computing."""
     now = time.time()
     records = batch["records"]
     check_times(records, now + rt.settings.flow_clock_skew, now - rt.settings.flow_retention_days * DAY)
     kept, forged = split_forged(records, own_networks(rt, who.workload))
-    engine = rt.compiled(refresh=False).engine or rt.compiled().engine
+    engine = _engine(rt)
     broken = rt.invariant_watch.events(engine, rt.engine_lock, who.workload, kept) if engine else []
     told = [*flow_events(who.workload, kept), *broken, *forged_events(who, forged)]
     # the batch as sent when nothing was dropped: re-encoding would cost as much as parsing again
     data = json.dumps(kept) if forged else raw
+    stored_form = _stored_form(who, batch["batch_id"], kept, data)
+    folded = summaries.fold(who.workload, kept)  # before the transaction: SQLite writers queue
     with rt.db.write() as conn:
-        stored = flows.store_batch(rt.db, conn, _stored_form(who, batch["batch_id"], kept, data))
+        stored = flows.store_batch(rt.db, conn, stored_form)
         if stored:  # in the batch's own transaction: a batch sent twice is never summed twice
-            summaries.add_batch(rt.db, conn, who.workload, kept)
+            summaries.write(conn, folded)
             events.add_many(conn, told)
     if stored:
         rt.metrics.ingested(len(kept))
     return Outcome(batch["batch_id"], stored, len(kept) if stored else 0, len(forged))
+
+
+def _engine(rt: Runtime) -> PolicyEngine | None:
+    """The engine invariants are judged with: the last one built. When that found nothing
+    provisioned, the state row is read again only once the watcher has seen it move (within
+    `watch_interval`), not for every batch; before anything was built or watched, always."""
+    built = rt.compiled(refresh=False)
+    watched = rt.watched_key
+    if built.engine is None and (built.key != watched or watched == runtime.UNREAD):
+        built = rt.compiled()
+    return built.engine
 
 
 def _stored_form(who: Principal, batch_id: str, records: list[models.FlowRecord], data: str) -> flows.Batch:

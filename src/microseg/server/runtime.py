@@ -78,6 +78,10 @@ def policy_key(version: int, label_rules: list[objects.Stored]) -> tuple[int, tu
     return version, tuple(sorted(o.etag for o in label_rules))
 
 
+UNREAD = (-1, -1)
+"""The key of a state row not read yet (nothing compiled, nothing watched)."""
+
+
 class Runtime:
     """Shared by every request of one server process."""
 
@@ -102,10 +106,10 @@ class Runtime:
         self._lock = threading.Lock()
         self._policy_lock = threading.Lock()
         self._policies: dict[tuple[int, tuple[str, ...]], estate.Estate] = {}
-        self._compiled = Compiled((-1, -1), None)
+        self._compiled = Compiled(UNREAD, None)
         self._event: asyncio.Event | None = None
         self._poke: asyncio.Event | None = None
-        self._seen: tuple[int, int] = (-1, -1)
+        self._seen: tuple[int, int] = UNREAD
 
     # -- the compiled engine ---------------------------------------------------------------
 
@@ -178,6 +182,12 @@ class Runtime:
             if len(self._policies) >= 4:
                 self._policies.pop(next(iter(self._policies)))
             self._policies[key] = policy
+
+    @property
+    def watched_key(self) -> tuple[int, int]:
+        """The state row as the watcher last read it (`UNREAD` until it has; it reads every
+        `watch_interval`, and at once after a local write)."""
+        return self._seen
 
     @property
     def engine_lock(self) -> threading.Lock:

@@ -2,7 +2,8 @@
 
 Used by the server for every request: `read()` for a consistent snapshot, `write()` for a change
 that commits whole or not at all. SQLite runs in WAL mode (readers never wait for the writer) and
-starts write transactions with BEGIN IMMEDIATE, so two writers queue instead of failing half way;
+starts write transactions with BEGIN IMMEDIATE, so two writers queue instead of failing half way
+(the writers of one process queue in a lock of their own first: SQLite's busy handler sleeps);
 PostgreSQL serializes provisioning with a transaction-scoped advisory lock (`lock`), never with
 process memory, so any number of replicas can share one database.
 
@@ -13,8 +14,12 @@ digests, the audit log and the whole policy, which no other local user should re
 from __future__ import annotations
 
 import contextlib
+import itertools
+import logging
 import os
+import sqlite3
 import stat
+import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,9 +29,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+log = logging.getLogger(__name__)
+
 WRITE = "microseg_write"
 """Execution option that marks a connection's transaction as a write (SQLite: BEGIN IMMEDIATE)."""
 
+
+BUSY_SECONDS = 30.0
+"""How long a SQLite writer waits for another before giving up ("database is locked")."""
+CHECKPOINT_EVERY = 8
+"""SQLite: write transactions of this process between two checkpoints of the write-ahead log."""
 
 SIDECARS = ("", "-wal", "-shm", "-journal")
 """Suffixes of the files SQLite keeps for one database: each holds table data."""
@@ -56,6 +68,12 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 20) -> None:
         self.url = sa.make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self._writers = threading.RLock() if self.is_sqlite else None
+        """SQLite: this process's write transactions queue here rather than in SQLite's busy
+        handler, which polls with sleeps growing to 100 ms (four concurrent flow uploads waited up
+        to a second for a lock that was free most of the time). Other processes still queue in the
+        busy handler; PostgreSQL writers do not wait for each other."""
+        self._writes = itertools.count(1)
         if self.is_sqlite:
             _private_sqlite_files(self.url.database)
             self.engine = sa.create_engine(
@@ -76,8 +94,36 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:
         """A transaction that commits when the block ends normally and rolls back otherwise."""
-        with self.engine.connect().execution_options(**{WRITE: True}) as conn, conn.begin():
+        with self._queued(), self.engine.connect().execution_options(**{WRITE: True}) as conn, conn.begin():
             yield conn
+        if self._writers is not None and next(self._writes) % CHECKPOINT_EVERY == 0:
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        """Copy the write-ahead log into the database file, as far as readers allow, without
+        waiting for anyone. Done here, after the commit and outside the writers' queue, rather
+        than inside whichever commit crosses SQLite's own threshold (its automatic checkpoint is
+        off, `_configure_sqlite`): the copy and its fsync no longer hold up the next writer, and a
+        page rewritten by several transactions is copied once. A checkpoint that fails is logged
+        and left to the next one: the write it follows has committed."""
+        try:
+            with self.engine.connect() as conn:
+                conn.connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").close()  # type: ignore[union-attr]
+        except (sa.exc.DBAPIError, sqlite3.Error):
+            log.warning("SQLite checkpoint failed; the next write tries again", exc_info=True)
+
+    @contextmanager
+    def _queued(self) -> Iterator[None]:
+        """Wait for this process's other SQLite writers; after `BUSY_SECONDS` go on regardless, to
+        SQLite's own busy timeout, so a writer waiting on another thread never hangs where it
+        would have failed."""
+        got = self._writers is not None and self._writers.acquire(timeout=BUSY_SECONDS)
+        try:
+            yield
+        finally:
+            if got:
+                assert self._writers is not None
+                self._writers.release()
 
     def lock(self, conn: sa.Connection, name: str) -> None:
         """Serialize this transaction with every other one taking the same lock, in any process.
@@ -126,7 +172,8 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives a killed process; only a power loss can cost the last commits.
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA wal_autocheckpoint=0")  # `Database._checkpoint` does it, between writes
+        cursor.execute(f"PRAGMA busy_timeout={int(BUSY_SECONDS * 1000)}")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")

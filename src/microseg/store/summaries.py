@@ -7,7 +7,9 @@ analytics (map, recommend, simulate), which read a time window with `query` / `i
 The summary key is (hour bucket, reporter, direction, src, dst, dport, proto, process, verdict,
 rule): one row per key, whose connections, bytes and packets add up and whose first/last seen
 widen with every batch. A batch is folded in Python first (so one statement never touches a row
-twice, which PostgreSQL refuses) and then upserted with one INSERT ... ON CONFLICT DO UPDATE.
+twice, which PostgreSQL refuses; the ingest folds before its write transaction) and then upserted
+with one INSERT ... ON CONFLICT DO UPDATE: on PostgreSQL one statement over the whole batch, sent
+as one JSON array, on SQLite one executemany.
 Both ends of a connection between managed workloads report it; the rows keep `reporter` and
 `direction` so that readers can tell the two reports apart (this module does not merge them).
 
@@ -19,13 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
+import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from microseg.store import database, flows, schema
 
@@ -50,47 +53,134 @@ def bucket_of(when: float) -> float:
 # -- ingest ---------------------------------------------------------------------------------------
 
 
-def fold(reporter: str, records: Iterable[Mapping[str, Any]]) -> list[Row]:
-    """Records summed per summary key, as table rows (one per key). A record is bucketed by its
-    first_seen: the hour its connections started in."""
-    rows: dict[tuple[Any, ...], Row] = {}
-    for raw in records:
-        r = {**flows.DEFAULTS, **raw}
-        key = (bucket_of(r["first_seen"]), reporter, r["direction"], r["src"], r["dst"],
-               NO_PORT if r["dport"] is None else r["dport"], r["proto"], r["process"] or NO_TEXT,
-               r["verdict"], r["rule"] or NO_TEXT)  # fmt: skip
-        row = rows.get(key)
-        if row is None:
-            rows[key] = {**dict(zip(KEY, key, strict=True)), "first_seen": r["first_seen"],
-                         "last_seen": r["last_seen"], **{s: r[s] for s in SUMS}}  # fmt: skip
-            continue
-        row["first_seen"] = min(row["first_seen"], r["first_seen"])
-        row["last_seen"] = max(row["last_seen"], r["last_seen"])
-        for s in SUMS:
-            row[s] += r[s]
-    return list(rows.values())
+class Key(NamedTuple):
+    """One summary row's identity: the table's unique key, with -1 / '' for "none"."""
+
+    bucket: float
+    reporter: str
+    direction: str
+    src: str
+    dst: str
+    dport: int
+    proto: str
+    process: str
+    verdict: str
+    rule: str
 
 
-def _upsert(db: database.Database) -> Any:
-    """INSERT ... ON CONFLICT (key) DO UPDATE adding the sums and widening first/last seen."""
-    stmt = (sqlite if db.is_sqlite else postgresql).insert(T)
-    new = stmt.excluded
-    widened = {
-        "first_seen": sa.case((new.first_seen < T.c.first_seen, new.first_seen), else_=T.c.first_seen),
-        "last_seen": sa.case((new.last_seen > T.c.last_seen, new.last_seen), else_=T.c.last_seen),
-    }
-    added = {s: T.c[s] + new[s] for s in SUMS}
-    return stmt.on_conflict_do_update(index_elements=list(KEY), set_={**widened, **added})
+@dataclass(slots=True)
+class Totals:
+    """What the records of one key add up to: the widest first/last seen and the sums."""
+
+    first_seen: float
+    last_seen: float
+    connections: int
+    bytes: int
+    packets: int
+
+    def add(self, first_seen: float, last_seen: float, connections: int, sent: int, packets: int) -> None:
+        """Widen the times and add the sums of one more record (or of a row: the same arithmetic)."""
+        self.first_seen = min(self.first_seen, first_seen)
+        self.last_seen = max(self.last_seen, last_seen)
+        self.connections += connections
+        self.bytes += sent
+        self.packets += packets
+
+
+Folded = dict[Key, Totals]
+"""A batch summed per key, in the order its keys first appear."""
+
+
+def fold(reporter: str, records: Iterable[Mapping[str, Any]]) -> Folded:
+    """Records summed per summary key (one entry per key). A record is bucketed by its first_seen:
+    the hour its connections started in. Cost: one dict lookup per record."""
+    folded: Folded = {}
+    for r in records:
+        first, last = r["first_seen"], r["last_seen"]
+        port, process, rule = r.get("dport"), r.get("process"), r.get("rule")
+        key = Key(bucket_of(first), reporter, r["direction"], r["src"], r["dst"],
+                  NO_PORT if port is None else port, r["proto"], process or NO_TEXT, r["verdict"],
+                  rule or NO_TEXT)  # fmt: skip
+        connections, sent, packets = r.get("connections", 0), r.get("bytes", 0), r.get("packets", 0)
+        totals = folded.get(key)
+        if totals is None:
+            folded[key] = Totals(first, last, connections, sent, packets)
+        else:
+            totals.add(first, last, connections, sent, packets)
+    return folded
+
+
+COLUMNS = (*KEY, "first_seen", "last_seen", *SUMS)
+"""The columns one folded row fills, in the order `_values` lists them."""
+
+
+SUM_MAX = 2**63 - 1
+"""Sums saturate here: the columns are 64-bit, and a reporter may send records up to 2**62 each
+(PostgreSQL would refuse the overflow with an error, SQLite would turn the sum into a float)."""
+
+
+def _values(folded: Folded) -> list[tuple[Any, ...]]:
+    return [
+        (*key, t.first_seen, t.last_seen, *(min(n, SUM_MAX) for n in (t.connections, t.bytes, t.packets)))
+        for key, t in folded.items()
+    ]
+
+
+@functools.lru_cache(maxsize=8)  # per engine's dialect: in practice one
+def _upsert_sql(dialect: sa.Dialect) -> str:
+    """INSERT ... ON CONFLICT (key) DO UPDATE adding the sums and widening first/last seen, in the
+    driver's own SQL. SQLite takes one parameter set per row (executemany binds them in C);
+    PostgreSQL takes the whole batch as one JSON array of rows, so a batch is one statement and one
+    round trip (psycopg's array parameters cost more to encode, in Python, than the upsert)."""
+    quote = dialect.identifier_preparer.quote
+    table, key = quote(T.name), ", ".join(quote(c) for c in KEY)
+    least, greatest = ("min", "max") if dialect.name == "sqlite" else ("LEAST", "GREATEST")
+    first, last = quote("first_seen"), quote("last_seen")
+    updated = [f"{first} = {least}({table}.{first}, excluded.{first})",
+               f"{last} = {greatest}({table}.{last}, excluded.{last})",
+               *(f"{quote(s)} = {_saturating(table, quote(s))}" for s in SUMS)]  # fmt: skip
+    if dialect.name == "sqlite":
+        rows = f"VALUES ({', '.join('?' for _ in COLUMNS)})"
+    else:
+        cells = ", ".join(f"(row->>{i})::{_PG_TYPES.get(c, 'text')}" for i, c in enumerate(COLUMNS))
+        rows = f"SELECT {cells} FROM jsonb_array_elements(%s::jsonb) AS row"
+    return (f"INSERT INTO {table} ({', '.join(quote(c) for c in COLUMNS)}) {rows} "
+            f"ON CONFLICT ({key}) DO UPDATE SET {', '.join(updated)}")  # fmt: skip
+
+
+def _saturating(table: str, column: str) -> str:
+    """stored + added, at most SUM_MAX, never computing an overflowing sum (both are >= 0)."""
+    stored, added = f"{table}.{column}", f"excluded.{column}"
+    return f"CASE WHEN {stored} > {SUM_MAX} - {added} THEN {SUM_MAX} ELSE {stored} + {added} END"
+
+
+_PG_TYPES = {"bucket": "float8", "dport": "int4", "first_seen": "float8", "last_seen": "float8",
+             **dict.fromkeys(SUMS, "int8")}  # fmt: skip
+"""The type of each column that is not text on PostgreSQL (JSON numbers cast back exactly: Python
+writes the shortest text that reads back as the same double)."""
+
+
+def write(conn: sa.Connection, folded: Folded) -> None:
+    """Upsert folded rows: new keys are inserted (ids in the order keys first appeared), existing
+    ones grow. Keys must be distinct (a fold's are), since PostgreSQL refuses a statement that
+    touches one row twice."""
+    if not folded:
+        return
+    sql, rows = _upsert_sql(conn.dialect), _values(folded)
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(sql, rows)
+    else:
+        conn.exec_driver_sql(sql, (json.dumps(rows),))
 
 
 def add_batch(
     db: database.Database, conn: sa.Connection, reporter: str, records: Iterable[Mapping[str, Any]]
 ) -> int:
-    """Fold a newly stored batch into the summaries; the number of summary rows it touched."""
-    rows = fold(reporter, records)
-    if rows:
-        conn.execute(_upsert(db), rows)  # one statement, executed for each folded row
-    return len(rows)
+    """Fold a newly stored batch into the summaries; the number of summary rows it touched. Cost: a
+    pass over the records, then one statement (PostgreSQL) or one executemany (SQLite)."""
+    folded = fold(reporter, records)
+    write(conn, folded)
+    return len(folded)
 
 
 # -- queries --------------------------------------------------------------------------------------
