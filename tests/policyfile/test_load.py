@@ -120,15 +120,15 @@ def test_anchors_and_merge_keys() -> None:
 def test_settings_tiers_and_label_rules() -> None:
     est = policyfile.load_text(
         texts.doc("Settings", "spec: {controlPlane: [{address: '10.77.0.0/30', port: 8440, endPort: 8441, protocol: udp}]}\n")
-        + "---\n" + texts.doc("Tier", "metadata: {name: security}\nspec: {order: 50, description: first}\n")
+        + "---\n" + texts.doc("Tier", "metadata: {name: security}\nspec: {order: 350, description: last}\n")
         + "---\n" + texts.doc("LabelRule", "metadata: {name: lr}\nspec: {match: {cidr: 10.77.0.0/16}, labels: {site: lab}}\n")
     )  # fmt: skip
     assert [str(e) for e in est.control_plane] == ["10.77.0.0/30 8440-8441/udp"]
     assert est.quarantine_allow is None
     assert [(t.name, t.order) for t in est.tiers] == [
-        ("security", 50),
         ("quarantine", 100),
         ("application", 300),
+        ("security", 350),
     ]
     (lr,) = est.label_rules
     assert (lr.cidr, lr.priority, dict(lr.labels)) == (

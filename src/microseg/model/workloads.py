@@ -60,6 +60,13 @@ QUARANTINE_LEVELS = {"forensics": QUARANTINE_FORENSICS, "full": QUARANTINE_FULL}
 """Quarantine level (as the API names it) -> the label value that means it."""
 
 
+def quarantine_level(labels: Mapping[str, str]) -> str | None:
+    """The `quarantine` label's value when it quarantines (`true` or `full`), else None. Pass the
+    effective labels: a label rule that adds `quarantine=true` quarantines as much as an explicit one."""
+    value = labels.get(QUARANTINE_LABEL)
+    return value if value in (QUARANTINE_FORENSICS, QUARANTINE_FULL) else None
+
+
 @dataclass(frozen=True)
 class Workload:
     """One workload. Equality is by value; the engine keys workloads by `name`."""
@@ -104,13 +111,20 @@ class Workload:
 
     @property
     def quarantined(self) -> bool:
-        """Whether the workload carries `quarantine=true` or `quarantine=full`."""
-        return self.labels.get(QUARANTINE_LABEL) in (QUARANTINE_FORENSICS, QUARANTINE_FULL)
+        """Whether the workload's own labels carry `quarantine=true` or `quarantine=full` (label
+        rules may quarantine it too: see `mode_under`)."""
+        return quarantine_level(self.labels) is not None
 
     @property
     def effective_mode(self) -> Mode:
-        """The mode its agent applies: a quarantine always enforces."""
-        return Mode.ENFORCE if self.quarantined else self.mode
+        """The mode its agent applies, judged on its own labels only (`mode_under` for the
+        effective labels, which is what the engine uses)."""
+        return self.mode_under(self.labels)
+
+    def mode_under(self, effective: Mapping[str, str]) -> Mode:
+        """The mode its agent applies when its effective labels are `effective`: a quarantine
+        always enforces, whether the label is explicit or added by a label rule."""
+        return Mode.ENFORCE if quarantine_level(effective) is not None else self.mode
 
     @property
     def mode_set(self) -> bool:

@@ -1,7 +1,9 @@
 """Checks across documents: what no single document can get wrong on its own.
 
-Called by the loader once every document is built: duplicate names per kind, tier order ties,
-duplicate rule names and priority ties inside a tier (across policies), and workloads whose
+Called by the loader once every document is built: duplicate names per kind, tier order ties, tiers
+ordered before `quarantine`,
+duplicate rule names and ambiguous priority ties inside a tier (across policies: two rules with one
+priority, different actions and a flow both can match), and workloads whose
 addresses overlap (an unmanaged CIDR containing another workload's address included). Each
 problem is reported at the definition that came later, pointing at the earlier one.
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from microseg.model import addresses, rules, tiers, workloads
+from microseg.model import addresses, overlap, rules, tiers, workloads
 from microseg.policyfile import nodes
 from microseg.policyfile.reader import Reader
 
@@ -75,6 +77,26 @@ def tier_orders(all_tiers: dict[str, tiers.Tier], declared: dict[str, Named]) ->
             )
 
 
+def quarantine_first(all_tiers: dict[str, tiers.Tier], declared: dict[str, Named]) -> None:
+    """Every tier comes after `quarantine`: a tier tried before it could allow what a quarantine
+    isolates. Reported at the declared tier ordered before it, or at a declared `quarantine`
+    ordered after a built-in tier (a built-in is never to blame)."""
+    first = all_tiers.get(tiers.QUARANTINE)
+    if first is None:
+        return
+    for name, tier in all_tiers.items():
+        if name == tiers.QUARANTINE or tier.order >= first.order:
+            continue
+        blamed = name if name in declared else tiers.QUARANTINE
+        if blamed not in declared:
+            continue
+        declared[blamed].reader.error(
+            ("spec", "order"),
+            f"tier {name} (order {tier.order}) comes before tier quarantine (order {first.order}): "
+            f"quarantine is always evaluated first; give tier {blamed} another order",
+        )
+
+
 @dataclass(frozen=True)
 class RuleAt:
     """A rule as defined in a policy, with the name and priority it claims; `rule` is None when it
@@ -88,10 +110,14 @@ class RuleAt:
     rule: rules.Rule | None
 
 
-def rule_clashes(found: list[RuleAt]) -> None:
-    """Rule names and priorities must be unique in a tier, whichever policy holds the rule."""
+def rule_clashes(found: list[RuleAt], ip_lists: overlap.IpLists) -> None:
+    """Rule names are unique in a tier, whichever policy holds the rule. Priorities may repeat,
+    except where the order of two rules could change an outcome: both can match one flow
+    (`model.overlap`) and they act differently. Such a pair is reported at both rules, each naming
+    the other: neither is more to blame, and each may be the one its reader can change (a file
+    beside a draft on the server)."""
     names: dict[tuple[str, str], RuleAt] = {}
-    priorities: dict[tuple[str, int], RuleAt] = {}
+    priorities: dict[tuple[str, int], list[RuleAt]] = {}
     for item in found:
         first = names.setdefault((item.tier, item.name), item)
         if first is not item:
@@ -101,13 +127,34 @@ def rule_clashes(found: list[RuleAt]) -> None:
                 f"(first defined at {first.reader.where((*first.path, 'name'))})",
             )
             continue
-        first = priorities.setdefault((item.tier, item.priority), item)
-        if first is not item:
-            item.reader.error(
-                (*item.path, "priority"),
-                f"priority {item.priority} is already used by rule {first.name} in tier {item.tier} "
-                f"({first.reader.where((*first.path, 'priority'))}); priorities must be unique in a tier",
-            )
+        same = priorities.setdefault((item.tier, item.priority), [])
+        for earlier in same:
+            if _ambiguous(earlier, item, ip_lists):
+                _report_ambiguity(item, earlier)
+                _report_ambiguity(earlier, item)
+        same.append(item)
+
+
+def _ambiguous(one: RuleAt, other: RuleAt, ip_lists: overlap.IpLists) -> bool:
+    """Whether the name order of two rules at one priority can decide a flow; a rule that failed
+    to build has its problems reported already and is not compared."""
+    if one.rule is None or other.rule is None or one.rule.action is other.rule.action:
+        return False
+    return overlap.rules_overlap(one.rule, other.rule, ip_lists)
+
+
+def _report_ambiguity(at: RuleAt, other: RuleAt) -> None:
+    """The problem at `at`, naming `other` (with its file:line when it has one: API data has none)."""
+    assert at.rule is not None and other.rule is not None  # _ambiguous compared them
+    line = other.reader.doc.line((*other.reader.prefix, *other.path, "priority"))
+    where = f", {other.reader.where((*other.path, 'priority'))}" if line else ""
+    at.reader.error(
+        (*at.path, "priority"),
+        f"rule {at.name} ({at.rule.action.value}) and rule {other.name} ({other.rule.action.value}"
+        f"{where}) both have priority {at.priority} in tier {at.tier} and can match the same flow, "
+        "so their names would decide it: give one of them another priority (equal priorities are fine "
+        "for rules with one action, or that no flow matches both)",
+    )
 
 
 def overlaps(items: list[Named]) -> None:
