@@ -42,7 +42,7 @@ def test_validate_examples() -> None:
 
 def test_validate_checks_invariants_and_fails_when_one_is_broken(tmp_path: Path) -> None:
     code, out = invoke("validate", "--example")
-    assert code == 0 and "kept: 2 invariant(s)" in out
+    assert code == 0 and "kept: 2 invariants" in out
     tree = tmp_path / "estate"
     shutil.copytree(loading.examples_dir(), tree)
     extra = tree / "policies" / "oops.yaml"

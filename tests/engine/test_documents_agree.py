@@ -12,7 +12,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 
 from microseg.engine import engine
-from microseg.model import addresses, estate, rules, verdicts, workloads
+from microseg.model import addresses, estate, labelrules, labels, rules, verdicts, workloads
 from microseg.render import semantics
 from tests.engine.estates import REFERENCE_TIME, TCP, UDP, estates
 
@@ -72,3 +72,21 @@ def test_documents_of_a_quarantined_workload_enforce() -> None:
     action, ref = semantics.decide(doc, "ingress", addresses.address("10.77.0.1"),
                                    addresses.address("10.77.0.9"), TCP, 22, 0)  # fmt: skip
     assert (action, ref) == (rules.Action.DENY, "quarantine/isolate-in")
+
+
+def test_documents_of_a_workload_quarantined_by_a_label_rule_enforce() -> None:
+    """policy-file.md: a workload labelled `quarantine=true` is enforced whatever its mode, and a
+    label rule's labels are labels: the document and the verdict both enforce."""
+    w = workloads.Workload(
+        "bad-1", addresses=(addresses.network("10.77.0.9"),), mode=workloads.Mode.VISIBILITY
+    )
+    rule = labelrules.LabelRule("compromised", labels.Labels({"quarantine": "true"}), hostname_glob="bad-*")
+    eng = engine.PolicyEngine(estate.Estate(workloads=(w,), label_rules=(rule,)))
+    doc = eng.document("bad-1")
+    assert doc.mode is workloads.Mode.ENFORCE
+    verdict = eng.evaluate(eng.endpoint("10.77.0.1"), eng.endpoint("bad-1"), 22, TCP, at=REFERENCE_TIME)
+    assert (verdict.rule, verdict.outcome.value, verdict.destination_mode) == (
+        "quarantine/isolate-in",
+        "blocked",
+        workloads.Mode.ENFORCE,
+    )

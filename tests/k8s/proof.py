@@ -31,8 +31,10 @@ def probes_for(est: Estate, extra: Iterable[int] = (1, 65535)) -> list[reachabil
 
 
 def engine_verdicts(est: Estate, found: cluster.Cluster, probes: list[reachability.Probe]) -> Verdicts:
-    """What microseg says, with the pods as workloads beside the estate's other workloads."""
+    """What microseg says, with the pods as workloads beside the estate's other workloads, keyed
+    by pod reference (`namespace/pod`, as the analyzer names pods; workloads are `namespace.pod`)."""
     pods = importer.import_pods(found).workloads
+    ref = {importer.workload_name(p): p.ref for p in found.pods}
     others = tuple(w for w in est.workloads if w.kind.value != "pod")
     eng = engine.PolicyEngine(est.with_workloads(others + pods))
     out: Verdicts = {}
@@ -43,7 +45,7 @@ def engine_verdicts(est: Estate, found: cluster.Cluster, probes: list[reachabili
             src = verdicts.Endpoint(s.addresses[0].network_address, s.name)
             dst = verdicts.Endpoint(d.addresses[0].network_address, d.name)
             for probe in probes:
-                out[(s.name, d.name, probe)] = eng.evaluate(src, dst, probe.port, probe.protocol).allowed
+                out[(ref[s.name], ref[d.name], probe)] = eng.evaluate(src, dst, probe.port, probe.protocol).allowed
     return out
 
 

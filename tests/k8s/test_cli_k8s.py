@@ -73,9 +73,9 @@ def test_import_writes_policy_files_that_load_beside_the_vms(tmp_path: Path) -> 
     loaded = {w.name: w for w in est.workloads if w.kind.value == "pod"}
     expected = importer.import_pods(manifests.load([INVENTORY])).workloads
     assert loaded == {w.name: w for w in expected}
-    web = loaded["crm-prod/web-7d9f-abcde"]
+    web = loaded["crm-prod.web-7d9f-abcde"]
     assert web.labels["k8s.namespace"] == "crm-prod" and web.labels["k8s.ns.team"] == "crm"
-    assert loaded["crm-dev/web-6b8c-pqrst"].mode.value == "alert"
+    assert loaded["crm-dev.web-6b8c-pqrst"].mode.value == "alert"
 
 
 def test_reachability_of_a_live_cluster(tmp_path: Path) -> None:

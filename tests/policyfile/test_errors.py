@@ -227,14 +227,18 @@ ACROSS = [
     ("duplicate-rule-name", "kind: Policy\nmetadata: {name: other}\nspec:\n  tier: application\n  rules:\n"
      "    - {name: web-to-db, priority: 500, action: deny, from: any, to: any, services: any}\n", "web-to-db, priority: 500",
      "spec.rules[0].name", "duplicate rule name web-to-db in tier application (first defined at p.yaml:50)"),
-    ("priority-tie", "kind: Policy\nmetadata: {name: other}\nspec:\n  tier: application\n  rules:\n"
-     "    - {name: x, priority: 100, action: deny, from: any, to: any, services: any}\n", "name: x",
-     "spec.rules[0].priority",
-     "priority 100 is already used by rule web-to-db in tier application (p.yaml:51); priorities must be unique in a tier"),
+    ("priority-tie-overlapping-other-action", "kind: Policy\nmetadata: {name: other}\nspec:\n  tier: application\n"
+     "  rules:\n    - {name: x, priority: 100, action: deny, from: any, to: any, services: any}\n", "name: x",
+     "spec.rules[0].priority", "rule x (deny) and rule web-to-db (allow, p.yaml:51) both have priority 100 in tier "
+     "application and can match the same flow"),
     ("tier-order-tie-built-in", "kind: Tier\nmetadata: {name: late}\nspec: {order: 200}\n", "order: 200",
      "spec.order", "tier order 200 is already used by tier security; tier orders must be unique"),
     ("tier-order-tie-declared", "kind: Tier\nmetadata: {name: late}\nspec: {order: 250}\n", "order: 250}\n",
      "spec.order", "tier order 250 is already used by tier platform"),
+    ("tier-before-quarantine", "kind: Tier\nmetadata: {name: early}\nspec: {order: 50}\n", "order: 50",
+     "spec.order", "tier early (order 50) comes before tier quarantine (order 100): quarantine is always evaluated first"),
+    ("quarantine-after-a-built-in", "kind: Tier\nmetadata: {name: quarantine}\nspec: {order: 210}\n", "order: 210",
+     "spec.order", "tier security (order 200) comes before tier quarantine (order 210)"),
     ("overlapping-hosts", "kind: Workload\nmetadata: {name: web-2}\nspec: {addresses: [10.77.1.11]}\n", "spec:",
      "spec.addresses", "address 10.77.1.11 of workload web-2 overlaps 10.77.1.11 of workload web-1 (p.yaml:4)"),
     ("unmanaged-cidr-contains-host", "kind: Workload\nmetadata: {name: net}\nspec: {kind: unmanaged, addresses: [10.77.1.0/24]}\n",
@@ -260,6 +264,7 @@ FINE = [
      "    - {name: web-to-db, priority: 100, action: deny, from: any, to: any, services: any}\n"),
     ("built-in-tier-moved", "kind: Tier\nmetadata: {name: security}\nspec: {order: 240}\n"),
     ("addresses-next-to-each-other", "kind: Workload\nmetadata: {name: net}\nspec: {kind: unmanaged, addresses: [10.77.2.0/24]}\n"),
+    ("quarantine-moved-but-still-first", "kind: Tier\nmetadata: {name: quarantine}\nspec: {order: 10}\n"),
     ("same-address-in-v6", "kind: Workload\nmetadata: {name: v6}\nspec: {addresses: ['::ffff:a4d:10b']}\n"),
 ]  # fmt: skip
 
@@ -275,12 +280,13 @@ def test_a_broken_object_is_not_reported_again_where_it_is_used() -> None:
     assert [(p.field, "1-65535" in p.message) for p in found] == [("spec.ports[0].port", True)]
 
 
-def test_a_broken_rule_still_clashes_with_its_neighbours() -> None:
-    text, start = changed("priority: 110\n      action: allow", "priority: 100\n      action: alow")
+def test_a_broken_rule_still_clashes_with_its_neighbours_by_name() -> None:
+    text, start = changed("name: corp-to-web\n      priority: 110\n      action: allow",
+                          "name: web-to-db\n      priority: 110\n      action: alow")
     found = {(p.line, p.field): p.message for p in texts.problems(text)}
     line = line_of(text, "", start)
-    assert "did you mean 'allow'?" in found[(line + 1, "spec.rules[1].action")]
-    assert "priority 100 is already used by rule web-to-db" in found[(line, "spec.rules[1].priority")]
+    assert "did you mean 'allow'?" in found[(line + 2, "spec.rules[1].action")]
+    assert "duplicate rule name web-to-db" in found[(line, "spec.rules[1].name")]
 
 
 def test_a_document_without_a_name_still_has_its_other_fields_checked() -> None:

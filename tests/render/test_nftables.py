@@ -53,12 +53,25 @@ def test_render_delete_names_only_our_table() -> None:
     assert program.table == "other" and program.replaces and not program.defined
 
 
-def test_empty_sets_are_still_declared_and_members_are_collapsed() -> None:
-    doc = document(sets=(aset("halves", "10.77.0.0/25", "10.77.0.128/25"), aset("none")))
+def test_members_are_collapsed() -> None:
+    doc = document(sets=(aset("halves", "10.77.0.0/25", "10.77.0.128/25"),))
     program = nftverify.parse(nftables.render(doc).text)
     assert program.sets["halves_v4"] == (4, (addresses.network("10.77.0.0/24"),))
-    assert program.sets["halves_v6"] == (6, ())
-    assert program.sets["none_v4"] == (4, ())
+
+
+def test_a_set_family_without_members_is_not_declared_nor_named_by_a_rule() -> None:
+    """An IPv4-only estate carries no `_v6` sets and no IPv6 rules for them: such a rule matches
+    nothing. A set that gains an IPv6 member brings its set and rule back."""
+    web = entry("application/web", ALLOW, spec(TCP, 80), peers=("clients",))
+    text = nftables.render(document((web,), sets=(aset("clients", "10.77.1.0/24"), aset("none")))).text
+    assert "_v6" not in text and "none_v4" not in text
+    assert text.count('comment "application/web"') == 1
+    program = nftverify.parse(text)
+    assert set(program.sets) == {"clients_v4"}
+    assert evaluate(text, saddr=addresses.address("10.77.1.5")).ref == "application/web"
+    both = nftables.render(document((web,), sets=(aset("clients", "10.77.1.0/24", "2001:db8::/64"),))).text
+    assert set(nftverify.parse(both).sets) == {"clients_v4", "clients_v6"}
+    assert "ip6 saddr @clients_v6 tcp dport 80" in both
 
 
 def test_odd_set_names_become_unique_identifiers() -> None:

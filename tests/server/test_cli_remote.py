@@ -58,7 +58,7 @@ def test_apply_diff_provision_get_and_rollback(api: Api) -> None:
     code, out = cli(api, "get", "versions")
     assert code == 0 and "v1" in out and "first version" in out
     code, out = cli(api, "audit", "--target", "Workload/prod-db-1", "-o", "json")
-    assert [r["action"] for r in json.loads(out)] == ["create", "quarantine", "release"]
+    assert [r["action"] for r in json.loads(out)] == ["release", "quarantine", "create"]  # newest first
     code, out = cli(api, "events")
     assert code == 0
 

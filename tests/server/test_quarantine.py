@@ -136,3 +136,11 @@ def test_without_hook_secrets_the_webhook_does_not_exist(database_url: str) -> N
 
         assert httpx.post(url + "/api/v1/hooks/quarantine", json={}).status_code == 404
     db.dispose()
+
+
+def test_a_tier_ordered_before_quarantine_is_refused_and_changes_nothing(estate: Api) -> None:
+    """A tier tried before `quarantine` could allow what a quarantine isolates: the draft refuses it."""
+    body = problem(estate.put("/tiers/early", {"apiVersion": "microseg.io/v1", "kind": "Tier",
+                                               "metadata": {"name": "early"}, "spec": {"order": 50}}), 422)  # fmt: skip
+    assert "quarantine is always evaluated first" in json.dumps(body), body
+    assert estate.get("/tiers/early").status_code == 404

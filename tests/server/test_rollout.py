@@ -92,7 +92,7 @@ def test_the_cli_prints_readiness_and_refuses_with_exit_2(estate: Api) -> None:
     base = ["--server", str(estate.client.base_url), "--token", estate.tokens["editor"], "rollout"]
     shown = CliRunner().invoke(main.app, [*base, "readiness", "--scope", SCOPE])
     assert shown.exit_code == 0, shown.output
-    assert "scope env=prod,role=db: 1 workload(s) (1 enforce)" in shown.output and "coverage" in shown.output
+    assert "scope env=prod,role=db: 1 workload (1 enforce)" in shown.output and "coverage" in shown.output
     db: Api = estate.db_agent  # type: ignore[attr-defined]
     assert send(db, "b-2", flow(WEB, DB, 3306, time.time() - 300, verdict="would-block"))
     refused = CliRunner().invoke(main.app, [*base, "promote", "--scope", SCOPE, "--to", "enforce"])

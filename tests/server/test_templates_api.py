@@ -74,9 +74,14 @@ def test_json_result_and_a_clash_with_the_draft(api: Api) -> None:
     result = runner.invoke(app, base)
     assert result.exit_code == 0, result.output
     assert "Rule/security/risky-ports-prod-smb" in json.loads(result.output)["created"]
-    # Another env at the same priorities: the server refuses, and applies none of it.
+    # An allow the draft holds at one of the priorities, on flows the template denies: the server
+    # refuses (naming both rules) and applies none of it.
+    jump = {"tier": "security", "priority": 2010, "action": "allow", "from": [{"selector": "role=jump"}],
+            "to": [{"selector": "env=dev"}], "services": [{"port": 3389}]}  # fmt: skip
+    ok(api.post("/rules", {"apiVersion": "microseg.io/v1", "kind": "Rule", "metadata": {"name": "jump-rdp"},
+                           "spec": jump}), 201)  # fmt: skip
     code, out = apply(api, "risky-ports", "env=dev")
-    assert code == 2 and "priority" in out, out
+    assert code == 2 and "rule risky-ports-dev-rdp (deny) and rule jump-rdp (allow)" in " ".join(out.split()), out
     names = {r["metadata"]["name"] for r in ok(api.get("/rules"))["items"]}
     assert not any(n.startswith("risky-ports-dev") for n in names)
     code, out = apply(api, "risky-ports", "env=dev", "priority=2100")

@@ -165,12 +165,20 @@ def test_applying_a_template_twice_with_other_values_does_not_collide(tmp_path: 
     assert {"three-tier-crm-prod", "three-tier-hr-prod"} <= names
 
 
-def test_the_same_priority_twice_is_reported_by_the_loader_with_file_and_line(tmp_path: Path) -> None:
+def test_the_same_priority_twice_is_fine_while_the_order_cannot_change_an_outcome(tmp_path: Path) -> None:
+    est = load_with(tmp_path, render("three-tier", app="crm", env="prod"), render("three-tier", app="hr", env="prod"))
+    assert sum(r.priority == 2000 for r in est.rules) == 2
+
+
+def test_the_same_priority_with_another_action_on_shared_flows_is_reported_with_file_and_line(
+    tmp_path: Path,
+) -> None:
+    rdp = allow_policy("jump-rdp", "role=jump", "env=prod", [3389], tier="security", priority=2010)
     with pytest.raises(errors.PolicyFileError) as caught:
-        load_with(
-            tmp_path, render("three-tier", app="crm", env="prod"), render("three-tier", app="hr", env="prod")
-        )
-    assert any("priority 2000 is already used" in p.message for p in caught.value.problems)
+        load_with(tmp_path, render("risky-ports", env="prod"), extra=rdp)
+    problem = next(p for p in caught.value.problems if p.file.endswith("extra.yaml"))
+    assert problem.field == "spec.rules[0].priority"
+    assert "rule jump-rdp (allow) and rule risky-ports-prod-rdp (deny, " in problem.message
 
 
 # --- verdicts ------------------------------------------------------------------------------------

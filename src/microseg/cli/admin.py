@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from microseg import errors
-from microseg.cli import output, remote
+from microseg.cli import client, output, remote
 
 OBJECT_PATHS = ("workloads", "rules", "services", "iplists", "tiers", "exceptions", "invariants",
                 "labelrules", "modescopes", "settings")  # fmt: skip
@@ -34,7 +34,7 @@ def delete(
     path = remote.KINDS.get(kind.lower())
     if path not in OBJECT_PATHS:
         raise errors.UserError(f"cannot delete {kind!r}; kinds: {', '.join(OBJECT_PATHS)}")
-    remote.connect(ctx).call("DELETE", f"/{path}/{name}")
+    remote.connect(ctx).call("DELETE", client.item_path(path, name))
     where = (
         " from the draft (`microseg diff`, then `microseg provision -m NOTE`)" if path in DRAFT_PATHS else ""
     )
@@ -73,7 +73,7 @@ def token_list(ctx: typer.Context, fmt: remote.Out = remote.Format.TABLE) -> Non
 
 def token_revoke(ctx: typer.Context, ident: Annotated[str, typer.Argument(help="the token's id")]) -> None:
     """Revoke an API token at once (admin; audited)."""
-    remote.connect(ctx).call("DELETE", f"/tokens/{ident}")
+    remote.connect(ctx).call("DELETE", client.item_path("tokens", ident))
     output.console.print(f"revoked API token {ident}")
 
 
@@ -112,7 +112,7 @@ def agent_list(ctx: typer.Context, fmt: remote.Out = remote.Format.TABLE) -> Non
 
 def agent_revoke(ctx: typer.Context, ident: Annotated[str, typer.Argument(help="the agent's id")]) -> None:
     """Revoke an agent's credential: it can no longer fetch policy or report (admin; audited)."""
-    remote.connect(ctx).call("DELETE", f"/agents/{ident}")
+    remote.connect(ctx).call("DELETE", client.item_path("agents", ident))
     output.console.print(f"revoked agent {ident}")
 
 
@@ -182,7 +182,7 @@ def exception_approve(
     fmt: remote.Out = remote.Format.TABLE,
 ) -> None:
     """Approve a requested exception (refused for its requester's own tokens); in force after provision."""
-    done = remote.connect(ctx).post(f"/exceptions/{name}/approve")
+    done = remote.connect(ctx).post(client.item_path("exceptions", name, "approve"))
     if not remote.emit(done, fmt):
         output.console.print(f"exception {name} approved by {done['spec']['approver']} "
                              "(in force after `microseg provision`)")  # fmt: skip

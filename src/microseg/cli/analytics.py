@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
+import yaml
 
 from microseg.cli import output, remote
 
@@ -51,7 +52,7 @@ def map_(
         return
     rows = [[e["source"], e["destination"], ", ".join(_port(p) for p in e["ports"]), str(e["connections"]),
              e["verdict"], e["draftVerdict"] or "-"] for e in graph["edges"]]  # fmt: skip
-    remote.table(f"map ({len(graph['nodes'])} nodes, {len(rows)} edges)",
+    remote.table(f"map ({output.plural(len(graph['nodes']), 'node')}, {output.plural(len(rows), 'edge')})",
                  ["FROM", "TO", "PORTS", "CONNS", "ACTIVE", "DRAFT"], rows)  # fmt: skip
 
 
@@ -87,18 +88,26 @@ def recommend(
     if accept:
         done = api.call("POST", "/flows/recommend/accept", params={"groupBy": group_by, "since": since})
         if not remote.emit(done, fmt):
-            applied = sum(len(v) for v in done["applied"].values()) if done["applied"] else 0
-            output.console.print(f"{applied} object(s) written into the draft; coverage {done['coverage']} %")
+            buckets = ("created", "updated", "unchanged")
+            applied = sum(len(done["applied"][k]) for k in buckets) if done["applied"] else 0
+            output.console.print(f"{output.plural(applied, 'object')} written into the draft; "
+                                 f"coverage {done['coverage']} %")
         return
     found: dict[str, Any] = api.get("/flows/recommend", groupBy=group_by, since=since)
     if remote.emit(found, fmt):
         return
-    rules = [r for d in found["documents"] if d["kind"] == "Policy" for r in d["spec"]["rules"]]
-    remote.table(f"recommended rules: coverage {found['coverage']} % of observed flows",
-                 ["NAME", "FROM", "TO", "SERVICES"],
-                 [[r["name"], str(r["from"]), str(r["to"]), str(r["services"])] for r in rules])  # fmt: skip
+    sys.stdout.write(recommendation_yaml(found))
+
+
+def recommendation_yaml(found: dict[str, Any]) -> str:
+    """The proposed documents as a policy file a person reviews, edits and commits (or `--accept`s),
+    headed by comments with the coverage and what was left out."""
+    head = [f"# recommended rules: coverage {found['coverage']} % of observed flows"]
     if found.get("leftOut"):
-        output.console.print(f"{len(found['leftOut'])} flow(s) left out (see -o json for why)")
+        head.append(f"# {output.plural(len(found['leftOut']), 'flow')} left out (see -o json for why)")
+    head.append("# save as a policy file and `microseg apply -f` it, or draft it with --accept")
+    body = yaml.safe_dump_all(found["documents"], sort_keys=False, explicit_start=True)
+    return "\n".join(head) + "\n" + body
 
 
 def rule_hits(

@@ -9,14 +9,17 @@ listed problem; a server that cannot be reached is a TransientError (exit 1).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import yaml
 
 from microseg import errors
+from microseg.policyfile import origins
 
 DEFAULT_CONFIG = "~/.config/microseg/config.yaml"
 
@@ -108,16 +111,33 @@ class Client:
         return self.call("POST", path, json=body if body is not None else {})
 
 
+def item_path(collection: str, name: str, *rest: str) -> str:
+    """`/collection/name[/rest...]` with the name as one encoded path segment (`%2F`, `%3F`, ...),
+    so that no name can reach another URL; a rule's `tier/name` is two segments, as the API has it."""
+    parts = name.split("/", 1) if collection == "rules" else [name]
+    return "/".join(["", collection, *(quote(p, safe="") for p in parts), *rest])
+
+
+class ApiError(errors.UserError):
+    """A 4xx answer; `problems` are the objects it names (`object` `Kind/name`, `field`, `message`),
+    so that a command that sent files can say which file and line each came from."""
+
+    def __init__(self, text: str, status: int, problems: list[dict[str, Any]]) -> None:
+        super().__init__(text)
+        self.status = status
+        self.problems = problems
+
+
 def _error(response: httpx.Response) -> errors.MicrosegError:
     try:
         body = response.json()
     except ValueError:
         body = {"title": response.reason_phrase, "detail": response.text[:500]}
+    if not isinstance(body, dict):
+        body = {"title": response.reason_phrase, "detail": str(body)[:500]}
+    found = [p for p in body.get("problems", []) if isinstance(p, dict)]
     lines = [f"{response.status_code} {body.get('title', '')}: {body.get('detail', '')}".rstrip(": ")]
-    lines += [
-        f"  {p.get('object', '')}: {p.get('field', '')}: {p.get('message', '')}"
-        for p in body.get("problems", [])
-    ]
+    lines += [problem_line(p) for p in found]
     lines += [f"  {p.get('field', '')}: {p.get('message', '')}" for p in body.get("errors", [])]
     lines += [
         f"  invariant {v.get('invariant')}: {', '.join(v.get('sources', [])[:3])} -> "
@@ -127,4 +147,21 @@ def _error(response: httpx.Response) -> errors.MicrosegError:
     text = "\n".join(lines)
     if response.status_code >= 500:
         return errors.PermanentError(text)
-    return errors.UserError(text)
+    return ApiError(text, response.status_code, found)
+
+
+def problem_line(problem: dict[str, Any], where: str = "") -> str:
+    """One problem of an answer as a line: `  [file:line: ]Kind/name: field: message`."""
+    prefix = f"{where}: " if where else ""
+    return f"  {prefix}{problem.get('object', '')}: {problem.get('field', '')}: {problem.get('message', '')}"
+
+
+def located(exc: ApiError, files: Sequence[str | Path]) -> ApiError:
+    """The same error with `file:line` before each problem whose object came from `files` (what
+    `apply -f` sent); objects the files do not hold (already on the server) stay as they are."""
+    where = origins.Origins.read(files)
+    places = [where.where(str(p.get("object", "")), str(p.get("field", ""))) for p in exc.problems]
+    text = str(exc).splitlines()
+    lines = [problem_line(p, place or "") for p, place in zip(exc.problems, places, strict=True)]
+    found = [{**p, "where": place} if place else p for p, place in zip(exc.problems, places, strict=True)]
+    return ApiError("\n".join([*text[:1], *lines, *text[1 + len(lines) :]]), exc.status, found)

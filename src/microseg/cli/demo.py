@@ -153,7 +153,8 @@ def _print_scorecard(card: scorecard.Scorecard) -> None:
     con.print(_table(("", "step", "result", "time", "what it showed"), rows))
     passed = sum(1 for s in card.steps if s.ok)
     con.print(
-        f"{passed} of {len(card.steps)} steps passed in {card.seconds:.0f} s; map files in {card.out_dir}"
+        f"{passed} of {output.plural(len(card.steps), 'step')} passed in {card.seconds:.0f} s; "
+        f"map files in {card.out_dir}"
     )
     if card.kept:
         con.print(f"the lab is still up: console {card.server}/  admin token {card.token}")
@@ -186,7 +187,7 @@ def offline(files: output.Files = None, fmt: output.Output = output.Format.TABLE
     con = output.console
     con.rule("[bold]microseg demo[/]: label-based microsegmentation, explained")
     step(1, "Validate the estate (policy as code)")
-    con.print(", ".join(f"{n} {k}" for k, n in counts.items()))
+    con.print(output.counted(counts))
     con.print("tiers in order: " + " -> ".join(eng.book.tiers) + " -> default deny")
     step(2, "Who can reach whom: reachability between label groups")
     con.print(policy.matrix_table(rows))
@@ -200,8 +201,9 @@ def offline(files: output.Files = None, fmt: output.Output = output.Format.TABLE
         con.print(f"[yellow]note[/]: {warning}")
     con.rule("[bold]summary[/]")
     con.print(
-        f"{managed} managed workloads compiled into {identities} identity rulesets; "
-        f"{len(flows)} flows explained; nothing on this machine was changed."
+        f"{output.plural(managed, 'managed workload')} compiled into "
+        f"{output.plural(identities, 'identity ruleset')}; {output.plural(len(flows), 'flow')} explained; "
+        "nothing on this machine was changed."
     )
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from microseg import errors
-from microseg.cli import output, remote
+from microseg.cli import client, output, remote
 
 enrollment_app = typer.Typer(
     name="enrollment-token", help="Agent enrollment tokens (admin).", no_args_is_help=True
@@ -81,5 +81,5 @@ def _cells(t: dict[str, Any]) -> list[str]:
 @output.reporting
 def revoke(ctx: typer.Context, ident: Annotated[str, typer.Argument(help="the token's id")]) -> None:
     """Revoke an enrollment token (agents that enrolled with it keep their credentials)."""
-    remote.connect(ctx).call("DELETE", f"/enrollment-tokens/{ident}")
+    remote.connect(ctx).call("DELETE", client.item_path("enrollment-tokens", ident))
     output.console.print(f"revoked enrollment token {ident}")

@@ -2,21 +2,25 @@
 
 `--port` goes through `cli.ports` (the one parser); a range or a service is explained port by
 port, and consecutive ports with the same verdict print as one run (`8000-8079/tcp`), so the
-answer is exact for every port asked about and still short. `--expect` turns it into a CI check.
+answer is exact for every port asked about and still short (`analytics.explaining`). `--expect`
+turns it into a CI check. With `--server` the control plane's `POST /explain` answers instead of
+local files, under its active version, its draft or any version (`--version`), through the same
+code, so the output and the exit codes are the same.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 
-from microseg.cli import loading, output, ports
+from microseg import errors
+from microseg.analytics import explaining
+from microseg.cli import client, loading, output, ports, remote
 from microseg.engine import engine, reachability
-from microseg.model import services, verdicts
+from microseg.model import verdicts
 
 
 class Expectation(StrEnum):
@@ -27,13 +31,31 @@ class Expectation(StrEnum):
     WOULD_BLOCK = "would-block"
 
 
-def explain(
+Flow = explaining.Flow
+Run = tuple[dict[str, Any], dict[str, Any]]
+"""Consecutive ports with one verdict: `{"from", "to", "port"}` (its `port` the run) and the
+verdict as `Verdict.to_dict` (and the API) spell it."""
+
+
+def explain(  # Typer options, all by keyword
+    ctx: typer.Context,
     *,
-    source: Annotated[str, typer.Option("--from", help="workload name or IP address")],
-    destination: Annotated[str, typer.Option("--to", help="workload name or IP address")],
+    source: Annotated[str, typer.Option("--from", metavar="WORKLOAD|IP", help="workload name or IP address")],
+    destination: Annotated[
+        str, typer.Option("--to", metavar="WORKLOAD|IP", help="workload name or IP address")
+    ],
     port: Annotated[str, typer.Option("--port", help=ports.HELP)],
     files: output.Files = None,
     example: loading.Example = False,
+    server: Annotated[
+        bool, typer.Option("--server", help="ask the control plane (microseg login) instead of files")
+    ] = False,
+    version: Annotated[
+        str | None,
+        typer.Option(
+            "--version", metavar="active|draft|N", help="with --server: which policy (default: active)"
+        ),
+    ] = None,
     process: Annotated[str | None, typer.Option(help="serving process (name or path), when known")] = None,
     client_process: Annotated[str | None, typer.Option(help="connecting process, when known")] = None,
     at: Annotated[datetime | None, typer.Option(help="evaluate at this time (default: now)")] = None,
@@ -44,10 +66,16 @@ def explain(
     fmt: output.Output = output.Format.TABLE,
 ) -> None:
     """Explain the verdict for a new connection: decision, outcome, tier, rule, matched labels."""
-    eng = loading.build(files, example=example)
     flow = Flow(source, destination, port, process, client_process, at)
-    runs = explain_runs(eng, flow)
-    met = expect is None or all(v.outcome.value == expect.value for _, v in runs)
+    if server:
+        if files or example:
+            raise errors.UserError("--server asks the control plane: give it no -f or --example")
+        runs = server_runs(remote.connect(ctx), flow, version_ref(version))
+    else:
+        if version is not None:
+            raise errors.UserError("--version names a version on the server: add --server")
+        runs = explain_runs(loading.build(files, example=example), flow)
+    met = expect is None or all(v["outcome"] == expect.value for _, v in runs)
     if fmt is output.Format.JSON:
         output.emit_json(json_answer(runs, expect, met))
     else:
@@ -59,40 +87,45 @@ def explain(
         raise typer.Exit(1)
 
 
-@dataclass(frozen=True)
-class Flow:
-    """A flow as the CLI spells it."""
-
-    source: str
-    destination: str
-    port: str
-    process: str | None = None
-    client_process: str | None = None
-    at: datetime | None = None
+def version_ref(given: str | None) -> str:
+    """`active` (the default), `draft`, or a version number (`3` or `v3`) as the API names it."""
+    ref = (given or "active").strip().lower()
+    if ref in ("active", "draft") or ref.removeprefix("v").isdigit():
+        return ref.removeprefix("v") if ref.startswith("v") else ref
+    raise errors.UserError(f"--version {given!r}: expected active, draft or a version number (3 or v3)")
 
 
-Run = tuple[dict[str, Any], verdicts.Verdict]
-"""Consecutive probes with one verdict: the flow in printable form (its `port` the run), the verdict."""
+def server_runs(api: client.Client, flow: Flow, version: str) -> list[Run]:
+    """The runs the server's `POST /explain` answers for `flow` under `version`."""
+    body: dict[str, Any] = {
+        "from": flow.source,
+        "to": flow.destination,
+        "port": flow.port,
+        "version": version,
+    }
+    if flow.process is not None:
+        body["process"] = flow.process
+    if flow.client_process is not None:
+        body["clientProcess"] = flow.client_process
+    if flow.at is not None:  # a time without a zone is local time, as on files
+        body["at"] = flow.at.astimezone().isoformat()
+    found = api.post("/explain", body)
+    return [
+        ({"from": found["from"], "to": found["to"], "port": v["port"]}, v["verdict"])
+        for v in found["verdicts"]
+    ]
 
 
 def explain_flow(eng: engine.PolicyEngine, flow: Flow) -> tuple[verdicts.Verdict, dict[str, Any]]:
     """Evaluate one flow on exactly one port; also return it in printable form."""
-    probe = reachability.parse_probe(flow.port)
-    summary, verdict = _evaluate(eng, flow, probe)
-    return verdict, summary
+    run = explaining.evaluate(eng, flow, reachability.parse_probe(flow.port))
+    return run.verdict, run.summary()
 
 
 def explain_runs(eng: engine.PolicyEngine, flow: Flow) -> list[Run]:
     """Evaluate a flow on every port its `--port` names (estate services included), in runs."""
-    runs: list[tuple[list[reachability.Probe], dict[str, Any], verdicts.Verdict]] = []
-    for probe in ports.probes(flow.port, eng.estate):
-        summary, verdict = _evaluate(eng, flow, probe)
-        last = runs[-1] if runs else None
-        if last and _follows(last[0][-1], probe) and last[2].to_dict() == verdict.to_dict():
-            last[0].append(probe)
-        else:
-            runs.append(([probe], summary, verdict))
-    return [({**summary, "port": _run_text(probes)}, verdict) for probes, summary, verdict in runs]
+    found = explaining.runs(eng, flow, ports.probes(flow.port, eng.estate))
+    return [(run.summary(), run.verdict.to_dict()) for run in found]
 
 
 def json_answer(runs: list[Run], expect: Expectation | None, met: bool) -> dict[str, Any]:
@@ -100,52 +133,33 @@ def json_answer(runs: list[Run], expect: Expectation | None, met: bool) -> dict[
     per run; `expected` and `met` with `--expect`."""
     answer: dict[str, Any] = {
         "flow": runs[0][0] if len(runs) == 1 else {**runs[0][0], "port": None},
-        "verdicts": [{"port": s["port"], "verdict": v.to_dict()} for s, v in runs],
+        "verdicts": [{"port": s["port"], "verdict": v} for s, v in runs],
     }
     if len(runs) == 1:
-        answer["verdict"] = runs[0][1].to_dict()
+        answer["verdict"] = runs[0][1]
     if expect is not None:
         answer |= {"expected": expect.value, "met": met}
     return answer
 
 
-def _evaluate(eng: engine.PolicyEngine, flow: Flow, probe: reachability.Probe) -> Run:
-    proto, port = probe
-    src, dst = eng.endpoint(flow.source), eng.endpoint(flow.destination)
-    verdict = eng.evaluate(
-        src, dst, port, proto, process=flow.process, client_process=flow.client_process, at=flow.at
-    )
-    return {"from": str(src), "to": str(dst), "port": reachability.probe_text(probe)}, verdict
-
-
-def _follows(before: reachability.Probe, probe: reachability.Probe) -> bool:
-    return before[0] is probe[0] and before[1] is not None and probe[1] == before[1] + 1
-
-
-def _run_text(probes: list[reachability.Probe]) -> str:
-    (proto, first), (_, last) = probes[0], probes[-1]
-    if first is None or last is None or first == last:
-        return reachability.probe_text(probes[0])
-    return f"{services.PortRange(first, last)}/{proto.value}"
-
-
 _STYLE = {"allowed": "green", "would-block": "yellow", "blocked": "bold red"}
 
 
-def print_verdict(summary: dict[str, Any], verdict: verdicts.Verdict) -> None:
-    """The human form of a verdict."""
+def print_verdict(summary: dict[str, Any], verdict: verdicts.Verdict | dict[str, Any]) -> None:
+    """The human form of a verdict (a Verdict, or its JSON form as the API answers it)."""
+    v = verdict.to_dict() if isinstance(verdict, verdicts.Verdict) else verdict
     con = output.console
-    style = _STYLE[verdict.outcome.value]
-    con.print(f"{summary['from']} -> {summary['to']} on {summary['port']}")
-    con.print(f"  outcome   [{style}]{verdict.outcome.value}[/] (policy says {verdict.decision.value})")
-    con.print(f"  tier      {verdict.tier or '(none: default deny)'}")
-    con.print(f"  rule      {verdict.rule or '(none)'}")
-    con.print(f"  because   {verdict.reason}")
-    if verdict.source_labels_matched or verdict.destination_labels_matched:
-        src = ", ".join(verdict.source_labels_matched) or "-"
-        dst = ", ".join(verdict.destination_labels_matched) or "-"
-        con.print(f"  matched   source {src}; destination {dst}")
-    modes = (m.value if m else "unmanaged" for m in (verdict.source_mode, verdict.destination_mode))
-    con.print("  modes     source {}, destination {}".format(*modes))
-    for note in verdict.notes:
-        con.print(f"  note      {note}")
+    style = _STYLE[v["outcome"]]
+    con.print(f"{summary['from']} -> {summary['to']} on {summary['port']}", markup=False)
+    con.print(f"  outcome   [{style}]{v['outcome']}[/] (policy says {v['decision']})")
+    con.print(f"  tier      {v['tier'] or '(none: default deny)'}", markup=False)
+    con.print(f"  rule      {v['rule'] or '(none)'}", markup=False)
+    con.print(f"  because   {v['reason']}", markup=False)
+    if v["sourceLabelsMatched"] or v["destinationLabelsMatched"]:
+        src = ", ".join(v["sourceLabelsMatched"]) or "-"
+        dst = ", ".join(v["destinationLabelsMatched"]) or "-"
+        con.print(f"  matched   source {src}; destination {dst}", markup=False)
+    modes = (m or "unmanaged" for m in (v["sourceMode"], v["destinationMode"]))
+    con.print("  modes     source {}, destination {}".format(*modes), markup=False)
+    for note in v["notes"]:
+        con.print(f"  note      {note}", markup=False)

@@ -89,5 +89,7 @@ def purge(
                                                                  "until": until})  # fmt: skip
     if not remote.emit(found, fmt):
         n = found["dropped"]
-        output.console.print(f"dropped {n['summaries']} summary row(s), {n['batches']} batch(es), "
-                             f"{n['counterHours']} counter hour(s)", highlight=False)  # fmt: skip
+        dropped = [output.plural(n["summaries"], "summary row"),
+                   output.plural(n["batches"], "batch", "batches"),
+                   output.plural(n["counterHours"], "counter hour")]  # fmt: skip
+        output.console.print("dropped " + ", ".join(dropped), highlight=False)

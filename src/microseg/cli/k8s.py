@@ -69,19 +69,25 @@ DETAIL_LIMIT = 400
 """Connections listed one by one in table output; beyond, only the summary (use -o json)."""
 
 
-def parse_probe(text: str) -> reachability.Probe:
-    """`80`, `80/TCP`, `53/udp` -> a probe (TCP when no protocol is given)."""
-    number, _, proto = text.partition("/")
-    try:
-        port = int(number)
-    except ValueError:
-        raise errors.ValidationError(f"--port {text!r}: expected PORT[/TCP|UDP|SCTP]") from None
-    if not 1 <= port <= 65535:
-        raise errors.ValidationError(f"--port {text!r}: port must be 1-65535")
-    protocol = (proto or "tcp").lower()
-    if protocol not in ("tcp", "udp", "sctp"):
-        raise errors.ValidationError(f"--port {text!r}: protocol must be TCP, UDP or SCTP")
-    return reachability.Probe(port, services.Protocol(protocol))
+PROBE_LIMIT = 1024
+"""Ports one `--port` may expand to: every port is a full reachability pass over every pod pair."""
+
+
+def parse_probes(text: str) -> list[reachability.Probe]:
+    """`--port` read by the one port parser every command uses (`80`, `80/TCP`, `tcp/80`,
+    `8000-8010/tcp`), expanded port by port; NetworkPolicy ports are TCP, UDP or SCTP numbers."""
+    words = set(text.strip().lower().split("/"))
+    if words & {p.value for p in services.Protocol if not p.has_ports}:
+        raise errors.ValidationError(f"--port {text!r}: protocol must be TCP, UDP or SCTP", "port")
+    spec = services.parse_port(text)
+    if spec.protocol.value not in ("tcp", "udp", "sctp"):
+        raise errors.ValidationError(f"--port {text!r}: protocol must be TCP, UDP or SCTP", "port")
+    if not spec.ports:
+        raise errors.ValidationError(f"--port {text!r}: name a port or a range, not every port", "port")
+    ports = [n for r in spec.ports for n in range(r.first, r.last + 1)]
+    if len(ports) > PROBE_LIMIT:
+        raise errors.ValidationError(f"--port {text!r}: {len(ports)} ports; at most {PROBE_LIMIT}", "port")
+    return [reachability.Probe(n, spec.protocol) for n in ports]
 
 
 def k8s_reachability(
@@ -92,13 +98,14 @@ def k8s_reachability(
         list[str] | None,
         typer.Option(
             "--port",
-            help="PORT/PROTO to probe on every pod (repeatable); default: each destination's container ports",
+            help="PORT, PORT/PROTO, PROTO/PORT or LOW-HIGH/PROTO (TCP, UDP, SCTP) to probe on every pod "
+            "(repeatable); default: each destination's container ports",
         ),
     ] = None,
     fmt: output.Output = output.Format.TABLE,
 ) -> None:
     """What the manifests' NetworkPolicies allow between every ordered pair of distinct pods."""
-    probes = [parse_probe(p) for p in ports] if ports else None
+    probes = [probe for p in ports for probe in parse_probes(p)] if ports else None
     found = read_cluster(files, kubeconfig, context)
     result = reachability.Reachability(found, probes)
     for note in found.notes:
@@ -139,8 +146,10 @@ def print_table(result: reachability.Reachability) -> None:
     total, allowed = result.count()
     pods = result.pods
     output.console.print(
-        f"{len(pods)} pods in {len({p.namespace for p in pods})} namespaces, "
-        f"{len(result.index.cluster.policies)} NetworkPolicies: {allowed} of {total} connections allowed"
+        f"{output.plural(len(pods), 'pod')} in "
+        f"{output.plural(len({p.namespace for p in pods}), 'namespace')}, "
+        f"{output.plural(len(result.index.cluster.policies), 'NetworkPolicy', 'NetworkPolicies')}: "
+        f"{allowed} of {output.plural(total, 'connection')} allowed"
     )
     summary: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     open_ports: dict[tuple[str, str], set[str]] = defaultdict(set)

@@ -83,9 +83,9 @@ def lab_down(state_dir: StateDir = None, prefix: Prefix = None) -> None:
         output.console.print(f"no lab was up (nothing named {opts.prefix}*, no state in {opts.state_dir})")
         return
     parts = [
-        f"{removed.processes} processes",
-        f"{len(removed.namespaces)} namespaces",
-        f"{len(removed.links)} links",
+        output.plural(removed.processes, "process", "processes"),
+        output.plural(len(removed.namespaces), "namespace"),
+        output.plural(len(removed.links), "link"),
         *(["cgroup " + removed.cgroup] if removed.cgroup else []),
         *(["state " + removed.state_dir] if removed.state_dir else []),
     ]

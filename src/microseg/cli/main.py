@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+import typer.core
 
 from microseg import __version__
 from microseg.cli import (
@@ -22,6 +23,7 @@ from microseg.cli import (
     flows,
     k8s,
     lab,
+    lint,
     output,
     policy,
     remote,
@@ -42,18 +44,40 @@ app = typer.Typer(
 )
 
 
+def print_version(wanted: bool) -> None:
+    """`microseg --version`: print it and stop before any command runs."""
+    if wanted:
+        output.console.print(__version__, markup=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     ctx: typer.Context,
-    server: Annotated[str | None, typer.Option("--server", help="control plane (or MICROSEG_SERVER)")] = None,
-    token: Annotated[str | None, typer.Option("--token", help="API token (or MICROSEG_TOKEN)")] = None,
-    config: Annotated[str | None, typer.Option("--config", help="config file of `microseg login`")] = None,
+    server: Annotated[
+        str | None, typer.Option("--server", metavar="URL", help="control plane (or MICROSEG_SERVER)")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option("--token", metavar="TOKEN", help="API token (or MICROSEG_TOKEN)")
+    ] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", metavar="FILE", help="config file of `microseg login`")
+    ] = None,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", metavar="", is_eager=True, callback=print_version, help="print the version and exit"
+        ),
+    ] = False,
 ) -> None:
     """Label-based microsegmentation: policy as code, explainable verdicts, nftables enforcement."""
     ctx.obj = client.Target(server, token, config)
+    if isinstance(ctx.command, typer.core.TyperGroup):  # before a subcommand reads its --help
+        output.readable_metavars(ctx.command, ctx)
 
 
 app.command()(_reporting(policy.validate))
+app.command()(_reporting(lint.lint))
 app.command()(_reporting(explain.explain))
 app.command()(_reporting(policy.render))
 app.command()(_reporting(policy.matrix))
@@ -97,6 +121,9 @@ app.add_typer(template.template_app)
 def version() -> None:
     """Print the version."""
     output.console.print(__version__)
+
+
+output.plain_help(app)
 
 
 def run() -> None:

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from microseg import errors, settings
-from microseg.cli import loading, output, ports, remote
+from microseg.cli import lint, loading, output, ports, remote
 from microseg.engine import engine, invariants, reachability
 from microseg.model import estate
 from microseg.render import iptables, nftables
@@ -26,26 +26,29 @@ def validate(
     eng = engine.PolicyEngine(est)
     counts = summary_counts(est)
     broken = invariants.Guard(eng).check()
+    linted = lint.warnings(eng, files, example=example)  # warnings only: `lint --strict` fails on them
     if fmt is output.Format.JSON:
         output.emit_json(
             {
                 "valid": True,
                 "counts": counts,
                 "warnings": eng.problems,
+                "lint": linted,
                 "invariants": {"declared": len(est.invariants), "violations": [v.to_dict() for v in broken]},
                 "firstStart": output.first_start(est.workloads),
             }
         )
     else:
-        output.console.print("[green]valid[/]: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+        output.console.print("[green]valid[/]: " + output.counted(counts))
         for problem in eng.problems:
             output.console.print(f"[yellow]warning[/]: {problem}")
+        lint.print_warnings(linted)
         output.print_first_start(output.first_start(est.workloads))
         for violation in broken:
             shown = "[yellow]quarantine[/]" if violation.quarantine else "[red]broken[/]"
             output.console.print(f"{shown}: {violation}", highlight=False)
         if est.invariants and not broken:
-            output.console.print(f"[green]kept[/]: {len(est.invariants)} invariant(s)")
+            output.console.print(f"[green]kept[/]: {output.plural(len(est.invariants), 'invariant')}")
     if any(not v.quarantine for v in broken):  # as the server: a quarantine alone refuses nothing
         raise typer.Exit(1)
 
@@ -165,41 +168,59 @@ def matrix_table(rows: list[dict[str, Any]]) -> Table:
 
 def diff(
     ctx: typer.Context,
+    *,
     files: Annotated[
         list[Path] | None,
         typer.Option("-f", "--file", help="OLD then NEW policy (file or dir); none: the server's draft"),
+    ] = None,
+    old_files: Annotated[
+        list[Path] | None,
+        typer.Option("--old", help="the old policy: a file or directory (repeatable; with --new)"),
+    ] = None,
+    new_files: Annotated[
+        list[Path] | None,
+        typer.Option("--new", help="the new policy: a file or directory (repeatable; with --old)"),
     ] = None,
     group_by: Annotated[str, typer.Option("--group-by", help="label keys for the summary")] = "env,app,role",
     fmt: output.Output = output.Format.TABLE,
 ) -> None:
     """Semantic diff: which workload pairs and ports gain or lose reachability, and why.
 
-    With two -f, between two policies on disk; without, the server's draft against its active version."""
-    if not files:
+    Between two policies on disk: `--old A --old B --new C` (each side as many files or
+    directories as it spans), or `-f OLD -f NEW`; with neither, the server's draft against its
+    active version."""
+    sides = diff_sides(files, old_files, new_files)
+    if sides is None:
         remote.draft_diff(ctx, fmt is output.Format.JSON)
         return
-    if len(files) != 2:
-        output.fail(errors.UserError("diff needs exactly two -f: the old policy, then the new one"))
-    old, new = loading.load([files[0]]), loading.load([files[1]])
+    old, new = loading.load(sides[0]), loading.load(sides[1])
     old_eng, new_eng = engine.PolicyEngine(old), engine.PolicyEngine(new)
     probes = sorted(set(reachability.probes_of(old_eng)) | set(reachability.probes_of(new_eng)),
                     key=lambda p: (p[0].value, p[1] or 0))  # fmt: skip
     changes = reachability.semantic_diff(old_eng, new_eng, probes)
-    rules_changed = rule_changes(old, new)
+    rules_changed = estate.rule_changes(old, new)
     if fmt is output.Format.JSON:
         output.emit_json({"rules": rules_changed, "reachability": [change_json(c) for c in changes]})
         return
     print_diff(rules_changed, changes, new_eng, tuple(group_by.split(",")))
 
 
-def rule_changes(old: estate.Estate, new: estate.Estate) -> dict[str, list[str]]:
-    """Rule references added, removed or changed."""
-    before, after = {r.ref: r for r in old.rules}, {r.ref: r for r in new.rules}
-    return {
-        "added": sorted(after.keys() - before.keys()),
-        "removed": sorted(before.keys() - after.keys()),
-        "changed": sorted(k for k in before.keys() & after.keys() if before[k] != after[k]),
-    }
+def diff_sides(
+    files: list[Path] | None, old: list[Path] | None, new: list[Path] | None
+) -> tuple[list[Path], list[Path]] | None:
+    """(old paths, new paths) from `--old`/`--new` or two `-f`; None for the server's draft."""
+    if files and (old or new):
+        raise errors.UserError("give -f OLD -f NEW or --old ... --new ..., not both")
+    if files:
+        if len(files) != 2:
+            raise errors.UserError(
+                "diff -f takes exactly two: the old policy, then the new one "
+                "(for several files per side: --old A --old B --new C)"
+            )
+        return [files[0]], [files[1]]
+    if bool(old) != bool(new):
+        raise errors.UserError("diff needs both sides: --old for the old policy and --new for the new one")
+    return (old, new) if old and new else None
 
 
 def change_json(change: reachability.Change) -> dict[str, object]:
@@ -235,7 +256,8 @@ def print_diff(
         because = c.after.rule or c.before.rule or "default deny"
         key = (src_group, dst_group, c.probe, "gained" if c.gained else "lost", because)
         grouped[key].append(c)
-    table = Table(title=f"Reachability changes ({len(changes)} workload pairs x ports)")
+    pairs = output.plural(len(changes), "workload pair x port", "workload pairs x ports")
+    table = Table(title=f"Reachability changes ({pairs})")
     for col in ("change", "from group", "to group", "port", "pairs", "because of", "example"):
         table.add_column(col)
     for (src, dst, probe, kind, ref), items in sorted(grouped.items()):

@@ -3,24 +3,27 @@ release, events, audit, login (and `diff` without files, in `policy.diff`).
 
 Tables for people by default, `-o json` or `-o yaml` for scripts. `apply -f` loads the policy files
 locally first, so their problems are reported with file:line before anything is sent, and then
-sends every document at once: the server applies all of them or none.
+sends every document at once: the server applies all of them or none, as one apply set (`--set`,
+else named after the paths: `cli/applysets.py`), which `--prune` and `--dry-run` act on.
 """
 
 from __future__ import annotations
 
-import datetime
-import json
+import collections
 import sys
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
+from rich import markup
 from rich.table import Table
 
 from microseg import errors, policyfile
-from microseg.cli import client, output
+from microseg.cli import applysets, client, output
+from microseg.model import tiers
 from microseg.policyfile import dumper
 
 PATHS = (
@@ -79,19 +82,17 @@ def emit(data: Any, fmt: Format) -> bool:
 
 
 def when(epoch: float | None) -> str:
-    """A time for tables."""
-    if epoch is None:
-        return "-"
-    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    """A time for tables: RFC 3339 in UTC (`2026-12-07T10:00:00Z`), `-` for none."""
+    return output.timestamp(epoch)
 
 
 def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    """Print one table."""
-    t = Table(title=title)
+    """Print one table; cells are the server's text, never Rich markup (a `[k8s]` label stays)."""
+    t = Table(title=markup.escape(title))
     for column in columns:
         t.add_column(column)
     for row in rows:
-        t.add_row(*row)
+        t.add_row(*(markup.escape(cell) for cell in row))
     output.console.print(t)
 
 
@@ -116,7 +117,7 @@ def get(
         raise errors.UserError(f"unknown kind {kind!r}; known: {', '.join(sorted(set(KINDS.values())))}")
     api = connect(ctx)
     if name is not None:
-        found = api.get(f"/{path}/{name}")
+        found = api.get(client.item_path(path, name))
         if not emit(found, fmt):
             emit(found, Format.YAML)
         return
@@ -127,8 +128,25 @@ def get(
     )
     if emit(items, fmt):
         return
+    if path == "rules":
+        items = sorted(items, key=rule_order(api))
     columns, rows = _rows(path, items)
     table(f"{path} ({len(items)})", columns, rows)
+
+
+def rule_order(api: client.Client) -> Callable[[dict[str, Any]], tuple[int, str, int, str]]:
+    """Rules in evaluation order: by their tier's order (the server's tiers, else the built-in
+    orders), then priority, then name, as the engine evaluates them."""
+    orders = {t.name: t.order for t in tiers.BUILTIN_TIERS}
+    orders |= {t["metadata"]["name"]: int(t["spec"].get("order", 0)) for t in api.get("/tiers")["items"]}
+
+    def key(rule: dict[str, Any]) -> tuple[int, str, int, str]:
+        tier, spec = str(rule["spec"].get("tier")), rule["spec"]
+        priority = spec.get("priority")
+        return (orders.get(tier, sys.maxsize), tier, priority if isinstance(priority, int) else sys.maxsize,
+                rule["metadata"]["name"])  # fmt: skip
+
+    return key
 
 
 def _rows(path: str, items: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -151,7 +169,7 @@ def _rows(path: str, items: list[dict[str, Any]]) -> tuple[list[str], list[list[
                 str(r["spec"].get("action")),
                 _peers(r["spec"].get("from")),
                 _peers(r["spec"].get("to")),
-                json.dumps(r["spec"].get("services")),
+                service_text(r["spec"].get("services")),
             ]
             for r in items
         ]
@@ -181,6 +199,23 @@ def _rows(path: str, items: list[dict[str, Any]]) -> tuple[list[str], list[list[
     ]
 
 
+def service_text(value: Any) -> str:
+    """Services as people write them: `mysql`, `3306/tcp`, `8000-8080/tcp`, `icmp`, `any`."""
+    if not isinstance(value, list):
+        return str(value)
+    return ", ".join(_one_service(s) for s in value)
+
+
+def _one_service(item: Any) -> str:
+    if not isinstance(item, dict):
+        return str(item)
+    protocol = str(item.get("protocol", "tcp")).lower()
+    ports = "-".join(str(item[k]) for k in ("port", "endPort") if k in item)
+    text = f"{ports}/{protocol}" if ports else protocol
+    more = [f"{k} {v}" for k, v in item.items() if k not in ("port", "endPort", "protocol")]
+    return " ".join([text, *more])
+
+
 def _peers(value: Any) -> str:
     if not isinstance(value, list):
         return str(value)
@@ -190,27 +225,68 @@ def _peers(value: Any) -> str:
 def apply(
     ctx: typer.Context,
     files: Annotated[list[Path], typer.Option("-f", "--file", help="policy file or directory (repeatable)")],
+    *,
+    apply_set: Annotated[
+        str | None,
+        typer.Option(
+            "--set",
+            "--applyset",
+            metavar="NAME",
+            help="name of the set these files are (default: files: and the paths as given); "
+            "--prune deletes only this set's objects",
+        ),
+    ] = None,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="delete this set's objects that the files no longer hold")
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="ask the server what would change and the draft diff; change nothing"),
+    ] = False,
     fmt: Out = Format.TABLE,
 ) -> None:
-    """Create or replace objects from policy files (policy kinds go into the draft)."""
+    """Create or merge objects from policy files as one apply set (policy kinds go into the draft).
+
+    Workloads are merged: the files own the labels, attributes and fields they declare; what agents
+    report and what the files never declared stay."""
+    try:
+        name = applysets.checked(apply_set) if apply_set is not None else applysets.default_name(files)
+    except ValueError as exc:
+        raise errors.UserError(str(exc)) from None
     est = policyfile.load(files)
-    result = connect(ctx).post("/apply", {"documents": dumper.documents(est)})
+    body = {"documents": dumper.documents(est), "applySet": name, "prune": prune, "dryRun": dry_run}
+    try:
+        result = connect(ctx).post("/apply", body)
+    except client.ApiError as exc:  # the objects it names, with the file and line they came from
+        raise client.located(exc, files) from None
     first = output.first_start(est.workloads)  # from the files: a ModeScope on the server may differ
     if not emit({**result, "firstStart": first}, fmt):
         print_applied(result)
         output.print_first_start(first)
 
 
-def print_applied(result: dict[str, list[str]]) -> None:
-    """What `POST /apply` created and updated, and where policy changes went."""
-    for bucket in ("created", "updated"):
-        for name in result[bucket]:
-            output.console.print(f"{name} {bucket}")
-    counts = {bucket: len(result[bucket]) for bucket in ("created", "updated", "unchanged")}
-    output.console.print(
-        "{created} created, {updated} updated, {unchanged} unchanged".format(**counts)
-        + " (policy changes are in the draft: `microseg diff`, then `microseg provision -m NOTE`)"
-    )
+def print_applied(result: dict[str, Any]) -> None:
+    """What `POST /apply` created, updated and pruned (or would, in a dry run), what it did not
+    take, and where policy changes went."""
+    con, dry = output.console, bool(result.get("dryRun"))
+    verbs = {"created": "created", "updated": "updated", "pruned": "deleted (pruned)"}
+    for bucket, verb in verbs.items():
+        for ref in result.get(bucket, []):
+            con.print(markup.escape(f"{ref} {'would be ' + verb if dry else verb}"))
+    for ref, before in (result.get("adopted") or {}).items():
+        con.print(markup.escape(f"{ref} taken over from apply set {before}"))
+    for c in result.get("conflicts", []):
+        con.print(markup.escape(f"warning: {c['object']} {c['field']}: {c['message']}"))
+    counts = {bucket: len(result.get(bucket, [])) for bucket in ("created", "updated", "unchanged", "pruned")}
+    summary = "{created} created, {updated} updated, {unchanged} unchanged, {pruned} pruned".format(**counts)
+    if result.get("applySet"):
+        summary += f" (apply set {result['applySet']})"
+    con.print(markup.escape(summary))
+    if dry:
+        print_diff(result["diff"], as_json=False)
+        con.print("dry run: nothing changed")
+    else:
+        con.print("policy changes are in the draft: `microseg diff`, then `microseg provision -m NOTE`")
 
 
 Force = Annotated[bool, typer.Option("--force", help="provision even though it breaks invariants (audited)")]
@@ -267,9 +343,21 @@ def quarantine(
     fmt: Out = Format.TABLE,
 ) -> None:
     """Isolate a workload at once; release restores the labels and mode it had before."""
-    found = connect(ctx).post(f"/workloads/{workload}/quarantine", {"level": level, "reason": reason})
+    api = connect(ctx)
+    body = {"level": level, "reason": reason}
+    found = api.post(client.item_path("workloads", workload, "quarantine"), body)
     if not emit(found, fmt):
         output.console.print(f"{workload} quarantined ({level})")
+    if not has_agent(api, workload):
+        output.err_console.print(
+            f"[yellow]warning[/]: {markup.escape(workload)} has no agent: nothing enforces this "
+            "quarantine until one enrolls (isolate it at the network, or install the agent)"
+        )
+
+
+def has_agent(api: client.Client, workload: str) -> bool:
+    """Whether an agent that is not revoked serves `workload` (offline ones still enforce: fail-static)."""
+    return any(a["workload"] == workload and not a["revoked"] for a in api.get("/agents")["items"])
 
 
 def release(
@@ -279,7 +367,7 @@ def release(
     fmt: Out = Format.TABLE,
 ) -> None:
     """End a workload's quarantine: its labels and mode become those from before it."""
-    found = connect(ctx).post(f"/workloads/{workload}/release", {"reason": reason})
+    found = connect(ctx).post(client.item_path("workloads", workload, "release"), {"reason": reason})
     if not emit(found, fmt):
         output.console.print(f"{workload} released")
 
@@ -295,11 +383,11 @@ def events(
         ),
     ] = None,
     workload: Annotated[str | None, typer.Option(help="only this workload")] = None,
-    limit: Annotated[int, typer.Option(help="how many")] = 100,
+    limit: Annotated[int, typer.Option(min=1, help="how many, the newest")] = 100,
     fmt: Out = Format.TABLE,
 ) -> None:
-    """Events the server recorded, oldest first."""
-    items = connect(ctx).get("/events", kind=kind, workload=workload, limit=limit)["items"]
+    """Events the server recorded, newest first (as the console lists them)."""
+    items = newest(connect(ctx), "/events", limit, kind=kind, workload=workload)
     if not emit(items, fmt):
         table(
             "events",
@@ -314,17 +402,35 @@ def audit(
         str | None, typer.Option("--target", help="e.g. Rule/ or Workload/web-1")
     ] = None,
     actor: Annotated[str | None, typer.Option(help="only this actor")] = None,
-    limit: Annotated[int, typer.Option(help="how many")] = 100,
+    limit: Annotated[int, typer.Option(min=1, help="how many, the newest")] = 100,
     fmt: Out = Format.TABLE,
 ) -> None:
-    """The audit log: who changed what, when (the diff is in -o json / yaml)."""
-    items = connect(ctx).get("/audit", target=target_prefix, actor=actor, limit=limit)["items"]
+    """The audit log, newest first (as the console lists it): who changed what, when (the diff is
+    in -o json / yaml)."""
+    items = newest(connect(ctx), "/audit", limit, target=target_prefix, actor=actor)
     if not emit(items, fmt):
         table(
             "audit",
             ["ID", "WHEN", "ACTOR", "ACTION", "TARGET"],
             [[str(r["id"]), when(r["at"]), r["actor"], r["action"], r["target"]] for r in items],
         )
+
+
+PAGE = 10_000
+"""Records per request when reading an append-only log (the server's largest page)."""
+
+
+def newest(api: client.Client, path: str, limit: int, **query: Any) -> list[dict[str, Any]]:
+    """The newest `limit` records of an append-only log, newest first, in every output format.
+    The API lists oldest first and pages forward by id, so the whole log is read."""
+    kept: collections.deque[dict[str, Any]] = collections.deque(maxlen=limit)
+    after = 0
+    while True:
+        page = api.get(path, after=after, limit=PAGE, **query)["items"]
+        kept.extend(page)
+        if len(page) < PAGE:
+            return list(reversed(kept))
+        after = page[-1]["id"]
 
 
 def login(
@@ -337,12 +443,13 @@ def login(
     """Check a server and token, and save them in the config file (owner-readable only)."""
     checking = client.Client(client.Target(server, token))
     try:
-        checking.get("/versions", limit=1)
+        who = checking.get("/whoami")
     finally:
         checking.close()
     path = client.config_path(config)
     client.write_config(path, server, token)
     output.console.print(f"saved server {server} in {path}")
+    output.console.print(f"logged in as {who['name']} with role {who['role']}", markup=False)
 
 
 def draft_diff(ctx: typer.Context, as_json: bool) -> None:
@@ -351,7 +458,8 @@ def draft_diff(ctx: typer.Context, as_json: bool) -> None:
 
 
 def print_diff(diff: dict[str, Any], as_json: bool) -> None:
-    """A server diff: objects changed, then the reachability it changes."""
+    """A server diff: objects changed, the reachability it changes, the invariants it would break
+    (before anyone provisions and meets the 409) and the linter's warnings."""
     if as_json:
         output.emit_json(diff)
         return
@@ -359,9 +467,15 @@ def print_diff(diff: dict[str, Any], as_json: bool) -> None:
     for kind, refs in diff["objects"].items():
         for ref in refs:
             con.print(f"{ref} {kind}")
-    reach = diff["reachability"]
+    print_reachability(diff["reachability"])
+    print_invariants(diff.get("invariants", {}))
+    print_lint(diff.get("warnings", []), diff.get("warningsTotal", 0))
+
+
+def print_reachability(reach: dict[str, Any]) -> None:
+    """Workload pairs and ports that gain or lose access."""
     if not reach["total"]:
-        con.print("no reachability change between known workloads")
+        output.console.print("no reachability change between known workloads")
         return
     table(
         f"Reachability changes ({reach['total']} workload pairs x ports)",
@@ -377,7 +491,36 @@ def print_diff(diff: dict[str, Any], as_json: bool) -> None:
             for c in reach["changes"]
         ],
     )
-    con.print(
+    output.console.print(
         f"{reach['gained']} gained, {reach['lost']} lost"
         + (" (list truncated)" if reach["truncated"] else "")
     )
+
+
+def print_invariants(found: dict[str, Any]) -> None:
+    """Each violation, marked by whether provisioning refuses for it; then what provision will do."""
+    violations, refusing = found.get("violations", []), found.get("refusing", 0)
+    for v in violations:
+        mark = "[red]broken[/]"
+        if v["excepted"] or v["quarantine"]:  # listed, but no reason for provision to refuse
+            mark = "[yellow]excepted[/]" if v["excepted"] else "[yellow]quarantine[/]"
+        ends = f"{', '.join(v['sources'][:3])} -> {', '.join(v['destinations'][:3])} on {v['port']}"
+        said = f"invariant {v['invariant']} ({v['statement']}): {ends} allowed by {v['rule']}"
+        output.console.print(f"{mark}: {markup.escape(said)}")
+    if refusing:
+        output.console.print(
+            f"[red]provision will refuse[/]: {output.plural(refusing, 'invariant violation')} "
+            "(fix the draft, or provision with --force, which is audited)"
+        )
+    elif found.get("declared"):
+        output.console.print(f"[green]kept[/]: {output.plural(found['declared'], 'invariant')}")
+
+
+def print_lint(warnings: list[dict[str, Any]], total: int) -> None:
+    """The linter's warnings about the new side, one line each."""
+    for w in warnings:
+        hint = f" ({w['hint']})" if w["hint"] else ""
+        said = markup.escape(f"{w['object']} {w['name']}: {w['message']}{hint} [{w['kind']}]")
+        output.console.print(f"[yellow]warning[/]: {said}")
+    if total > len(warnings):
+        output.console.print(f"… and {total - len(warnings)} more warnings (-o json lists {len(warnings)})")

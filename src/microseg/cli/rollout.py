@@ -51,7 +51,8 @@ def print_report(report: dict[str, Any]) -> None:
     """The checks, then what is not covered yet."""
     modes = ", ".join(f"{n} {m}" for m, n in report["modes"].items() if n)
     output.console.print(
-        f"scope {report['scope']}: {report['workloads']} workload(s) ({modes})", highlight=False
+        f"scope {report['scope']}: {output.plural(report['workloads'], 'workload')} ({modes})",
+        highlight=False,
     )
     for name, check in report["checks"].items():
         mark = "[green]ok[/]  " if check["ok"] else "[red]not[/] "

@@ -127,7 +127,7 @@ def template_apply(
         if out is None:
             typer.echo(text, nl=False)
         else:
-            output.console.print(f"wrote {out} ({len(rendered.documents)} documents)")
+            output.console.print(f"wrote {out} ({output.plural(len(rendered.documents), 'document')})")
         return
     target = client.Target(server or root.server, token or root.token, root.config)
     _send(ctx, client.Client(target), rendered, as_json=fmt is Format.JSON)

@@ -5,7 +5,9 @@ matches); feeds ruleset documents. A rule becomes an ingress entry of identity I
 side can be I (a selector matching I, `any`, or an address peer -- then the local address must be
 in that peer's set), and an egress entry when its `from` side can be I, symmetrically. Entries
 refer to address sets by name; who is in a set is not the compiler's business, so re-addressing
-a workload recompiles nothing.
+a workload recompiles nothing. `on_host` then drops, per workload, the entries whose local side
+is only address sets (IP lists, CIDRs) none of the workload's addresses is in: they can never
+match on that host, so its document does not carry them.
 
 Entries of one rule are built once per variant and shared by every identity (Cilium's "one
 computation per identity", and less).
@@ -13,12 +15,14 @@ computation per identity", and less).
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from microseg.engine import rulebook
 from microseg.model import rules, ruleset, services
+from microseg.model.workloads import QUARANTINE_FORENSICS
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,11 @@ class IdentityRuleset:
     ingress: tuple[ruleset.Entry, ...]
     egress: tuple[ruleset.Entry, ...]
 
+    @functools.cached_property
+    def local_set_names(self) -> frozenset[str]:
+        """The address sets some entry's local side is limited to (see `on_host`)."""
+        return frozenset(n for entry in (*self.ingress, *self.egress) for n in entry.local_sets or ())
+
     @property
     def set_names(self) -> frozenset[str]:
         """Every address set the entries refer to."""
@@ -36,6 +45,62 @@ class IdentityRuleset:
             names.update(entry.peer_sets or ())
             names.update(entry.local_sets or ())
         return frozenset(names)
+
+
+def on_host(compiled: IdentityRuleset, held: frozenset[str]) -> IdentityRuleset:
+    """The entries of `compiled` that can match on a host whose addresses are in the static sets
+    `held`: an entry whose local side is address sets only (a rule's IP-list or CIDR peer, not a
+    selector or `any`) stays when the host is in one of them. Per workload, not per identity: two
+    workloads with the same labels can sit inside and outside an IP list."""
+    if not compiled.local_set_names:
+        return compiled
+
+    def can_match(entry: ruleset.Entry) -> bool:
+        return entry.local_sets is None or not held.isdisjoint(entry.local_sets)
+
+    return IdentityRuleset(
+        tuple(e for e in compiled.ingress if can_match(e)), tuple(e for e in compiled.egress if can_match(e))
+    )
+
+
+def keep_quarantine(compiled: IdentityRuleset, level: str | None, in_list: bool) -> IdentityRuleset:
+    """A quarantined host's entries with the forensics allowances narrowed to what its own level
+    keeps (the evaluator's `RuleBook.keep_quarantine`, for the agent): `full` keeps none of them;
+    `true` keeps the list's side only, refusing first the quarantined peers it may not reach (those
+    at `full` when the host is inside the list, every quarantined one when it is not). The
+    allowance where the host is the list's side is dropped: what it would still accept, the other
+    allowance accepts too."""
+    if level is None:
+        return compiled
+    ingress = _narrowed(compiled.ingress, rulebook.FORENSICS_IN, rulebook.FORENSICS_OUT, level, in_list)
+    egress = _narrowed(compiled.egress, rulebook.FORENSICS_OUT, rulebook.FORENSICS_IN, level, in_list)
+    return IdentityRuleset(ingress, egress)
+
+
+def refused_set(level: str | None, in_list: bool) -> str | None:
+    """The address set of the quarantined peers a host at `level` refuses before its forensics
+    allowance (None when it keeps no allowance, or is not quarantined)."""
+    if level != QUARANTINE_FORENSICS:
+        return None
+    refused = rulebook.QUARANTINED_FULL if in_list else rulebook.QUARANTINED
+    return rulebook.selector_set_name(refused)
+
+
+def _narrowed(
+    entries: tuple[ruleset.Entry, ...], kept: str, dropped: str, level: str, in_list: bool
+) -> tuple[ruleset.Entry, ...]:
+    refused = refused_set(level, in_list)
+    out: list[ruleset.Entry] = []
+    for entry in entries:
+        if entry.ref == dropped or (entry.ref == kept and refused is None):
+            continue
+        if entry.ref == kept and refused is not None:
+            deny = rules.Action.DENY
+            out.append(
+                replace(entry, ref=rulebook.ISOLATE_IN, action=deny, peer_sets=(refused,), local_sets=None)
+            )
+        out.append(entry)
+    return tuple(out)
 
 
 class RulesetCompiler:

@@ -8,7 +8,8 @@
                                      ├──> RulesetCompiler <─────┘ (entries per identity)
                                      └──> AddressSets  <── workload addresses (members only)
                                                 │
-            per-workload RulesetDocument = identity entries + referenced sets + workload
+            per-workload RulesetDocument = identity entries that can match on its addresses
+                                           + referenced sets + workload
             Evaluator: the same book, index and inventory -> Verdict
 ```
 
@@ -27,7 +28,7 @@ from microseg.engine import address_sets, compiler, evaluator, identities, label
 from microseg.errors import LookupFailedError, ValidationError
 from microseg.model import addresses, labelrules, labels, ruleset, services, verdicts
 from microseg.model.estate import Estate
-from microseg.model.workloads import QUARANTINE_LABEL, Workload
+from microseg.model.workloads import QUARANTINE_LABEL, Workload, quarantine_level
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class PolicyEngine:
         self.evaluator = evaluator.Evaluator(self.book, self, estate.control_plane)
         self.rulesets: dict[labels.Labels, compiler.IdentityRuleset] = {}
         self._identities_by_set: dict[str, set[labels.Labels]] = {}
+        self._host_rulesets: dict[labels.Labels, dict[frozenset[str], compiler.IdentityRuleset]] = {}
         self._workloads: dict[str, Workload] = {}
         self._effective: dict[str, labels.Labels] = {}
         self._hosts: dict[addresses.Address, str] = {}
@@ -140,18 +142,28 @@ class PolicyEngine:
         matched = self.index.on_identity_added(identity)
         compiled = self.compiler.compile(matched)
         self.rulesets[identity] = compiled
-        for name in compiled.set_names:
+        for name in self._sets_used(identity, compiled):
             self._identities_by_set.setdefault(name, set()).add(identity)
         self._new_identities += 1
 
     def _on_identity_removed(self, identity: labels.Labels) -> None:
         compiled = self.rulesets.pop(identity)
-        for name in compiled.set_names:
+        self._host_rulesets.pop(identity, None)
+        for name in self._sets_used(identity, compiled):
             users = self._identities_by_set[name]
             users.discard(identity)
             if not users:
                 del self._identities_by_set[name]
         self.index.on_identity_removed(identity)
+
+    def _sets_used(self, identity: labels.Labels, compiled: compiler.IdentityRuleset) -> frozenset[str]:
+        """The sets the identity's documents may refer to: its entries' sets, and those of the
+        quarantined peers it refuses (`compiler.keep_quarantine`) when it keeps the forensics list."""
+        if self.book.forensics_set is None:
+            return compiled.set_names
+        level = quarantine_level(identity)
+        refused = {compiler.refused_set(level, in_list) for in_list in (True, False)} - {None}
+        return compiled.set_names | {name for name in refused if name is not None}
 
     def _delta(self, name: str) -> Delta:
         deltas = self.sets.take_deltas()
@@ -200,7 +212,7 @@ class PolicyEngine:
         workload = self.workload(name)
         if not workload.managed:
             raise LookupFailedError(f"workload {name} is unmanaged: no agent, no ruleset")
-        compiled = self.rulesets[self.identities.identity_of[name]]
+        compiled = self.host_ruleset(name)
         names = sorted(compiled.set_names)
         sets = tuple(self.sets.get(n) for n in names)
         stamp = (workload, compiled, sets)
@@ -210,7 +222,7 @@ class PolicyEngine:
         doc = ruleset.RulesetDocument(
             workload=name,
             addresses=workload.addresses,
-            mode=workload.effective_mode,
+            mode=workload.mode_under(self._effective[name]),
             policy_version=self.estate.version,
             tiers=self.book.tiers,
             control_plane=self.estate.control_plane,
@@ -220,6 +232,32 @@ class PolicyEngine:
         ).with_hash()
         self._documents[name] = (stamp, doc)
         return doc
+
+    def host_ruleset(self, name: str) -> compiler.IdentityRuleset:
+        """The identity's entries that can match on this workload's addresses (`compiler.on_host`),
+        shared by the workloads of an identity inside the same IP lists and CIDRs."""
+        identity = self.identities.identity_of[name]
+        compiled = self.rulesets[identity]
+        held = self.held_sets(self._workloads[name]) & compiled.local_set_names
+        by_held = self._host_rulesets.setdefault(identity, {})
+        found = by_held.get(held)
+        if found is None:
+            level, in_list = quarantine_level(identity), self.book.forensics_set in held
+            found = by_held[held] = compiler.keep_quarantine(compiler.on_host(compiled, held), level, in_list)
+        return found
+
+    def held_sets(self, workload: Workload) -> frozenset[str]:
+        """The static address sets (rules' IP lists and CIDRs) holding an address of `workload`."""
+        names: set[str] = set()
+        static = self.book.static_sets
+        for net in workload.addresses:
+            if net.num_addresses > 1:  # an unmanaged network (no document): any overlap
+                names.update(n for n, s in static.items() if any(_overlap(m, net) for m in s.networks))
+                continue
+            for sources in (True, False):
+                _, peers = self.book.address_match(net.network_address, sources=sources)
+                names.update(p.set_name for p in peers if p.set_name)
+        return frozenset(names)
 
     def documents(self) -> dict[str, ruleset.RulesetDocument]:
         """Documents of every managed workload."""
@@ -245,9 +283,14 @@ class PolicyEngine:
         """A workload by name (its first address) or any IP address."""
         if name_or_address in self._workloads:
             workload = self._workloads[name_or_address]
-            return verdicts.Endpoint(workload.addresses[0].network_address, workload.name)
+            first = workload.addresses[0]
+            return verdicts.Endpoint(first.network_address, workload.name, first)
         try:
             addr = addresses.address(name_or_address)
         except ValidationError:
             raise LookupFailedError(f"{name_or_address!r} is neither a workload nor an IP address") from None
         return verdicts.Endpoint(addr, self.workload_at(addr))
+
+
+def _overlap(a: addresses.Network, b: addresses.Network) -> bool:
+    return a.version == b.version and a.overlaps(b)

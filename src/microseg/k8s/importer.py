@@ -7,7 +7,8 @@ exporters. A pod's workload carries:
 - `k8s.namespace=<namespace>`: the namespace as a label;
 - `k8s.ns.<key>=<value>` for each label of the namespace (`k8s.ns.kubernetes.io/metadata.name`
   included), so a selector can say "pods of namespaces labelled env=prod": `k8s.ns.env=prod`;
-- its mode from the label `microseg.io/mode` on the pod, else on its namespace, else `enforce`.
+- its mode from the label `microseg.io/mode` on the pod, else on its namespace, else `enforce`;
+- the name `namespace.pod` (`workload_name`: one name grammar with the server, no `/`).
 
 The exporters translate `k8s.namespace` and `k8s.ns.*` back into namespaceSelectors. A pod label
 whose key already uses those names would be ambiguous, so it is left out (and said so).
@@ -18,11 +19,12 @@ none, and a workload needs one, so such pods are skipped with a note.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from microseg import errors
 from microseg.k8s import cluster
-from microseg.model import addresses, labels, workloads
+from microseg.model import addresses, labels, names, workloads
 
 NAMESPACE_KEY = "k8s.namespace"
 NS_LABEL_PREFIX = "k8s.ns."
@@ -86,13 +88,25 @@ def mode_of(pod: cluster.Pod, namespace: cluster.Namespace) -> workloads.Mode:
         raise errors.ValidationError(f"pod {pod.ref}: {MODE_LABEL}={raw} is not one of {choices}") from None
 
 
+def workload_name(pod: cluster.Pod) -> str:
+    """The workload name of a pod: `namespace.pod`. A namespace has no dots (a DNS label), so the
+    first dot splits it back; `/` is not in the one name grammar (`model.names`: a name is one URL
+    path segment). A name longer than the grammar allows keeps its start and ends in a digest of
+    the whole, so that two long names stay two."""
+    full = f"{pod.namespace}.{pod.name}"
+    if len(full) <= names.MAX_LENGTH:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:12]
+    return f"{full[: names.MAX_LENGTH - len(digest) - 1]}-{digest}"
+
+
 def workload(pod: cluster.Pod, namespace: cluster.Namespace) -> tuple[workloads.Workload, list[str]]:
     """The workload standing for one pod that has addresses."""
     found, notes = workload_labels(pod, namespace)
     nets = tuple(addresses.network(str(ip)) for ip in pod.ips)
     attributes = {"hostname": pod.name, "k8s.namespace": pod.namespace, "k8s.origin": pod.origin}
     made = workloads.Workload(
-        pod.ref, workloads.WorkloadKind.POD, nets, found, attributes, mode_of(pod, namespace)
+        workload_name(pod), workloads.WorkloadKind.POD, nets, found, attributes, mode_of(pod, namespace)
     )
     return made, notes
 

@@ -61,3 +61,13 @@ class Estate:
     def with_rules(self, rules: tuple[Rule, ...]) -> Estate:
         """The same inventory under other rules."""
         return replace(self, rules=rules)
+
+
+def rule_changes(old: Estate, new: Estate) -> dict[str, list[str]]:
+    """Rule references added, removed or changed between two estates (what a diff lists first)."""
+    before, after = {r.ref: r for r in old.rules}, {r.ref: r for r in new.rules}
+    return {
+        "added": sorted(after.keys() - before.keys()),
+        "removed": sorted(before.keys() - after.keys()),
+        "changed": sorted(k for k in before.keys() & after.keys() if before[k] != after[k]),
+    }

@@ -31,10 +31,17 @@ class Tier:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if not _TIER_NAME.fullmatch(self.name) or self.name == DEFAULT:
-            raise ValidationError(
-                f"tier name {self.name!r}: 1-32 lowercase letters, digits and '-', not 'default'", "name"
-            )
+        check_name(self.name)
+
+
+def check_name(name: str) -> str:
+    """`name` when it may name a tier (it becomes nftables chain names, hence short), else a
+    ValidationError."""
+    if not _TIER_NAME.fullmatch(name) or name == DEFAULT:
+        raise ValidationError(
+            f"tier name {name!r}: 1-32 lowercase letters, digits and '-', not 'default'", "name"
+        )
+    return name
 
 
 BUILTIN_TIERS: tuple[Tier, ...] = (

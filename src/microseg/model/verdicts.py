@@ -8,7 +8,7 @@ constraint. A default deny is explained as such, naming the tiers that were walk
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -41,9 +41,15 @@ class Endpoint:
 
     address: addresses.Address
     workload: str | None = None
+    network: addresses.Network | None = field(default=None, compare=False)
+    """The CIDR the endpoint stands for, when it was asked for by the name of a workload known by
+    a CIDR (an unmanaged network): shown instead of the one address evaluated in it."""
 
     def __str__(self) -> str:
-        return f"{self.workload} ({self.address})" if self.workload else str(self.address)
+        if not self.workload:
+            return str(self.address)
+        shown = self.network if self.network is not None and self.network.num_addresses > 1 else self.address
+        return f"{self.workload} ({shown})"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from microseg.model import addresses, estate, iplists, labelrules, labels, services, tiers, workloads
+from microseg.model import addresses, estate, iplists, labelrules, labels, names, services, tiers, workloads
 from microseg.policyfile import nodes
 from microseg.policyfile.reader import Reader
 
@@ -21,9 +21,11 @@ Built = tuple[str | None, Any]
 
 
 def metadata(
-    r: Reader, doc: dict[str, Any], *, with_labels: bool = False, required: bool = True
+    r: Reader, doc: dict[str, Any], *, with_labels: bool = False, required: bool = True, grammar: bool = True
 ) -> tuple[str | None, labels.Labels | None]:
-    """metadata.name, and metadata.labels where the kind has labels (None: wrong, reported)."""
+    """metadata.name, and metadata.labels where the kind has labels (None: wrong, reported).
+    `grammar`: the name is an object name (`model.names`), as it is for every kind the server
+    stores by name; a Policy's is not (it groups rules, and the server stores each rule)."""
     if not required and "metadata" not in doc:
         return None, labels.Labels()
     allowed = ("name", "labels") if with_labels else ("name",)
@@ -31,6 +33,8 @@ def metadata(
     if meta is None:
         return None, None
     name = r.text(meta["name"], ("metadata", "name")) if "name" in meta else None
+    if name is not None and grammar:  # one grammar with the server: what validates, the API accepts
+        r.guard(("metadata",), lambda: names.check(name))
     found = r.labels(meta["labels"], ("metadata", "labels")) if "labels" in meta else labels.Labels()
     return name, found
 
@@ -120,7 +124,7 @@ def port_spec(r: Reader, item: Any, path: nodes.Path) -> services.PortSpec | Non
     m = r.mapping(item, path, PORT_FIELDS)
     if m is None:
         return None
-    proto = r.choice(services.Protocol, m.get("protocol", "tcp"), (*path, "protocol"))
+    proto = r.choice(services.Protocol, m.get("protocol", "tcp"), (*path, "protocol"), any_case=True)
     if proto is None:
         return None
     if "port" not in m:
@@ -168,13 +172,16 @@ def service(r: Reader, doc: dict[str, Any]) -> Built:
 
 def tier(r: Reader, doc: dict[str, Any]) -> Built:
     """kind: Tier."""
-    name, _ = metadata(r, doc)
+    name, _ = metadata(r, doc, grammar=False)  # a tier's own grammar is stricter than `names`
+    # checked now, not when the tier is built: a broken order must not hide a bad name
+    where = ("metadata", "name")
+    checked = None if name is None else r.guard(where, lambda: tiers.check_name(name), {"name": ()})
     m = spec(r, doc, ("order", "description"), ("order",))
     if m is None:
         return name, None
     order = r.integer(m["order"], ("spec", "order")) if "order" in m else None
     desc = r.optional_text(m, "description", ("spec",)) or ""
-    if name is None or order is None:
+    if name is None or checked is None or order is None:
         return name, None
     return name, r.guard((), lambda: tiers.Tier(order, name, desc), {"name": ("metadata", "name")})
 

@@ -4,7 +4,7 @@ The flow, one screen:
 
     files --nodes.parse--> documents (values + line of every field path)
           --_expand------> (kind, reader, fields) per document or List item; header checked
-          --kinds.*------> named objects ------checks.unique / tier_orders--> known names
+          --kinds.*------> named objects ---checks.unique / tier_orders / quarantine_first--> known names
           --policies-----> rules (need the known names) --checks.rule_clashes
           --invariants---> reachability statements (same peers and services as rules)
           --settings-----> control plane, quarantine allow list
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,9 @@ def _build(docs: list[nodes.Document], problems: list[errors.Problem]) -> estate
     first = _named(entries)
     declared = {name: item.value for name, item in first["Tier"].items()}
     all_tiers = {t.name: t for t in tiers.BUILTIN_TIERS} | declared
-    checks.tier_orders({n: t for n, t in all_tiers.items() if t is not None}, first["Tier"])
+    built_tiers = {n: t for n, t in all_tiers.items() if t is not None}
+    checks.tier_orders(built_tiers, first["Tier"])
+    checks.quarantine_first(built_tiers, first["Tier"])
     known = policies.Known(
         all_tiers,
         {name: item.value for name, item in first["IPList"].items()},
@@ -181,7 +184,8 @@ def _expand(r: Reader, data: Any) -> list[Entry]:
         r.mapping(data, (), ("apiVersion", "kind", "metadata", "spec", "items"), ("apiVersion", "kind"))
         return []
     if api != kinds.API_VERSION:
-        r.error(("apiVersion",), f"unsupported apiVersion {api!r} (expected {kinds.API_VERSION})")
+        plain = f"unsupported apiVersion {api!r} (expected {kinds.API_VERSION})"
+        r.error(("apiVersion",), _k8s_hint(api, kind) or plain)
         return []
     if kind not in KINDS:
         r.error(("kind",), f"unknown kind {kind!r}{suggest(str(kind), KINDS, 'kinds')}")
@@ -196,6 +200,23 @@ def _expand(r: Reader, data: Any) -> list[Entry]:
     return out
 
 
+_KUBERNETES_API = re.compile(r"^(v1|v1beta1|[a-z0-9-]+(\.[a-z0-9-]+)*/v[0-9]+((alpha|beta)[0-9]+)?)$")
+
+
+def _k8s_hint(api: Any, kind: Any) -> str:
+    """A hint for a Kubernetes manifest in a policy tree (`apps/v1` Deployment, `v1` Pod,
+    `networking.k8s.io/v1` NetworkPolicy, a Calico or Cilium policy), else nothing."""
+    if not isinstance(api, str) or not isinstance(kind, str) or not _KUBERNETES_API.fullmatch(api):
+        return ""
+    if api.startswith("microseg.io/"):
+        return ""  # ours, of another version: the plain message says which one is expected
+    return (
+        f"this is a Kubernetes manifest ({api} {kind}), not a microseg policy file: "
+        "`microseg k8s import -f` makes its pods workloads, `microseg k8s reachability -f` analyses it; "
+        "keep manifests outside the policy tree"
+    )
+
+
 def _rules(docs: list[tuple[Reader, dict[str, Any]]], known: policies.Known) -> list[rules.Rule]:
     found: list[checks.RuleAt] = []
     names: list[checks.Named] = []
@@ -205,7 +226,7 @@ def _rules(docs: list[tuple[Reader, dict[str, Any]]], known: policies.Known) -> 
             names.append(checks.Named("Policy", name, None, r, seq))
         found.extend(built)
     checks.unique(names)
-    checks.rule_clashes(found)
+    checks.rule_clashes(found, known.ip_lists)
     return [item.rule for item in found if item.rule is not None]
 
 

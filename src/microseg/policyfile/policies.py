@@ -36,7 +36,7 @@ class Known:
 
 def policy(r: Reader, doc: dict[str, Any], known: Known) -> tuple[str | None, list[checks.RuleAt]]:
     """The rules of one Policy document, each with where it is (for the cross-policy checks)."""
-    name, _ = kinds.metadata(r, doc)
+    name, _ = kinds.metadata(r, doc, grammar=False)
     m = kinds.spec(r, doc, ("tier", "owner", "rules"), ("tier", "rules"))
     if m is None:
         return name, []
@@ -62,7 +62,9 @@ def rule(
     m = r.mapping(item, path, RULE_FIELDS, RULE_REQUIRED)
     if m is None or any(k not in m for k in RULE_REQUIRED):
         return None
-    name = r.text(m["name"], (*path, "name"))
+    text = r.text(m["name"], (*path, "name"))
+    # checked now, not when the rule is built: a broken peer must not hide a bad name
+    name = None if text is None else r.guard((*path, "name"), lambda: rules.check_name(text), {"name": ()})
     priority = r.integer(m["priority"], (*path, "priority"))
     action = r.choice(rules.Action, m["action"], (*path, "action"))
     sources = peers(r, m["from"], (*path, "from"), known)

@@ -164,16 +164,17 @@ class Reader:
             return None
         return moment.astimezone(UTC)
 
-    def choice(self, enum: type[E], value: Any, path: nodes.Path) -> E | None:
-        """One of an enum's values, spelled as the enum spells it."""
+    def choice(self, enum: type[E], value: Any, path: nodes.Path, *, any_case: bool = False) -> E | None:
+        """One of an enum's values, spelled as the enum spells it (in any case with `any_case`:
+        `TCP` is tcp, as Kubernetes and most firewalls write it)."""
         text = self.text(value, path)
         if text is None:
             return None
         try:
-            return enum(text)
+            return enum(text.lower() if any_case else text)
         except ValueError:
             names = [e.value for e in enum]
-            close = difflib.get_close_matches(text, names, n=1)
+            close = difflib.get_close_matches(text.lower() if any_case else text, names, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             self.error(path, f"'{text}' is not one of {', '.join(names)}{hint}")
             return None

@@ -9,9 +9,10 @@ Shape of the output:
     delete table inet microseg          drops old rules *and* old set elements (`flush table` would not)
     table inet microseg { sets; chain input; chain output; chain in_<tier>...; chain out_<tier>... }
 
-Every address set becomes `<set>_v4` and `<set>_v6` interval sets, declared even when empty, and
-rules naming a set exist for both families (see `plan`), so the agent may later change elements
-without touching rules.
+Every address set becomes a `<set>_v4` and a `<set>_v6` interval set, each declared only when it
+has members: a rule naming a set family with no members can match nothing, so it is left out with
+its set (an IPv4-only estate carries no IPv6 sets and no IPv6 rules for them). The agent replaces
+the whole table on every change, so a set that gains its first member comes back with its rules.
 
 `input` / `output` are base chains with policy accept; the default deny is an explicit last rule
 so that it is counted and logged. Before any tier: loopback, established/related, invalid (dropped in
@@ -130,6 +131,11 @@ class NftablesRenderer:
         self.settings = settings
         self.table = names.table_name(settings.table)
         self.sets = names.unique({s.name: names.nft_identifier(s.name, 60) for s in doc.address_sets}, "set")
+        self.members = {
+            (s.name, family): plan.collapsed(s.networks, family)
+            for s in doc.address_sets
+            for family in (4, 6)
+        }
         tiers = dict.fromkeys(doc.tiers)
         self.chains = {
             direction: names.unique({t: names.nft_identifier(f"{direction}_{t}") for t in tiers}, "chain")
@@ -141,7 +147,8 @@ class NftablesRenderer:
         body = [f"\tcomment {self._quote(self._table_comment(), names.NFT_COMMENT_MAX)}"]
         for address_set in self.doc.address_sets:
             for family in (4, 6):
-                body += ["", *self._set(address_set, family)]
+                if self.members[(address_set.name, family)]:
+                    body += ["", *self._set(address_set, family)]
         for hook, direction, dplan in (("input", "in", the_plan.ingress), ("output", "out", the_plan.egress)):
             body += ["", *self._base_chain(hook, direction, dplan)]
         for direction, dplan in (("in", the_plan.ingress), ("out", the_plan.egress)):
@@ -161,9 +168,8 @@ class NftablesRenderer:
             f"\t\ttype {'ipv4_addr' if family == 4 else 'ipv6_addr'}",
             "\t\tflags interval",
         ]
-        members = plan.collapsed(address_set.networks, family)
-        if members:
-            lines += ["\t\telements = {", *(f"\t\t\t{_net(n)}," for n in members), "\t\t}"]
+        members = self.members[(address_set.name, family)]
+        lines += ["\t\telements = {", *(f"\t\t\t{_net(n)}," for n in members), "\t\t}"]
         return [*lines, "\t}"]
 
     def _base_chain(self, hook: str, direction: str, dplan: plan.DirectionPlan) -> list[str]:
@@ -200,7 +206,15 @@ class NftablesRenderer:
         return out
 
     def _rule(self, rule: plan.PlannedRule, direction: str) -> list[str]:
+        if self._names_an_empty_set(rule):
+            return []  # it can match nothing, and its set is not declared (see the module docstring)
         return self._verdict(" ".join(self._matches(rule, direction)), rule.action, rule.ref)
+
+    def _names_an_empty_set(self, rule: plan.PlannedRule) -> bool:
+        if rule.family is None:  # family-neutral rules name no sets (`plan`)
+            return False
+        named = [m.set_name for m in (rule.peer, rule.local) if m is not None and m.set_name is not None]
+        return any(not self.members[(name, rule.family)] for name in named)
 
     def _verdict(self, match: str, action: rules.Action, ref: str) -> list[str]:
         """One rule, or two when a log line is rate limited (see the module docstring)."""

@@ -7,8 +7,10 @@ be unioned inside one nft or iptables rule, and all rules of one entry are adjac
 verdict, so splitting never changes which verdict wins.
 
 Address families: an entry that names sets gets a rule per family even when a set has no members
-of that family yet, so that a later set-element update (without new rules) stays correct. An
-entry without sets is family-neutral, except ICMP, which means icmp on IPv4 and ipv6-icmp on IPv6.
+of that family yet, so that a later set-element update (without new rules) stays correct; the
+nftables formatter leaves such rules out with their empty sets (it replaces the whole table on
+every change), the iptables one keeps them. An entry without sets is family-neutral, except ICMP,
+which means icmp on IPv4 and ipv6-icmp on IPv6.
 
 It does not decide verdicts per mode (`semantics.outcome` does) nor spell anything.
 """

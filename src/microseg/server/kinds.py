@@ -8,14 +8,25 @@ time-limited allow with an owner and a reason. Live kinds are Workload, LabelRul
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from microseg.errors import ValidationError
+from microseg.model import names
 
 API_VERSION = "microseg.io/v1"
-NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.:-]{0,251}[A-Za-z0-9])?$")
+NAME = names.OBJECT_NAME
+"""The one name grammar, as policy files check it (`model.names`)."""
+
+
+class ObjectError(ValidationError):
+    """A document that is wrong before it is read as policy (its name, its kind), naming the object
+    as every 422 does (`Kind/name`), so that a client can point at the file it came from."""
+
+    def __init__(self, kind: str, name: Any, message: str, field: str) -> None:
+        super().__init__(f"{kind} {name!r}: {message}" if name else f"{kind}: {message}", field)
+        self.object = f"{kind}/{name}" if isinstance(name, str) and name else kind
+        self.problem = message
 
 
 @dataclass(frozen=True)
@@ -55,7 +66,7 @@ def object_name(doc: dict[str, Any]) -> str:
     if doc["kind"] == "Rule":
         tier = doc.get("spec", {}).get("tier")
         if not isinstance(tier, str) or not tier:
-            raise ValidationError("a Rule needs spec.tier (text)", "spec.tier")
+            raise ObjectError("Rule", name, "a Rule needs spec.tier (text)", "spec.tier")
         return f"{tier}/{name}"
     return name
 
@@ -65,17 +76,18 @@ def check_header(doc: dict[str, Any]) -> Kind:
     if doc.get("apiVersion") != API_VERSION:
         raise ValidationError(f"apiVersion must be {API_VERSION}", "apiVersion")
     kind = KINDS.get(str(doc.get("kind")))
+    meta = doc.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
     if kind is None:
-        raise ValidationError(f"unknown kind {doc.get('kind')!r} (known: {', '.join(KINDS)})", "kind")
-    name = doc.get("metadata", {}).get("name")
-    if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise ValidationError(
-            "metadata.name: 1-253 letters, digits, '_', '.', ':', '-', starting and ending with a letter "
-            "or digit",
-            "metadata.name",
-        )
+        message = f"unknown kind (known: {', '.join(KINDS)})"
+        raise ObjectError(str(doc.get("kind")), name if isinstance(name, str) else "", message, "kind")
+    if not isinstance(name, str):
+        raise ObjectError(kind.name, "", "metadata.name must be text", "metadata.name")
+    try:
+        names.check(name)
+    except ValidationError as exc:
+        raise ObjectError(kind.name, name, exc.message, "metadata.name") from None
     if kind.singleton and name != kind.singleton:
-        raise ValidationError(
-            f"there is one {kind.name} object and it is called {kind.singleton!r}", "metadata.name"
-        )
+        message = f"there is one {kind.name} object and it is called {kind.singleton!r}"
+        raise ObjectError(kind.name, name, message, "metadata.name")
     return kind

@@ -6,15 +6,18 @@ that knows what a spec may hold, and it reports every problem with its field pat
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, with_config
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator, with_config
 from typing_extensions import TypedDict
 
+from microseg.model import names
+
 Name = Field(min_length=1, max_length=253)
-WorkloadName = Annotated[str, Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9_.:-]{0,251}[A-Za-z0-9])?$")]
-"""What a workload name may be (as `kinds.NAME`)."""
+WorkloadName = Annotated[str, Field(pattern=names.OBJECT_NAME.pattern)]
+"""What a workload name may be: the one name grammar (`model.names`)."""
 
 
 class Strict(BaseModel):
@@ -45,10 +48,23 @@ class Document(Strict):
         return self.model_dump(exclude_none=True, exclude={"status"})
 
 
+APPLY_SET = r"^[A-Za-z0-9][A-Za-z0-9_.:/,+@=-]{0,199}$"
+"""What an apply set's name may be: it is no URL segment, so paths (`files:policies/prod`) fit."""
+
+
 class ApplyRequest(Strict):
     """Documents to create or replace in one go (Policy documents are split into Rules)."""
 
     documents: list[dict[str, Any]] = Field(max_length=100_000)
+    applySet: str | None = Field(default=None, pattern=APPLY_SET)  # noqa: N815 - JSON field name
+    """The set of files these documents come from: it manages the objects it applies, and a later
+    apply of the same set may remove what it declared before (docs/api.md, "Apply sets"). None:
+    the objects join no set (and stay in the one they are in)."""
+    prune: bool = False
+    """Also delete the objects of this set that `documents` no longer hold (and only those); needs
+    `applySet`."""
+    dryRun: bool = False  # noqa: N815 - JSON field name
+    """Change nothing: answer what would be created, updated and pruned, and the draft diff."""
 
 
 class NoteRequest(Strict):
@@ -313,10 +329,26 @@ FLOW_BATCH = TypeAdapter(FlowBatch)
 
 
 class ExplainRequest(Strict):
-    """A flow to explain: workload names or addresses, and `PORT/PROTO`."""
+    """A flow to explain: workload names or addresses, and a port as `--port` reads it (`3306/tcp`,
+    `tcp/3306`, `8000-8080/tcp`, `icmp`, or a service of that version); optionally the processes
+    and the time, under `active`, `draft` or a version number."""
 
     source: str = Field(min_length=1, max_length=300, alias="from")
     destination: str = Field(min_length=1, max_length=300, alias="to")
-    port: str = Field(min_length=1, max_length=20, examples=["3306/tcp"])
+    port: str = Field(min_length=1, max_length=100, examples=["3306/tcp"])
     process: str | None = Field(default=None, max_length=300)
+    client_process: str | None = Field(default=None, max_length=300, alias="clientProcess")
+    at: AwareDatetime | None = Field(default=None, description="RFC 3339 with a zone; default now")
     version: str = Field(default="active", max_length=20)
+
+    @field_validator("at")
+    @classmethod
+    def _within_calendar(cls, value: datetime.datetime | None) -> datetime.datetime | None:
+        """Years 1970-9998 in any zone: past the end of the calendar, UTC arithmetic overflows."""
+        if value is not None and not EXPLAIN_FROM <= value <= EXPLAIN_UNTIL:
+            raise ValueError("must be between 1970 and 9998")
+        return value
+
+
+EXPLAIN_FROM = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+EXPLAIN_UNTIL = datetime.datetime(9998, 12, 31, tzinfo=datetime.UTC)

@@ -19,7 +19,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from microseg import errors
-from microseg.server import compose
+from microseg.server import compose, kinds
 
 MEDIA_TYPE = "application/problem+json"
 BASE = "https://microseg.io/problems/"
@@ -65,6 +65,9 @@ def from_error(exc: errors.MicrosegError) -> Problem:
     """microseg's own errors as problems."""
     if isinstance(exc, compose.InvalidError):
         return Problem(422, "Invalid objects", str(exc).splitlines()[0], problems=exc.problems)
+    if isinstance(exc, kinds.ObjectError):  # as InvalidError's: the client maps objects to files
+        found = {"object": exc.object, "field": exc.field, "message": exc.problem}
+        return Problem(422, "Invalid objects", str(exc), problems=[found])
     if isinstance(exc, errors.PolicyFileError):
         return Problem(
             422,

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from microseg import errors
 from microseg.engine import engine as engines
-from microseg.engine import invariants, reachability
+from microseg.engine import invariants, lint, reachability
 from microseg.model import estate
 from microseg.server import compose, kinds, runtime
 from microseg.server.auth import Principal
@@ -28,6 +28,8 @@ CHANGE_LIMIT = 500
 """Reachability changes listed in a diff (the total is always given)."""
 VIOLATION_LIMIT = 100
 """Invariant violations listed in a refusal, an audit record or a diff (the total is given)."""
+WARNING_LIMIT = 200
+"""Lint warnings listed in a diff (`warningsTotal` gives them all)."""
 MAX_VERSION = 2**31 - 1
 """The largest version number the store holds (a 32-bit column); larger ones are refused as input."""
 
@@ -77,7 +79,7 @@ def _refuse_or_record(
     those of the built-in quarantine rules: an incident in progress must not block the fixes made
     during it (they are listed as `quarantine: true`)."""
     listed = [violation_json(v) for v in broken[:VIOLATION_LIMIT]]
-    refusing = [v for v in broken if v.verdict.tier != compose.EXCEPTION_TIER and not v.quarantine]
+    refusing = refusing_violations(broken)
     if not refusing:
         return listed
     if not force:
@@ -93,6 +95,12 @@ def _refuse_or_record(
     details = {"violations": listed, "total": len(broken)}
     audit.record(conn, who.actor, "override-invariants", "draft", details)
     return listed
+
+
+def refusing_violations(broken: list[invariants.Violation]) -> list[invariants.Violation]:
+    """The violations that make a provision refuse (409): not allowed by an approved Exception, nor
+    by a built-in quarantine rule."""
+    return [v for v in broken if v.verdict.tier != compose.EXCEPTION_TIER and not v.quarantine]
 
 
 @dataclass(frozen=True)
@@ -203,30 +211,34 @@ def diff(rt: Runtime, old_ref: str, new_ref: str) -> dict[str, Any]:
     with rt.db.read() as conn:
         old_docs, new_docs = version_documents(conn, old_ref), version_documents(conn, new_ref)
         live = objects.of_kinds(conn, kinds.LIVE)
-    old_est, new_est = rt.estate(old_docs, live, 0), rt.estate(new_docs, live, 0)
+    return documents_diff(rt, (old_ref, old_docs, live), (new_ref, new_docs, live))
+
+
+Side = tuple[str, list[Doc], list[objects.Stored]]
+"""One side of a diff: its name, its policy objects and the live inventory it is judged over."""
+
+
+def documents_diff(rt: Runtime, old: Side, new: Side) -> dict[str, Any]:
+    """`diff` of two policies given as documents (an apply's dry run passes what it would write)."""
+    (old_ref, old_docs, old_live), (new_ref, new_docs, new_live) = old, new
+    old_est, new_est = rt.estate(old_docs, old_live, 0), rt.estate(new_docs, new_live, 0)
     old_eng, new_eng = engines.PolicyEngine(old_est), engines.PolicyEngine(new_est)
     broken = invariants.Guard(new_eng).check() if new_est.invariants else []
+    warnings = lint.lint(new_eng)
     return {
         "from": old_ref,
         "to": new_ref,
         "objects": object_changes(old_docs, new_docs),
-        "rules": rule_changes(old_est, new_est),
+        "rules": estate.rule_changes(old_est, new_est),
         "reachability": semantic_changes(old_eng, new_eng),
         "invariants": {
             "declared": len(new_est.invariants),
             "violations": [violation_json(v) for v in broken[:VIOLATION_LIMIT]],
             "total": len(broken),
+            "refusing": len(refusing_violations(broken)),
         },
-    }
-
-
-def rule_changes(old: estate.Estate, new: estate.Estate) -> dict[str, list[str]]:
-    """Rule references added, removed or changed."""
-    before, after = {r.ref: r for r in old.rules}, {r.ref: r for r in new.rules}
-    return {
-        "added": sorted(after.keys() - before.keys()),
-        "removed": sorted(before.keys() - after.keys()),
-        "changed": sorted(k for k in before.keys() & after.keys() if before[k] != after[k]),
+        "warnings": [w.to_dict() for w in warnings[:WARNING_LIMIT]],
+        "warningsTotal": len(warnings),
     }
 
 

@@ -139,9 +139,14 @@ def _listed(rt: Runtime, o: objects.Stored, context: Context | None) -> dict[str
 router = APIRouter(prefix="/api/v1", tags=["inventory"])
 
 
-@router.post("/apply", summary="Create or replace many objects: all of them or none")
-def apply(rt: Rt, who: Editor, body: models.ApplyRequest) -> dict[str, list[str]]:
-    return service.apply(rt, who, body.documents)
+@router.post(
+    "/apply",
+    summary="Create or merge many objects as one apply set, all or none; `prune`, `dryRun`",
+)
+def apply(rt: Rt, who: Editor, body: models.ApplyRequest) -> dict[str, Any]:
+    return service.apply(
+        rt, who, body.documents, apply_set=body.applySet, prune=body.prune, dry_run=body.dryRun
+    )
 
 
 @router.get("/labels", summary="Label keys and values in use (effective labels)")

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
 
 from microseg import errors
+from microseg.analytics import explaining
 from microseg.engine import engine as engines
-from microseg.engine import reachability
 from microseg.server import auth, compose, deps, kinds, models, provisioning
 from microseg.server.auth import Principal
 from microseg.server.runtime import Runtime
@@ -86,27 +86,30 @@ def rollback(rt: Rt, who: Editor, number: Number, body: models.NoteRequest) -> J
     return JSONResponse(done.to_json(), 201)
 
 
-@router.post("/explain", summary="The explained verdict for one flow, under the active version or the draft")
+EXPLAINED_PORTS = 1024
+"""Ports one `/explain` evaluates at most: the engine lock is held meanwhile, so a viewer asking
+for every port of a protocol would hold up everyone (`microseg explain` on files has no limit)."""
+
+
+@router.post("/explain", summary="Explained verdicts for a flow on each port asked, under any version")
 def explain(rt: Rt, _: Viewer, body: models.ExplainRequest) -> dict[str, Any]:
+    """`verdicts`: one per run of consecutive ports with one verdict. With a single run (always for
+    a single port) also `port` and `verdict`, as before ranges and services were accepted."""
     eng = engine(rt, body.version)
-    proto, port = _probe(body.port)
+    flow = explaining.Flow(body.source, body.destination, body.port, body.process, body.client_process,
+                           body.at)  # fmt: skip
+    asked = explaining.probes(body.port, eng.estate, limit=EXPLAINED_PORTS)
     with rt.engine_lock:
-        src, dst = eng.endpoint(body.source), eng.endpoint(body.destination)
-        verdict = eng.evaluate(src, dst, port, proto, process=body.process)
+        runs = explaining.runs(eng, flow, asked)
+    one = runs[0] if len(runs) == 1 else None
     return {
-        "from": str(src),
-        "to": str(dst),
-        "port": reachability.probe_text((proto, port)),
+        "from": runs[0].source,
+        "to": runs[0].destination,
+        "port": one.port if one else None,
         "version": body.version,
-        "verdict": verdict.to_dict(),
+        **({"verdict": one.verdict.to_dict()} if one else {}),
+        "verdicts": [{"port": r.port, "verdict": r.verdict.to_dict()} for r in runs],
     }
-
-
-def _probe(text: str) -> reachability.Probe:
-    try:
-        return reachability.parse_probe(text)
-    except ValueError:
-        raise errors.ValidationError(f"port {text!r}: expected PORT/PROTO such as 443/tcp, or icmp") from None
 
 
 def engine(rt: Runtime, ref: str) -> engines.PolicyEngine:

@@ -3,7 +3,8 @@ one transaction. Bad input raises and changes nothing.
 
 Fed by the routes; feeds the store. Policy kinds change the draft (and are checked with the
 whole draft through the loader, so a rule naming a deleted service is refused); live kinds change
-the inventory at once and bump the inventory generation, which recompiles every replica.
+the inventory at once and bump the inventory generation, which recompiles every replica. A bulk
+apply asks `applysets` what to write (workloads merged, not replaced; prunes of its apply set).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import sqlalchemy as sa
 
 from microseg import errors
 from microseg.model import labelrules, labels, selectors, workloads
-from microseg.server import compose, exceptions, inventory, kinds
+from microseg.server import applysets, compose, exceptions, inventory, kinds, provisioning
 from microseg.server.auth import Principal
 from microseg.server.problems import Problem
 from microseg.server.runtime import Runtime
 from microseg.store import agents, audit, objects, state, tokens
+from microseg.store import applysets as memberships
 
 Doc = dict[str, Any]
 Key = tuple[str, str]
@@ -81,7 +83,13 @@ def _check_workloads(rt: Runtime, conn: sa.Connection, changed: dict[str, Doc | 
 
 
 def _write(
-    conn: sa.Connection, who: Principal, key: Key, old: objects.Stored | None, doc: Doc | None
+    conn: sa.Connection,
+    who: Principal,
+    key: Key,
+    old: objects.Stored | None,
+    doc: Doc | None,
+    *,
+    more: dict[str, Any] | None = None,
 ) -> None:
     kind, name = key
     if kind == "Workload" and doc is None:
@@ -90,23 +98,32 @@ def _write(
         objects.delete(conn, kind, name)
     else:
         objects.put(conn, kind, name, doc, who.actor)
+    if old is None or doc is None:  # made anew or gone: in no apply set (an apply records its own)
+        memberships.forget(conn, kind, name)
     action = "delete" if doc is None else "create" if old is None else "update"
-    audit.record(
-        conn, who.actor, action, f"{kind}/{name}", {"before": old.doc if old else None, "after": doc}
-    )
+    details = {"before": old.doc if old else None, "after": doc, **(more or {})}
+    audit.record(conn, who.actor, action, f"{kind}/{name}", details)
 
 
 def _revoke_agent_of(conn: sa.Connection, who: Principal, workload: str) -> None:
     """A deleted workload's live agent loses its credential: that is revoking an agent, which
     needs an admin (as `DELETE /agents/{id}`) and is audited as such. 403 for anyone else."""
+    found = _live_agent_of(conn, who, workload)
+    if found is None:
+        return
+    agents.revoke(conn, found["id"])
+    audit.record(conn, who.actor, "revoke-agent", f"agent/{found['id']}", {"workload": workload})
+
+
+def _live_agent_of(conn: sa.Connection, who: Principal, workload: str) -> dict[str, Any] | None:
+    """The workload's live agent, which only an admin may revoke (403 for anyone else); None."""
     found = agents.by_workload(conn, workload)
     if found is None or found["revoked_at"] is not None:
-        return
+        return None
     if who.kind != "token" or tokens.ROLES.index(who.role) < tokens.ROLES.index("admin"):
         why = f"workload {workload} has a live agent; deleting it revokes that agent: an admin's act"
         raise Problem(403, "Forbidden", why)
-    agents.revoke(conn, found["id"])
-    audit.record(conn, who.actor, "revoke-agent", f"agent/{found['id']}", {"workload": workload})
+    return found
 
 
 def save(
@@ -152,8 +169,43 @@ def remove(rt: Runtime, who: Principal, kind: str, name: str, if_match: str | No
     rt.poke()
 
 
-def apply(rt: Runtime, who: Principal, docs: list[Doc]) -> dict[str, list[str]]:
-    """Create or replace many objects at once: all of them, or (on any problem) none."""
+def apply(
+    rt: Runtime,
+    who: Principal,
+    docs: list[Doc],
+    *,
+    apply_set: str | None = None,
+    prune: bool = False,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Create or merge many objects, all of them or (on any problem) none, as the apply set
+    `apply_set` (None: in no set; memberships stay as they are, as with PUT); with `prune`, also
+    delete the set's objects the documents no longer hold (`applysets`). A dry run checks the
+    same and answers the same, plus the draft diff, and writes nothing.
+
+    Cost: one read per document, the set's memberships, the validation of the whole draft (and
+    inventory when workloads change); a dry run also compiles the active and the new draft."""
+    if prune and apply_set is None:
+        raise errors.ValidationError("prune needs the name of the apply set to prune", "applySet")
+    wanted = _wanted(docs)
+    with rt.db.read() if dry_run else rt.db.write() as conn:
+        if not dry_run:
+            rt.db.lock(conn, "apply")  # two applies of one set must not interleave their prunes
+        plan = applysets.plan(conn, apply_set, wanted, prune=prune)
+        validate(rt, conn, plan.changes)
+        result = _applied(apply_set, wanted, plan)
+        if dry_run:
+            for kind, name in plan.pruned:
+                if kind == "Workload":
+                    _live_agent_of(conn, who, name)  # the same 403 the real apply gives
+            return {**result, "dryRun": True, "diff": _draft_diff_after(rt, conn, plan.changes)}
+        _write_plan(conn, who, apply_set, plan)
+    rt.poke()
+    return {**result, "dryRun": False}
+
+
+def _wanted(docs: list[Doc]) -> dict[Key, Doc]:
+    """The documents of an apply by (kind, stored name); each object once."""
     wanted: dict[Key, Doc] = {}
     for doc in compose.api_documents(docs):
         if not isinstance(doc, dict):
@@ -162,25 +214,52 @@ def apply(rt: Runtime, who: Principal, docs: list[Doc]) -> dict[str, list[str]]:
         if (found.name, name) in wanted:
             raise errors.ValidationError(f"{found.name} {name} appears twice in one apply")
         wanted[(found.name, name)] = doc
-    result: dict[str, list[str]] = {"created": [], "updated": [], "unchanged": []}
-    with rt.db.write() as conn:
-        olds = {key: objects.get(conn, *key) for key in wanted}
-        wanted = {key: exceptions.unapproved(olds[key], doc) for key, doc in wanted.items()}
-        changes: dict[Key, Doc | None] = {k: d for k, d in wanted.items() if _differs(olds[k], d)}
-        validate(rt, conn, changes)
-        for key, changed in changes.items():
-            _write(conn, who, key, olds[key], changed)
-        if any(not kinds.KINDS[k].draft for k, _ in changes):
-            state.bump_inventory(conn)
+    return wanted
+
+
+def _write_plan(conn: sa.Connection, who: Principal, apply_set: str | None, plan: applysets.Plan) -> None:
+    for key, changed in plan.changes.items():
+        more: dict[str, Any] = {"applySet": apply_set} if apply_set is not None else {}
+        if key in plan.pruned:
+            more["pruned"] = True
+        _write(conn, who, key, plan.olds[key], changed, more=more)
+    for key, before in plan.adopted.items():
+        if key not in plan.changes:  # a change's own record names the set already
+            details = {"applySet": apply_set, "from": before}
+            audit.record(conn, who.actor, "adopt", f"{key[0]}/{key[1]}", details)
+    memberships.record(conn, plan.members, who.actor)
+    if any(not kinds.KINDS[k].draft for k, _ in plan.changes):
+        state.bump_inventory(conn)
+
+
+def _applied(apply_set: str | None, wanted: dict[Key, Doc], plan: applysets.Plan) -> dict[str, Any]:
+    """The answer: objects by what happens to them, the set, and what was not taken."""
+    result: dict[str, Any] = {"applySet": apply_set}
+    for bucket in ("created", "updated", "unchanged"):
+        result[bucket] = []
     for key in wanted:
-        bucket = "unchanged" if key not in changes else "created" if olds[key] is None else "updated"
-        result[bucket].append(f"{key[0]}/{key[1]}")
-    rt.poke()
+        old, ref = plan.olds[key], f"{key[0]}/{key[1]}"
+        bucket = "unchanged" if key not in plan.changes else "created" if old is None else "updated"
+        result[bucket].append(ref)
+    result["pruned"] = [f"{k}/{n}" for k, n in plan.pruned]
+    result["adopted"] = {f"{k}/{n}": before for (k, n), before in plan.adopted.items()}
+    result["conflicts"] = [c.to_json() for c in plan.conflicts]
     return result
 
 
-def _differs(old: objects.Stored | None, doc: Doc) -> bool:
-    return old is None or old.doc != doc
+def _draft_diff_after(rt: Runtime, conn: sa.Connection, changes: dict[Key, Doc | None]) -> dict[str, Any]:
+    """`GET /draft/diff` as it would answer once `changes` are written (nothing is written)."""
+    draft = {(o.kind, o.name): o for o in objects.of_kinds(conn, kinds.DRAFT)}
+    live = {(o.kind, o.name): o for o in objects.of_kinds(conn, kinds.LIVE)}
+    for key, doc in changes.items():
+        side = draft if kinds.KINDS[key[0]].draft else live
+        side.pop(key, None)
+        if doc is not None:
+            side[key] = objects.Stored(*key, doc, objects.etag(doc), 0.0, "dry-run")
+    after = list(live.values())
+    active = provisioning.version_documents(conn, "active")
+    new = [o.doc for o in draft.values()]
+    return provisioning.documents_diff(rt, ("active", active, after), ("draft", new, after))
 
 
 def label_rules(conn: sa.Connection) -> tuple[labelrules.LabelRule, ...]:

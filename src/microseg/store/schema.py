@@ -242,3 +242,18 @@ hook_replays = sa.Table(
 )
 """Signed webhook calls already accepted (SHA-256 of the signature), until their timestamp can no
 longer pass the freshness check: shared by replicas and kept across restarts."""
+
+applied_objects = sa.Table(
+    "applied_objects",
+    metadata,
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(300), primary_key=True),
+    sa.Column("apply_set", sa.String(200), nullable=False),
+    sa.Column("fields", Json, nullable=False),
+    sa.Column("applied_at", Time, nullable=False),
+    sa.Column("applied_by", sa.String(200), nullable=False),
+    sa.Index("ix_applied_objects_apply_set", "apply_set"),
+)
+"""Which apply set (`microseg apply --set`) manages an object, and which of its fields the set's
+files declared last time (for workloads: label keys, attribute keys, addresses, spec keys): what
+`apply --prune` may delete and what a later apply may remove. At most one set per object."""

@@ -7,7 +7,8 @@ checked draft.
                --policyfile.load_text--> Estate (the real loader: names, priorities, references)
                --dumper.documents------> Rendered (canonical documents, the estate, the command)
 
-A rendered template always loads on its own: every Service it uses is among its documents. Loading
+A rendered template loads on its own: every Service it uses is among its documents; an IP list a
+parameter names (`clients=office`) is the one thing it takes from where it is applied. Loading
 it next to an estate may still clash (two instances at the same priority); the loader, `microseg
 validate` or the server say where.
 
@@ -17,6 +18,7 @@ traffic the rules allow (the engine does; the tests ask it).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import shlex
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ import yaml
 
 from microseg import errors, policyfile
 from microseg.model import estate
-from microseg.policyfile import dumper, reader
+from microseg.policyfile import dumper, kinds, reader
 from microseg.templates import expand, parameters
 from microseg.templates.parameters import Parameter
 
@@ -101,7 +103,7 @@ class Template:
                 raise errors.UserError(f"template {self.name}: {' and '.join(group)} must differ ({shown})")
         docs = expand.expand(list(self.documents), scope)
         values = {p.name: given.get(p.name, p.default or "") for p in self.parameters}
-        built = _load(self.name, values, docs)
+        built = _load(self.name, values, docs, parameters.ip_lists(scope))
         return Rendered(self.name, dict(given), values, dumper.documents(built), built)
 
     def example(self, given: dict[str, str] | None = None) -> Rendered:
@@ -110,15 +112,25 @@ class Template:
         return self.render({**examples, **(given or {})})
 
 
-def _load(name: str, values: dict[str, str], docs: list[Doc]) -> estate.Estate:
-    text = yaml.safe_dump_all(docs, sort_keys=False)
+def _load(name: str, values: dict[str, str], docs: list[Doc], ip_lists: list[str]) -> estate.Estate:
+    """The documents through the real loader. An IP list a parameter names is the estate's (the
+    files or the draft the result goes to), so a stand-in is loaded beside the documents for the
+    check and left out of the result: applying it where no such list exists is refused there."""
+    text = yaml.safe_dump_all([*docs, *(_stand_in(n) for n in dict.fromkeys(ip_lists))], sort_keys=False)
     try:
-        return policyfile.load_text(text, f"template {name}")
+        built = policyfile.load_text(text, f"template {name}")
     except errors.PolicyFileError as exc:
         # Values are checked one by one; what only the whole can break (a rule name past 64
         # characters) is the loader's to find, said in terms of the parameters.
         shown = ", ".join(f"{k}={v}" for k, v in values.items())
         raise errors.UserError(f"template {name} with {shown} does not make a valid policy:\n{exc}") from exc
+    return dataclasses.replace(built, ip_lists=tuple(i for i in built.ip_lists if i.name not in ip_lists))
+
+
+def _stand_in(ip_list: str) -> Doc:
+    """An IP list of the given name, for checking only (never in a result)."""
+    spec = {"cidrs": ["192.0.2.0/32"], "description": "stand-in"}
+    return {"apiVersion": kinds.API_VERSION, "kind": "IPList", "metadata": {"name": ip_list}, "spec": spec}
 
 
 def names() -> list[str]:

@@ -4,7 +4,8 @@ Fed by `catalog` with the parameter declarations of a template file and the `--s
 a person gave; feeds `expand` with a scope of typed values (str, int, or a list of items). Every
 value is checked here, before anything is substituted: label values by the model's own
 `labels.check_value` (and lowercase, because they become part of rule names), ports and
-priorities as numbers in range, CIDRs by `addresses.network`. All problems are reported at once.
+priorities as numbers in range, CIDRs by `addresses.network` (or an IP list's name, by the one name
+grammar). All problems are reported at once.
 
 What it deliberately does not do: know where a value goes (that is the template's data), or check
 the documents that come out (the real policy-file loader does, in `catalog`).
@@ -20,7 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 from microseg import errors
-from microseg.model import addresses, labels
+from microseg.model import addresses, labels, names
 
 # Rule, policy and service names are made of parameter values, and rule names allow lowercase only.
 _NAME_PART = re.compile(r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
@@ -30,7 +31,7 @@ its 100 priorities."""
 MAX_PRIORITY = 1_000_000
 
 Item = dict[str, Any]
-Value = str | int | list[Item]
+Value = str | int | Item | list[Item]
 Scope = dict[str, Any]
 
 
@@ -44,7 +45,8 @@ class Kind(StrEnum):
     PRIORITY = "priority"
     """The first rule priority of the instance; its rules use priority .. priority+99."""
     CIDR = "cidr"
-    """An IP address or network."""
+    """Who is on one side: an IP address or network, or the name of an IP list (which must exist
+    where the result is used); the value is the peer, `{cidr: ...}` or `{ipList: ...}`."""
     SERVICES = "services"
     """A comma-separated list of `name[:port]` (name: a label value; port: else the `portFrom` one)."""
 
@@ -77,7 +79,7 @@ class Parameter:
         if self.kind is Kind.PRIORITY:
             return number(self.name, text, 0, MAX_PRIORITY)
         if self.kind is Kind.CIDR:
-            return str(addresses.network(text))
+            return address_peer(self.name, text)
         fallback = ports.get(self.port_from) if self.port_from else None
         return service_items(self.name, text, fallback)
 
@@ -94,6 +96,27 @@ def label_part(name: str, text: str) -> str:
             name,
         )
     return text
+
+
+_ADDRESS_LIKE = re.compile(r"^[0-9A-Fa-f.:/]+$")
+"""Text only an address is made of: such text is read as a CIDR (`10.0.0`: a wrong one), never
+as an IP list name."""
+
+
+def address_peer(name: str, text: str) -> Item:
+    """`{cidr: 10.77.200.0/24}` for an address or network, `{ipList: office}` for a name."""
+    if _ADDRESS_LIKE.fullmatch(text):
+        return {"cidr": str(addresses.network(text))}
+    try:
+        names.check(text, "IP list name")
+    except errors.ValidationError as exc:
+        raise errors.ValidationError(f"{name}: not a CIDR, and {exc.message}", name) from None
+    return {"ipList": text}
+
+
+def ip_lists(scope: Scope) -> list[str]:
+    """The IP list names that parameters of a scope refer to (in parameter order)."""
+    return [v["ipList"] for v in scope.values() if isinstance(v, dict) and "ipList" in v]
 
 
 def number(name: str, text: str, low: int, high: int) -> int:

@@ -82,6 +82,36 @@ export function renderDiff(found) {
     h("h3", {}, `Reachability: ${r.gained} gained, ${r.lost} lost`),
     r.changes.length ? reachTable(r.changes) : h("p", { class: "empty" }, "No workload pair changes."),
     r.truncated ? h("p", { class: "note" }, "Only the first changes are listed.") : null,
+    invariantsView(found.invariants),
+    warningsView(found.warnings ?? [], found.warningsTotal ?? 0),
+  );
+}
+
+/** What provisioning checks, shown before anyone provisions: violations that refuse (409), and
+ * those an approved exception or a quarantine in progress lets through. */
+function invariantsView(inv) {
+  if (!inv || !inv.declared) return null;
+  const mark = (v) => (v.excepted ? badge("excepted", "changed") : v.quarantine ? badge("quarantine") : badge("broken", "blocked"));
+  const line = (v) => h("li", { dataset: { invariant: v.invariant } }, mark(v), " ", `${v.invariant} (${v.statement}): ${v.sources.slice(0, 3).join(", ")} → ${v.destinations.slice(0, 3).join(", ")} on ${v.port}, allowed by ${v.rule}`);
+  const refusing = inv.refusing ?? 0;
+  return h(
+    "div",
+    { class: "invariants", dataset: { refusing: String(refusing) } },
+    h("h3", {}, `Invariants: ${inv.declared} declared, ${inv.total} violation(s)`),
+    refusing ? h("p", { class: "note" }, `Provisioning will be refused: ${refusing} violation(s). Fix the draft (or provision with force from the CLI, which is audited).`) : null,
+    inv.violations.length ? h("ul", {}, inv.violations.map(line)) : h("p", { class: "empty" }, "Every invariant is kept."),
+  );
+}
+
+/** The linter's warnings about the newer side (selectors matching nothing, shadowed rules, ...). */
+function warningsView(warnings, total) {
+  const line = (w) => h("li", { dataset: { kind: w.kind } }, badge(w.kind, "changed"), " ", w.message, w.hint ? h("span", { class: "muted" }, ` (${w.hint})`) : null);
+  return h(
+    "div",
+    { class: "lint" },
+    h("h3", {}, `Lint warnings: ${total}`),
+    warnings.length ? h("ul", {}, warnings.map(line)) : h("p", { class: "empty" }, "No warnings."),
+    total > warnings.length ? h("p", { class: "note" }, `Only the first ${warnings.length} are listed.`) : null,
   );
 }
 
