@@ -60,7 +60,7 @@ class Bench:
 
 BENCHES = (
     Bench("engine", "bench_engine.py", (), ("--quick",), 1800),
-    Bench("server", "bench_server.py", ("--backends", "sqlite,postgres"),
+    Bench("server", "bench_server.py", ("--backends", "sqlite,postgres", "--invariants"),
           ("--quick", "--backends", "sqlite,postgres"), 1800),
     Bench("analytics", "bench_analytics.py", ("--backends", "sqlite,postgres"),
           ("--quick", "--backends", "sqlite,postgres"), 5400),

@@ -210,7 +210,11 @@ ENGINE = Section(
 
 def _server_rows(b: str, label: str) -> list[Row]:
     run = f"runs.{b}"
-    ingest_needs = (_at_least("100,000 records", f"{run}.ingest.records", 100_000),)
+    ingest_needs = (
+        _at_least("100,000 records", f"{run}.ingest.records", 100_000),
+        # #17: "summaries + events + invariant checks included": a policy with invariants in force
+        _at_least("invariants in force", f"{run}.ingest.invariants", 1),
+    )
     fan_needs = (_at_least("1,000 agents", f"{run}.fan_out.agents", 1_000),)
     return [
         Row(f"{label}: flow ingest, batches of 1,000 records, over HTTP",

@@ -144,3 +144,16 @@ def test_a_tier_ordered_before_quarantine_is_refused_and_changes_nothing(estate:
                                                "metadata": {"name": "early"}, "spec": {"order": 50}}), 422)  # fmt: skip
     assert "quarantine is always evaluated first" in json.dumps(body), body
     assert estate.get("/tiers/early").status_code == 404
+
+
+def test_a_quarantine_from_a_label_rule_shows_in_status_as_the_engine_enforces_it(estate: Api) -> None:
+    """The engine enforces a `quarantine=true` a label rule adds; the workload's status must say so
+    too (mode enforce, from quarantine), not the workload's own mode."""
+    rule = {"priority": 10, "match": {"hostname": "dev-web-*"}, "labels": {"quarantine": "true"}}
+    ok(estate.post("/labelrules", {"apiVersion": "microseg.io/v1", "kind": "LabelRule",
+                                   "metadata": {"name": "isolate-dev-web"}, "spec": rule}), 201)  # fmt: skip
+    items = ok(estate.get("/workloads", limit=1000))["items"]
+    [status] = [w["status"] for w in items if w["metadata"]["name"] == "dev-web-1"]
+    assert (status["mode"], status["modeFrom"], status["quarantined"]) == ("enforce", "quarantine", True)
+    assert status["effectiveLabels"]["quarantine"] == "true"
+    assert explain(estate, "dev-web-1", "dev-app-1", "8443/tcp")["rule"] == "quarantine/isolate-out"

@@ -27,17 +27,21 @@ Entry = tuple[P, Sequence[addresses.Network], int]
 
 class _Intervals(Generic[P]):
     """Disjoint integer intervals of one IP version: interval i is [starts[i], starts[i + 1]) and
-    covered by `matches[i]` (the last start closes the last interval)."""
+    covered by `matches[i]` (the last start closes the last interval).
 
-    def __init__(self, ranges: list[tuple[int, int, P, int]]) -> None:
+    Peers are handled by number while the intervals are cut: a peer's hash covers all its
+    networks (an IP list of 5,000 addresses hashes 5,000 networks), and hashing it once per
+    interval it covers made building the index quadratic in the list's size."""
+
+    def __init__(self, ranges: list[tuple[int, int, int, int]], peers: Sequence[P]) -> None:
         self.starts = sorted({lo for lo, _, _, _ in ranges} | {hi + 1 for _, hi, _, _ in ranges})
         bits = [0] * len(self.starts)
-        peers: list[set[P]] = [set() for _ in self.starts]
+        covering: list[set[int]] = [set() for _ in self.starts]
         for lo, hi, peer, bit in ranges:
             for i in range(bisect.bisect_left(self.starts, lo), bisect.bisect_left(self.starts, hi + 1)):
                 bits[i] |= bit
-                peers[i].add(peer)
-        self.matches = _interned(zip(bits, peers, strict=True))
+                covering[i].add(peer)
+        self.matches = _interned(zip(bits, covering, strict=True), peers)
 
     def match(self, number: int) -> tuple[int, frozenset[P]] | None:
         """What covers the address `number`; None when no interval does."""
@@ -45,13 +49,17 @@ class _Intervals(Generic[P]):
         return self.matches[i] if 0 <= i < len(self.matches) - 1 else None
 
 
-def _interned(found: Iterable[tuple[int, set[P]]]) -> list[tuple[int, frozenset[P]]]:
-    """The matches as tuples, equal ones shared (neighbouring intervals often have the same peers)."""
-    seen: dict[tuple[int, frozenset[P]], tuple[int, frozenset[P]]] = {}
+def _interned(found: Iterable[tuple[int, set[int]]], peers: Sequence[P]) -> list[tuple[int, frozenset[P]]]:
+    """The matches as tuples of peers, equal ones shared (neighbouring intervals often have the
+    same peers): each distinct set of peer numbers becomes a set of peers once."""
+    seen: dict[tuple[int, frozenset[int]], tuple[int, frozenset[P]]] = {}
     out = []
-    for bits, peers in found:
-        match = (bits, frozenset(peers))
-        out.append(seen.setdefault(match, match))
+    for bits, numbers in found:
+        key = (bits, frozenset(numbers))
+        match = seen.get(key)
+        if match is None:
+            match = seen[key] = (bits, frozenset(peers[n] for n in numbers))
+        out.append(match)
     return out
 
 
@@ -60,11 +68,15 @@ class AddressIndex(Generic[P]):
     exactly what testing each entry with `addresses.contains` gives."""
 
     def __init__(self, entries: Iterable[Entry[P]]) -> None:
-        ranges: dict[int, list[tuple[int, int, P, int]]] = {4: [], 6: []}
+        ranges: dict[int, list[tuple[int, int, int, int]]] = {4: [], 6: []}
+        peers: list[P] = []
         for peer, networks, bit in entries:
+            number = len(peers)
+            peers.append(peer)
             for net in networks:
-                ranges[net.version].append((int(net.network_address), int(net.broadcast_address), peer, bit))
-        self._by_version = {version: _Intervals(found) for version, found in ranges.items()}
+                low, high = int(net.network_address), int(net.broadcast_address)
+                ranges[net.version].append((low, high, number, bit))
+        self._by_version = {version: _Intervals(found, peers) for version, found in ranges.items()}
         self._nothing: tuple[int, frozenset[P]] = (0, frozenset())
 
     def match(self, address: addresses.Address) -> tuple[int, frozenset[P]]:

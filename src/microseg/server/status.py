@@ -71,11 +71,13 @@ def workload_status(
     scope = next(
         (s for s in sorted(scopes, key=lambda s: (s.priority, s.name)) if s.selector.matches(own)), None
     )
-    mode = workloads.Mode.ENFORCE if w.quarantined else scope.mode if scope else w.mode
+    # A label rule may quarantine too: judged on the effective labels, as the engine does.
+    quarantined = workloads.quarantine_level(own) is not None
+    mode = workloads.Mode.ENFORCE if quarantined else scope.mode if scope else w.mode
     return {
         "effectiveLabels": dict(own),
         "mode": mode.value,
-        "modeFrom": "quarantine" if w.quarantined else f"ModeScope/{scope.name}" if scope else "workload",
-        "quarantined": w.quarantined,
+        "modeFrom": "quarantine" if quarantined else f"ModeScope/{scope.name}" if scope else "workload",
+        "quarantined": quarantined,
         "agent": agent_state(agent, expected_hash(rt, w.name) if agent else None),
     }
