@@ -12,35 +12,14 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from microseg.cli import main
+from tests.cli.test_exact_answers import SMALL
 from tests.server.conftest import Api, ok, problem
 
-ESTATE = """\
-apiVersion: microseg.io/v1
-kind: Workload
-metadata: {name: web-1, labels: {env: prod, role: web}}
-spec: {kind: vm, addresses: [10.9.0.1], mode: enforce}
----
-apiVersion: microseg.io/v1
-kind: Workload
-metadata: {name: api-1, labels: {env: prod, role: api}}
-spec: {kind: vm, addresses: [10.9.0.2], mode: enforce}
----
-apiVersion: microseg.io/v1
-kind: Service
-metadata: {name: api}
-spec: {ports: [{port: 8080}, {port: 9000, endPort: 9001}]}
----
-apiVersion: microseg.io/v1
-kind: Policy
-metadata: {name: web-to-api}
-spec:
-  tier: application
-  rules:
-    - {name: web-to-api, priority: 100, action: allow, from: [{selector: role=web}],
-       to: [{selector: role=api}], services: [api]}
+ESTATE = SMALL + """\
     - {name: web-to-api-admin, priority: 110, action: allow, from: [{selector: role=web}],
        to: [{selector: role=api}], services: [{port: 8443}], notAfter: "2030-01-01T00:00:00Z"}
 """
+"""The offline tests' estate plus a timed rule, so versions and `at` can differ."""
 FLOW = ("--from", "web-1", "--to", "api-1")
 
 
