@@ -24,12 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import sizing
 import targets
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 QUICK_RESULTS = RESULTS / "quick"
 BENCHMARKS = BENCH.parent / "BENCHMARKS.md"
+SCALE_OUT = BENCH.parent / "docs" / "scale-out.md"
+"""Its `generated:sizing` block is the sizing table (bench/sizing.py) from the server results."""
 BLOCK = re.compile(r"(<!-- generated:(?P<name>[a-z0-9_]+) -->\n)(?P<body>.*?)(<!-- /generated -->)", re.S)
 
 MET, MISSED, NO_TARGET = "met", "**missed**", "-"
@@ -152,12 +155,22 @@ def rewrite(document: str, generated: dict[str, str]) -> str:
     )
 
 
-def write_benchmarks(results: dict[str, dict[str, Any] | None], document: Path = BENCHMARKS) -> None:
-    """Rewrite the generated blocks of BENCHMARKS.md; refused when any results are a quick run's."""
+def write_benchmarks(
+    results: dict[str, dict[str, Any] | None], document: Path = BENCHMARKS, scale_out: Path = SCALE_OUT
+) -> None:
+    """Rewrite the generated blocks of BENCHMARKS.md and the sizing table of docs/scale-out.md;
+    refused when any results are a quick run's."""
     quick = sorted(name for name, r in results.items() if r is not None and r.get("quick", True))
     if quick:
         raise RefusedError(f"quick results ({', '.join(quick)}) are never written into BENCHMARKS.md")
     document.write_text(rewrite(document.read_text(), blocks(results)))
+    scale_out.write_text(rewrite(scale_out.read_text(), sizing_blocks(results)))
+
+
+def sizing_blocks(results: dict[str, dict[str, Any] | None]) -> dict[str, str]:
+    """docs/scale-out.md's generated block."""
+    server = results.get("server")
+    return {"sizing": sizing.block(server, provenance(server))}
 
 
 def quick_report(results: dict[str, dict[str, Any] | None]) -> str:
@@ -182,10 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = load_results(RESULTS)
     if args.check:
-        current = BENCHMARKS.read_text()
-        if rewrite(current, blocks(results)) != current:
-            print("BENCHMARKS.md is not what bench/results/ gives: run bench/report.py", file=sys.stderr)
-            return 1
+        for document, generated in ((BENCHMARKS, blocks(results)), (SCALE_OUT, sizing_blocks(results))):
+            current = document.read_text()
+            if rewrite(current, generated) != current:
+                told = f"{document.name} is not what bench/results/ gives: run bench/report.py"
+                print(told, file=sys.stderr)
+                return 1
         return 0
     try:
         write_benchmarks(results)

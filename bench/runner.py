@@ -60,8 +60,9 @@ class Bench:
 
 BENCHES = (
     Bench("engine", "bench_engine.py", (), ("--quick",), 1800),
+    # the fleet bench (bench_fleet.py, 10,000 agents enrolled over HTTP per backend) is most of it
     Bench("server", "bench_server.py", ("--backends", "sqlite,postgres", "--invariants"),
-          ("--quick", "--backends", "sqlite,postgres"), 1800),
+          ("--quick", "--backends", "sqlite,postgres"), 5400, quick_timeout_s=900),
     Bench("analytics", "bench_analytics.py", ("--backends", "sqlite,postgres"),
           ("--quick", "--backends", "sqlite,postgres"), 5400),
     Bench("k8s", "bench_k8s.py", (), ("--quick",), 900),
@@ -205,6 +206,16 @@ def _end(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
+def end_on_sigterm() -> None:
+    """A SIGTERM to this runner ends the running bench too (its process group, as a timeout does):
+    by default the runner would die at once and leave the bench, and the agent bench's lab, behind."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -214,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only", help=f"comma-separated benches (default all: {', '.join(targets.SECTIONS)})"
     )
     args = parser.parse_args(argv)
+    end_on_sigterm()
     chosen = args.only.split(",") if args.only else list(targets.SECTIONS)
     unknown = sorted(set(chosen) - set(targets.SECTIONS))
     if unknown:

@@ -13,6 +13,7 @@ import contextlib
 import select
 import shutil
 import socket
+import struct
 import time
 from collections.abc import Callable, Iterator
 
@@ -154,3 +155,59 @@ def test_a_namespace_without_conntrack_rules_reports_nothing(lab: labnet.Lab) ->
             udp.sendto(b"x", ("127.0.0.1", 7700))
         assert collect(quiet, lambda evs: False, wait=0.3) == []
         assert netns.run_in(lab.b, conntrack.dump) == []
+
+
+ZONED = """table inet ms_ct_zone {
+    chain pre { type filter hook prerouting priority raw; udp dport 7801 ct zone set 7; }
+}
+"""
+
+
+def test_entries_outside_the_common_layout_are_parsed_too(lab: labnet.Lab) -> None:
+    """The reader reads an IPv4 tuple with ports in one step where the kernel lays it out as usual;
+    a zoned entry (a longer tuple), ICMP (no ports) and plain UDP must all come out whole."""
+    lab.nft(lab.b, ZONED)
+    lab.serve(lab.b, lab.addr_b, udp=(7801, 7802))
+    with contextlib.closing(listener_in(lab.b)) as events_b:
+        assert lab.udp(lab.a, lab.addr_b, 7801) == "echo"  # zone 7
+        assert lab.udp(lab.a, lab.addr_b, 7802) == "echo"  # the default zone
+        send_echo_request(lab, lab.addr_b)
+        seen = collect(events_b, lambda evs: {7801, 7802} <= {ev.dport for ev in evs} and any(
+            ev.proto == 1 for ev in evs))  # fmt: skip
+        dumped = netns.run_in(lab.b, conntrack.dump)
+    for entries in (seen, dumped):
+        by_port = {ev.dport: ev for ev in entries if ev.proto == 17}
+        for port in (7801, 7802):
+            ev = by_port[port]
+            assert (ev.family, ev.src, ev.dst, ev.dport) == (4, lab.addr_a, lab.addr_b, port)
+            assert isinstance(ev.sport, int) and ev.sport > 0
+        [icmp] = [ev for ev in entries if ev.proto == 1]
+        assert (icmp.src, icmp.dst, icmp.sport, icmp.dport) == (lab.addr_a, lab.addr_b, None, None)
+
+
+def send_echo_request(lab: labnet.Lab, address: str) -> None:
+    """One ICMP echo request from namespace a (a raw socket: the lab has no ping)."""
+    header = struct.pack("!BBHHH", 8, 0, 0, 0x4D53, 1)
+    checksum = sum(struct.unpack("!4H", header))
+    checksum = ~((checksum & 0xFFFF) + (checksum >> 16)) & 0xFFFF
+    packet = struct.pack("!BBHHH", 8, 0, checksum, 0x4D53, 1)
+    with contextlib.closing(
+        labnet.socket_in(lab.a, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    ) as raw:
+        raw.sendto(packet, (address, 0))
+
+
+def test_loopback_events_can_be_dropped_in_the_kernel(lab: labnet.Lab) -> None:
+    """With `skip_loopback` the socket filter drops IPv4 loopback connections' events before they
+    are queued; the events of other connections still arrive, whole."""
+    lab.serve(lab.b, lab.addr_b, udp=(7901,))
+    filtered = netns.run_in(lab.b, lambda: conntrack.ConntrackListener(4 << 20, skip_loopback=True))
+    with contextlib.closing(filtered), contextlib.closing(listener_in(lab.b)) as everything:
+        with contextlib.closing(labnet.socket_in(lab.b, socket.AF_INET, socket.SOCK_DGRAM)) as udp:
+            udp.sendto(b"x", ("127.0.0.1", 7902))  # nobody listens: still a connection to track
+            udp.sendto(b"x", ("127.0.0.2", 7903))
+        assert lab.udp(lab.a, lab.addr_b, 7901) == "echo"
+        seen = collect(filtered, lambda evs: any(map(of_port(7901), evs)))
+        unfiltered = collect(everything, lambda evs: {7901, 7902, 7903} <= {ev.dport for ev in evs})
+    assert {7902, 7903} <= {ev.dport for ev in unfiltered}  # they did make events
+    assert [(ev.kind, ev.src, ev.dst) for ev in seen] == [("new", lab.addr_a, lab.addr_b)]

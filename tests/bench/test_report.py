@@ -6,8 +6,12 @@ Nothing here times anything."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,7 @@ sys.path.insert(0, str(BENCH))
 
 import report  # noqa: E402
 import runner  # noqa: E402
+import sizing  # noqa: E402
 import targets  # noqa: E402
 
 FULL_ENGINE: dict[str, Any] = {
@@ -147,14 +152,17 @@ def test_quick_results_are_refused_for_benchmarks_md(tmp_path: Path) -> None:
     document = tmp_path / "BENCHMARKS.md"
     document.write_text(DOCUMENT)
     with pytest.raises(report.RefusedError, match="quick results \\(engine\\)"):
-        report.write_benchmarks({"engine": envelope(FULL_ENGINE, quick=True)}, document)
+        report.write_benchmarks({"engine": envelope(FULL_ENGINE, quick=True)}, document, tmp_path / "none.md")
     assert document.read_text() == DOCUMENT
 
 
 def test_full_results_are_written_into_their_block(tmp_path: Path) -> None:
     document = tmp_path / "BENCHMARKS.md"
     document.write_text("".join(f"<!-- generated:{n} -->\n<!-- /generated -->\n" for n in targets.SECTIONS))
-    report.write_benchmarks({"engine": envelope(FULL_ENGINE)}, document)
+    scale_out = tmp_path / "scale-out.md"
+    scale_out.write_text("# Scale-out\n<!-- generated:sizing -->\n<!-- /generated -->\n")
+    report.write_benchmarks({"engine": envelope(FULL_ENGINE)}, document, scale_out)
+    assert "No server results yet" in scale_out.read_text()
     text = document.read_text()
     assert "| full compile (rulesets + set members), median of 3 | <= 5 s (#2) | 4.20 s | met |" in text
     assert text.count("No results yet: run `bench/run`.") == len(targets.SECTIONS) - 1
@@ -218,3 +226,51 @@ def test_the_agent_bench_without_a_lab_is_recorded_as_not_run(tmp_path: Path, mo
     written = runner.run_bench(agent, False, tmp_path, tmp_path)
     assert (written["status"], written["reason"]) == ("not run", "needs root (network namespaces, nft, iptables)")
     assert "**not run**: needs root" in report.render(targets.AGENT, written)
+
+
+SLEEPER = """
+import os, sys, time
+open(sys.argv[1], "w").write(str(os.getpid()))
+time.sleep(60)
+"""
+
+RUNNER = """
+import sys
+sys.path.insert(0, {bench!r})
+import runner
+runner.end_on_sigterm()
+runner._run([sys.executable, {sleeper!r}, {pidfile!r}], 60, __import__("pathlib").Path({log!r}))
+"""
+
+
+def test_a_sigterm_to_the_runner_ends_the_running_bench_too(tmp_path: Path) -> None:
+    sleeper, pidfile = tmp_path / "sleeper.py", tmp_path / "bench.pid"
+    sleeper.write_text(SLEEPER)
+    code = RUNNER.format(bench=str(BENCH), sleeper=str(sleeper), pidfile=str(pidfile), log=str(tmp_path / "log"))
+    with subprocess.Popen([sys.executable, "-c", code]) as proc:
+        deadline = time.monotonic() + 30
+        while not pidfile.exists() or not pidfile.read_text():
+            assert time.monotonic() < deadline, "the bench never started"
+            time.sleep(0.05)
+        bench_pid = int(pidfile.read_text())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    with pytest.raises(ProcessLookupError):  # ended by the runner, not left behind
+        for _ in range(100):
+            os.kill(bench_pid, 0)
+            time.sleep(0.05)
+
+
+def test_the_sizing_table_shows_each_backends_figures_and_what_was_not_measured() -> None:
+    figures = {"runs": {"sqlite": {"fleet": {"agents": 10_000, "seconds_to_last_agent": 2.5, "rss_mb": 900},
+                                   "ingest": {"records_per_second": 40_000.4}},
+                        "postgres": {"ingest": {"records_per_second": 41_000}}}}  # fmt: skip
+    text = sizing.block(envelope(figures), report.provenance(envelope(figures)))
+    assert "| agents long-polling one replica | 10,000 | not measured |" in text
+    assert "| provision -> the last agent has its ruleset (s) | 2.50 | not measured |" in text
+    assert "| 40,000 | 41,000 |" in text and "`0123456789`" in text
+
+
+def test_the_sizing_table_in_scale_out_md_is_what_the_committed_results_give() -> None:
+    document = report.SCALE_OUT.read_text()
+    assert report.rewrite(document, report.sizing_blocks(report.load_results(report.RESULTS))) == document

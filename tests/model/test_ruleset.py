@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from microseg.errors import ValidationError
 from microseg.model import addresses, estate, rules, ruleset, services, workloads
@@ -386,3 +387,18 @@ def test_single_port_ranges_may_be_written_either_way() -> None:
     data = sample().to_dict()
     data["egress"][0]["ports"][0]["ports"] = [[53, 53]]
     assert ruleset.RulesetDocument.from_dict(data) == sample()
+
+
+@settings(max_examples=40, deadline=None)
+@given(gen.documents(), st.lists(st.tuples(st.sampled_from(["a", "b", "ü"]), gen.host_networks), max_size=4))
+def test_documents_sharing_their_body_still_hash_by_the_documented_algorithm(
+    doc: ruleset.RulesetDocument, others: list[tuple[str, Any]]
+) -> None:
+    """Documents of one identity share every part but the workload (the engine's case): each one's
+    hash is still its own content's, also after another changed what the shared parts are."""
+    for name, address in others:
+        twin = replace(doc, workload=name, addresses=(address,))
+        assert twin.with_hash().hash == documented_hash(twin)
+        moved = replace(twin, policy_version="v99")
+        assert moved.with_hash().hash == documented_hash(moved)
+    assert doc.with_hash().hash == documented_hash(doc)

@@ -1,25 +1,38 @@
 """The agent's side of the agent API (docs/api.md, /api/v1/agent): enroll, heartbeat, status, the
 ruleset long-poll and flow batches.
 
-Fed by the daemon; feeds the server over HTTP(S). It holds no state besides the credential; every
-call raises `Unreachable` when the server cannot be reached or answers 5xx (worth retrying),
+Fed by the daemon; feeds the server over HTTP(S). It holds no state besides the credential and the
+JSON of the ruleset document it last handed out (the base a delta applies to). Every call raises
+`Unreachable` when the server cannot be reached or answers 5xx (worth retrying),
 `Throttled` (an `Unreachable`) when it asks to come back later (429, or 503 with `Retry-After`:
 the same request, after that long), and `Refused` on another 4xx (not worth retrying as it is).
+
+The ruleset long-poll asks for deltas (docs/ruleset.md, "Deltas") when it holds the JSON of the
+document it names as `known`: the delta is applied to that JSON and the result parsed as a document,
+whose hash check proves it is exactly the server's. A delta that does not fit (another base,
+malformed, a wrong result) is logged, counted (`deltas.refused`) and thrown away, and the whole
+document is fetched at once; nothing but a valid document ever leaves `ruleset()`.
 """
 
 from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import math
 import ssl
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from microseg import errors
-from microseg.model import ruleset
+from microseg.model import ruleset, rulesetdelta
+
+log = logging.getLogger("microseg.agent")
+ACCEPT_DELTA = f"{rulesetdelta.MEDIA_TYPE}, application/json"
+Document = ruleset.RulesetDocument
 
 
 class Unreachable(errors.TransientError):
@@ -47,6 +60,18 @@ class Refused(errors.PermanentError):
         self.status = status
 
 
+@dataclass
+class DeltaCounts:
+    """How the documents the ruleset long-poll returned arrived."""
+
+    applied: int = 0
+    """As deltas that made a valid document."""
+    refused: int = 0
+    """Deltas thrown away (each followed by a whole fetch)."""
+    whole: int = 0
+    """As whole documents."""
+
+
 class Client:
     """One connection pool to one server, authenticated by the agent credential once enrolled."""
 
@@ -57,15 +82,20 @@ class Client:
         self.credential = credential
         trust = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
         self._http = httpx.Client(base_url=self.server, timeout=httpx.Timeout(10.0), verify=trust)
+        self._held: dict[str, Any] | None = None
+        """The JSON form of the document last handed out (or made known by `hold`)."""
+        self.deltas = DeltaCounts()
 
     def close(self) -> None:
         self._http.close()
 
     def _call(
         self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
-        timeout: float | None = None, content: bytes | None = None,
+        timeout: float | None = None, content: bytes | None = None, accept: str | None = None,
     ) -> httpx.Response:  # fmt: skip
         headers = {"Authorization": f"Bearer {self.credential}"} if self.credential else {}
+        if accept is not None:
+            headers["Accept"] = accept
         if content is not None:
             headers["Content-Type"] = "application/json"
         try:
@@ -92,21 +122,78 @@ class Client:
     def status(self, report: dict[str, Any]) -> None:
         self._call("POST", "/api/v1/agent/status", body=report)
 
-    def ruleset(self, known: str | None, wait: float) -> ruleset.RulesetDocument | None:
+    def hold(self, doc: Document | None) -> None:
+        """Take `doc` as the document held (e.g. the one saved before a restart), so that the next
+        change can come as a delta to it."""
+        self._held = doc.to_dict() if doc is not None else None
+
+    def ruleset(self, known: str | None, wait: float) -> Document | None:
         """The workload's document when it differs from `known` (None: unchanged or nothing
-        provisioned), waiting up to `wait` seconds for a change."""
+        provisioned), waiting up to `wait` seconds for a change. Deltas are asked for when the JSON
+        of `known` is held; ValidationError only for a whole document that is not valid."""
+        base = self._held if known and self._held is not None and self._held.get("hash") == known else None
         params: dict[str, Any] = {"wait": wait}
         if known:
             params["known"] = known
-        response = self._call("GET", "/api/v1/agent/ruleset", params=params, timeout=wait + 15.0)
+        response = self._call("GET", "/api/v1/agent/ruleset", params=params, timeout=wait + 15.0,
+                              accept=ACCEPT_DELTA if base is not None else None)  # fmt: skip
         if response.status_code in (204, 304):
             return None
-        return ruleset.RulesetDocument.from_dict(response.json())
+        if _is_delta(response):
+            if base is None:  # not asked for: cannot be applied to anything we hold
+                return self._refused(ValueError("a delta came although none was asked for"))
+            try:
+                return self.apply_delta(base, _json(response))
+            except errors.ValidationError as exc:
+                return self._refused(exc)
+        return self._whole(response)
+
+    def apply_delta(self, base: dict[str, Any], delta: dict[str, Any]) -> Document:
+        """The document `delta` makes of `base` (the JSON of the held document), checked by its
+        hash; it becomes the held document. ValidationError when it does not fit; nothing changes then."""
+        made = rulesetdelta.apply(base, delta)
+        doc = Document.from_dict(made)
+        self._held = made
+        self.deltas.applied += 1
+        return doc
+
+    def _refused(self, exc: Exception) -> Document | None:
+        """Throw a delta away and fetch the whole current document (no `known`, no delta)."""
+        self.deltas.refused += 1
+        log.warning("ruleset delta refused, fetching the whole document: %s", exc)
+        return self._whole(self._call("GET", "/api/v1/agent/ruleset", params={"wait": 0}))
+
+    def _whole(self, response: httpx.Response) -> Document | None:
+        if response.status_code in (204, 304):
+            return None
+        if _is_delta(response):
+            raise errors.ValidationError("the server sent a delta when the whole document was asked for")
+        data = _json(response)
+        doc = Document.from_dict(data)
+        self._held = data
+        self.deltas.whole += 1
+        return doc
 
     def flows(self, batch_json: bytes) -> dict[str, Any]:
         """Upload one batch (already JSON: it comes from the spool as stored)."""
         result: dict[str, Any] = self._call("POST", "/api/v1/agent/flows", content=batch_json).json()
         return result
+
+
+def _is_delta(response: httpx.Response) -> bool:
+    media: str = response.headers.get("content-type", "")
+    return media.split(";", 1)[0].strip().lower() == rulesetdelta.MEDIA_TYPE
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    """The body as a JSON object; ValidationError for anything else."""
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise errors.ValidationError(f"the ruleset answer is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise errors.ValidationError("the ruleset answer is not a JSON object")
+    return data
 
 
 def raise_for(response: httpx.Response, server: str, path: str) -> None:

@@ -151,6 +151,7 @@ class Agent:
         with contextlib.suppress(OSError):
             conntrack.enable_accounting()
         saved = self._saved_document()
+        self.client.hold(saved)  # the server's next change can then come as a delta to it
         self.reconciler.desire(saved)
         log.info(
             "enforcing %s before contacting %s", saved.hash if saved else "nothing yet", self.settings.server
@@ -373,7 +374,7 @@ class Agent:
 
     def _observe(self) -> None:
         assert self.flows is not None
-        ct = conntrack.ConntrackListener()
+        ct = conntrack.ConntrackListener(skip_loopback=True)  # the flow table ignores loopback
         try:
             logs: nflog.NflogListener | None = nflog.NflogListener(self.settings.render.log_group)
         except errors.MicrosegError as exc:
@@ -387,12 +388,8 @@ class Agent:
         try:
             while not self.stop_event.is_set():
                 ready, _, _ = select.select(readers, [], [], 0.2)
-                if ct.fileno() in ready:
-                    events, lost = ct.read()
-                    for ev in events:
-                        self._attribute(owners, ev, waiting)
-                    if lost:
-                        last_dump = 0.0
+                if ct.fileno() in ready and self._read_conntrack(ct, owners, waiting):
+                    last_dump = 0.0
                 if logs is not None and logs.fileno() in ready:
                     for packet in logs.read():
                         self.flows.on_log(packet, self._owner(owners, packet))
@@ -405,7 +402,7 @@ class Agent:
                 now = time.monotonic()
                 if now - last_dump >= self.settings.dump_every:
                     asked = time.time()
-                    self.flows.on_dump(conntrack.dump(), asked, lambda ev: self._owner(owners, ev))
+                    self.flows.on_dump(conntrack.entries(), asked, lambda ev: self._owner(owners, ev))
                     last_dump = now
                 if now - last_upload >= self.settings.upload_every:
                     self._spool_flows()
@@ -414,6 +411,23 @@ class Agent:
             ct.close()
             if logs is not None:
                 logs.close()
+
+    def _read_conntrack(
+        self, ct: conntrack.ConntrackListener, owners: procfs.OwnerIndex, waiting: list[conntrack.CtEvent]
+    ) -> bool:
+        """Hand what conntrack reported to the flow table, `READ_CHUNK` events at a time (a backlog
+        of 100,000 events read at once held them all in memory at the same time), at most
+        `READ_MAX` per call so that NFLOG, dumps and spooling get their turn under any load;
+        True when the kernel dropped events meanwhile."""
+        lost = False
+        for _ in range(READ_MAX // READ_CHUNK):
+            events, dropped = ct.read(READ_CHUNK)
+            lost = lost or dropped
+            for ev in events:
+                self._attribute(owners, ev, waiting)
+            if len(events) < READ_CHUNK:
+                break
+        return lost
 
     def _owner(
         self, owners: procfs.OwnerIndex, ev: conntrack.CtEvent | nflog.LoggedPacket, guess: bool = True
@@ -467,6 +481,11 @@ class Agent:
             if wait:
                 self.stop_event.wait(wait)
 
+
+READ_CHUNK = 1000
+"""Conntrack events read and handled at a time."""
+READ_MAX = 100_000
+"""Conntrack events handled per pass of the observe loop."""
 
 MAX_COUNTED = 10_000
 """Rules per counter report (the server refuses longer lists)."""

@@ -12,6 +12,14 @@ table starts the kernel's counters at zero, so what the old table counted is car
 ruleset) are lost; nothing is ever counted twice. The tamper check never sees counter values
 (stateless listing / `iptables-save` without `-c`), so traffic is not drift.
 
+A new document that only moves address-set members (same header, entries and set names, no set
+family becoming empty or non-empty) is applied to nftables as `delete element` / `add element`
+commands in one transaction (`nftables.render_member_update`), not as a whole new table: at 5,000
+members that is the difference between rewriting every element and touching one. The table must
+still hold exactly what was loaded (else the whole table is loaded, which repairs it), and the
+tamper check then expects what the kernel lists after the update. Anything else, and every restore,
+loads the whole table; the iptables fallback always reloads whole.
+
 Before any document arrives the agent still installs a table: conntrack only tracks connections in
 a namespace once some rule there uses it, and without tracking there is nothing to observe.
 """
@@ -20,12 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import logging
 import re
 import secrets
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from microseg import errors
@@ -35,6 +44,8 @@ from microseg.agent import nft as nftlib
 from microseg.model import ruleset
 from microseg.render import iptables as ipt_render
 from microseg.render import nftables as nft_render
+
+log = logging.getLogger("microseg.agent")
 
 
 @dataclass(frozen=True)
@@ -145,8 +156,20 @@ def _diff(expected: str, found: str | None) -> Drift:
     return Drift(f"{removed} line(s) removed, {added} added", body[:40])
 
 
+@dataclass(frozen=True)
+class _Loaded:
+    """What our nftables table was made from: a document (None: the observing table) and the host
+    knowledge it was rendered with."""
+
+    doc: ruleset.RulesetDocument | None
+    cgroups: Mapping[str, str]
+    uids: Mapping[str, int]
+    warnings: tuple[str, ...]
+
+
 class NftDataplane:
-    """Our table `inet <table>`, replaced as a whole in one transaction."""
+    """Our table `inet <table>`, replaced as a whole in one transaction, or its set elements
+    changed in one transaction when nothing else changed."""
 
     name = "nftables"
 
@@ -159,10 +182,16 @@ class NftDataplane:
         self._refs: dict[str, str] = {}
         """Rule comment -> ref of the table in the kernel (`nftables.counter_refs`)."""
         self._totals = CounterTotals()
+        self._loaded: _Loaded | None = None
+        self.member_updates = 0
+        """Applies done as set-element changes (the rest loaded the whole table)."""
 
     def apply(
         self, doc: ruleset.RulesetDocument | None, cgroups: Mapping[str, str], uids: Mapping[str, int]
     ) -> tuple[str, ...]:
+        if doc is not None and self._update_members(doc, cgroups, uids):
+            assert self._loaded is not None
+            return self._loaded.warnings
         warnings: tuple[str, ...] = ()
         if doc is None:
             script = self._bootstrap()
@@ -170,8 +199,34 @@ class NftDataplane:
             rendered = nft_render.render(doc, self.settings, cgroups, uids=uids)
             script, warnings = rendered.text, rendered.warnings
         self._replace(script)
+        self._loaded = _Loaded(doc, dict(cgroups), dict(uids), warnings)
         self._refs = nft_render.counter_refs(doc) if doc is not None else {}
         return warnings
+
+    def _update_members(
+        self, doc: ruleset.RulesetDocument, cgroups: Mapping[str, str], uids: Mapping[str, int]
+    ) -> bool:
+        """Apply `doc` as set-element changes to the loaded table when that is all that changed;
+        False when the whole table must be loaded (nothing was changed then)."""
+        loaded = self._loaded
+        if loaded is None or loaded.doc is None or loaded.cgroups != cgroups or loaded.uids != uids:
+            return False
+        script = nft_render.render_member_update(loaded.doc, doc, self.settings)
+        if script is None:
+            return False
+        if self.check() is not None:
+            return False  # changed behind our back: a whole load repairs it (as for any other apply)
+        if script:
+            try:
+                self.nft.run(script)
+            except nftlib.NftError as exc:  # nothing was committed: the whole table still can be
+                log.warning("changing set elements failed, loading the whole table: %s", exc)
+                return False
+            self._remember()
+        self._loaded = replace(loaded, doc=doc)
+        self._script = None  # rendered when a restore needs it
+        self.member_updates += 1
+        return True
 
     def _replace(self, script: str) -> None:
         """Load `script`; what the old table counted is kept first (a refused script changes
@@ -198,7 +253,7 @@ class NftDataplane:
         self._expected = self.nft.list_table("inet", self.settings.table)
 
     def check(self) -> Drift | None:
-        if self._script is None or self._expected is None:
+        if self._expected is None:
             return None
         generation = nftlib.generation()
         if generation == self._generation:
@@ -210,14 +265,26 @@ class NftDataplane:
         return _diff(self._expected, found)
 
     def restore(self) -> None:
-        if self._script is None:
-            return
-        self._replace(self._script)
+        script = self._full_script()
+        if script is not None:
+            self._replace(script)
+
+    def _full_script(self) -> str | None:
+        """The script loading the whole table we hold (rendered again after a member update)."""
+        if self._script is None and self._loaded is not None:
+            doc, cgroups, uids = self._loaded.doc, self._loaded.cgroups, self._loaded.uids
+            self._script = (
+                self._bootstrap()
+                if doc is None
+                else nft_render.render(doc, self.settings, cgroups, uids=uids).text
+            )
+        return self._script
 
     def remove(self) -> None:
         table = self.settings.table
         self.nft.run(f"table inet {table}\ndelete table inet {table}\n")
         self._script = self._expected = None
+        self._loaded = None
 
     def counters(self) -> Counters:
         self._read_counters()
@@ -225,7 +292,7 @@ class NftDataplane:
 
     def _read_counters(self) -> None:
         """Fold the live table's counters in; a table that is gone (tampered) reads as nothing new."""
-        if self._script is None or not self._refs:
+        if self._expected is None or not self._refs:
             return
         try:
             listing = self.nft.list_json(f"list table inet {self.settings.table}", terse=True)

@@ -83,7 +83,23 @@ class AddressSets:
             return self._static[set_name]
         cached = self._cache.get(set_name)
         if cached is None:
-            nets = tuple(addresses.collapse(self._members[set_name]))
-            cached = ruleset.AddressSet(set_name, nets, self._descriptions[set_name])
-            self._cache[set_name] = cached
+            cached = self._cache[set_name] = _interned(
+                set_name, self._descriptions[set_name], frozenset(self._members[set_name])
+            )
         return cached
+
+
+_INTERNED: dict[tuple[str, str, frozenset[addresses.Network]], ruleset.AddressSet] = {}
+"""Sets by content, across engine builds: a provision rebuilds the engine, and its unchanged sets
+are then the same objects (collapsed, digested and encoded once, and seen as unchanged by the
+feed's deltas at a glance)."""
+
+
+def _interned(name: str, description: str, members: frozenset[addresses.Network]) -> ruleset.AddressSet:
+    key = (name, description, members)
+    found = _INTERNED.get(key)
+    if found is None:
+        if len(_INTERNED) >= 8192:
+            _INTERNED.clear()
+        found = _INTERNED[key] = ruleset.AddressSet(name, tuple(addresses.collapse(members)), description)
+    return found

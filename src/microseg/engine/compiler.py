@@ -37,6 +37,11 @@ class IdentityRuleset:
         """The address sets some entry's local side is limited to (see `on_host`)."""
         return frozenset(n for entry in (*self.ingress, *self.egress) for n in entry.local_sets or ())
 
+    @functools.cached_property
+    def sorted_set_names(self) -> tuple[str, ...]:
+        """`set_names` in name order, as documents list their sets (asked once per document)."""
+        return tuple(sorted(self.set_names))
+
     @property
     def set_names(self) -> frozenset[str]:
         """Every address set the entries refer to."""

@@ -57,6 +57,7 @@ class PolicyEngine:
         self.rulesets: dict[labels.Labels, compiler.IdentityRuleset] = {}
         self._identities_by_set: dict[str, set[labels.Labels]] = {}
         self._host_rulesets: dict[labels.Labels, dict[frozenset[str], compiler.IdentityRuleset]] = {}
+        self._held: dict[tuple[addresses.Network, ...], frozenset[str]] = {}
         self._workloads: dict[str, Workload] = {}
         self._effective: dict[str, labels.Labels] = {}
         self._hosts: dict[addresses.Address, str] = {}
@@ -213,8 +214,7 @@ class PolicyEngine:
         if not workload.managed:
             raise LookupFailedError(f"workload {name} is unmanaged: no agent, no ruleset")
         compiled = self.host_ruleset(name)
-        names = sorted(compiled.set_names)
-        sets = tuple(self.sets.get(n) for n in names)
+        sets = tuple(self.sets.get(n) for n in compiled.sorted_set_names)
         stamp = (workload, compiled, sets)
         cached = self._documents.get(name)
         if cached is not None and cached[0] == stamp:
@@ -247,7 +247,14 @@ class PolicyEngine:
         return found
 
     def held_sets(self, workload: Workload) -> frozenset[str]:
-        """The static address sets (rules' IP lists and CIDRs) holding an address of `workload`."""
+        """The static address sets (rules' IP lists and CIDRs) holding an address of `workload`
+        (the static sets only change with a full compile, so this is remembered per address list)."""
+        found = self._held.get(workload.addresses)
+        if found is None:
+            found = self._held[workload.addresses] = self._held_by(workload)
+        return found
+
+    def _held_by(self, workload: Workload) -> frozenset[str]:
         names: set[str] = set()
         static = self.book.static_sets
         for net in workload.addresses:

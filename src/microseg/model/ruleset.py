@@ -33,6 +33,8 @@ from microseg.model.services import PortRange, PortSpec, Protocol
 from microseg.model.workloads import Mode
 
 SCHEMA = "microseg.io/ruleset/v1"
+HEADER = ("controlPlane", "policyVersion", "schema", "tiers", "workload")
+"""The members besides address sets, entries and the hash, in key order."""
 
 
 @dataclass(frozen=True)
@@ -181,28 +183,81 @@ def check_references(doc: RulesetDocument) -> None:
 
 
 def content_hash(doc: RulesetDocument) -> str:
-    """sha256 over the canonical JSON of the document without its hash, sets by their digests."""
-    return _sha256(canonical_json(doc, digests=True))
+    """sha256 over the canonical JSON of the document without its hash, sets by their digests.
+
+    `workload` is the last member in key order and everything before it is shared by the documents
+    of one identity, so the hash state after that shared text is kept and copied: ten thousand
+    documents cost one hash of each shared body and ten thousand hashes of a workload."""
+    state = _shared(doc, digests=True)[1].copy()
+    state.update(_workload_member(doc).encode())
+    return "sha256:" + str(state.hexdigest())
 
 
 def canonical_json(doc: RulesetDocument, *, digests: bool = False, with_hash: bool = False) -> str:
     """`json.dumps(body, sort_keys=True, separators=(",", ":"))` of the document, assembled from
     per-set and per-entry fragments that are computed once; `with_hash` adds the `hash` member
     (then it parses to `to_dict()`)."""
-    sets = sorted(doc.address_sets, key=lambda s: s.name)
-    members: dict[str, str] = {
-        "addressSets": "{" + ",".join(s.fragments[1 if digests else 0] for s in sets) + "}",
-        "controlPlane": _canonical(_body_control_plane(doc)),
-        "egress": "[" + ",".join(e.text for e in doc.egress) + "]",
-        "ingress": "[" + ",".join(e.text for e in doc.ingress) + "]",
-        "policyVersion": json.dumps(doc.policy_version),
-        "schema": json.dumps(SCHEMA),
-        "tiers": _canonical(list(doc.tiers)),
-        "workload": _canonical(_body_workload(doc)),
-    }
-    if with_hash:
-        members["hash"] = json.dumps(doc.hash or content_hash(doc))
+    if not with_hash:
+        return _shared(doc, digests=digests)[0] + _workload_member(doc)
+    members = _members(doc, digests=digests)
+    members["workload"] = _canonical(_body_workload(doc))
+    members["hash"] = json.dumps(doc.hash or content_hash(doc))
     return "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in sorted(members.items())) + "}"
+
+
+def _members(doc: RulesetDocument, *, digests: bool) -> dict[str, str]:
+    """Every member but `workload` and `hash`, as canonical JSON text."""
+    sets = sorted(doc.address_sets, key=lambda s: s.name)
+    members = header_members(doc)
+    del members["workload"]
+    members["addressSets"] = "{" + ",".join(s.fragments[1 if digests else 0] for s in sets) + "}"
+    members["egress"] = "[" + ",".join(e.text for e in doc.egress) + "]"
+    members["ingress"] = "[" + ",".join(e.text for e in doc.ingress) + "]"
+    return members
+
+
+_SHARED: dict[tuple[object, ...], tuple[tuple[object, ...], str, Any]] = {}
+"""(parts kept alive, text, sha256 state) of the body before `workload`, by the parts' identities."""
+
+
+def _shared(doc: RulesetDocument, *, digests: bool) -> tuple[str, Any]:
+    """The canonical text before the `workload` member, and the sha256 state after it."""
+    parts = (doc.tiers, doc.control_plane, doc.ingress, doc.egress, *doc.address_sets)
+    key = (digests, doc.policy_version, *map(id, parts))
+    found = _SHARED.get(key)
+    if found is None or any(a is not b for a, b in zip(found[0], parts, strict=True)):
+        members = _members(doc, digests=digests)
+        text = "{" + "".join(f"{json.dumps(k)}:{v}," for k, v in sorted(members.items()))
+        if len(_SHARED) >= 4096:
+            _SHARED.clear()
+        found = _SHARED[key] = (parts, text, hashlib.sha256(text.encode()))
+    return found[1], found[2]
+
+
+def _workload_member(doc: RulesetDocument) -> str:
+    return '"workload":' + _canonical(_body_workload(doc)) + "}"
+
+
+def header_members(doc: RulesetDocument, keys: tuple[str, ...] = HEADER) -> dict[str, str]:
+    """The members other than sets, entries and hash (or those of `keys`), as canonical JSON text."""
+    return {key: _HEADER_TEXT[key](doc) for key in keys}
+
+
+def header_value(doc: RulesetDocument, key: str) -> object:
+    """The model's value behind a header member, for comparing two documents without encoding."""
+    if key == "workload":
+        return doc.workload, doc.addresses, doc.mode
+    return {"controlPlane": doc.control_plane, "policyVersion": doc.policy_version,
+            "schema": SCHEMA, "tiers": doc.tiers}[key]  # fmt: skip
+
+
+_HEADER_TEXT = {
+    "controlPlane": lambda doc: _canonical(_body_control_plane(doc)),
+    "policyVersion": lambda doc: json.dumps(doc.policy_version),
+    "schema": lambda doc: json.dumps(SCHEMA),
+    "tiers": lambda doc: _canonical(list(doc.tiers)),
+    "workload": lambda doc: _canonical(_body_workload(doc)),
+}
 
 
 def _canonical(value: Any) -> str:

@@ -288,3 +288,85 @@ def _protocol(spec: services.PortSpec | None, family: int | None) -> list[str]:
 def _net(net: addresses.Network) -> str:
     """A host as a bare address, a network in CIDR form."""
     return str(net.network_address) if net.num_addresses == 1 else str(net)
+
+
+def render_member_update(
+    old: ruleset.RulesetDocument,
+    new: ruleset.RulesetDocument,
+    settings: config.RenderSettings = _DEFAULTS,
+) -> str | None:
+    """`delete element` / `add element` commands turning the table `render(old)` loaded into one
+    whose rules and set elements are those of `render(new)` (one `nft -f`, one transaction); None
+    when `new` differs from `old` in more than address-set members: its header (workload, mode,
+    policy version, tiers, control plane), its entries, its set names, or a set family becoming
+    empty or non-empty (the renderer leaves empty set families out with the rules that name them,
+    so that needs the whole table). An empty text: nothing in the kernel changes. The table's
+    comment (which names the document hash) cannot be changed in place; it keeps naming `old`.
+
+    Elements are compared as the renderer spells them (merged intervals per family), so each delete
+    names an interval the table holds and each add an interval the new table holds. Sets with the
+    same members are skipped by their digest, so the cost follows the sets that changed."""
+    if not _same_rules(old, new):
+        return None
+    table = names.table_name(settings.table)
+    set_names = names.unique({s.name: names.nft_identifier(s.name, 60) for s in new.address_sets}, "set")
+    lines: list[str] = []
+    for was_set, now_set in zip(old.address_sets, new.address_sets, strict=True):
+        if was_set.digest == now_set.digest:
+            continue
+        for family in (4, 6):
+            was, now = _collapsed_members(was_set, family), _collapsed_members(now_set, family)
+            if bool(was) != bool(now):
+                return None
+            gone, added = _difference(was, now)
+            target = f"inet {table} {set_names[now_set.name]}_v{family}"
+            lines += _element_commands("delete", target, gone)
+            lines += _element_commands("add", target, added)
+    return "".join(f"{line}\n" for line in lines)
+
+
+_COLLAPSED: dict[tuple[str, int], tuple[addresses.Network, ...]] = {}
+"""Merged members by (set digest, family): the set an update starts from is the one the update
+before made, so a change to a large set merges only the new members (a cache of a pure function)."""
+
+
+def _collapsed_members(address_set: ruleset.AddressSet, family: int) -> tuple[addresses.Network, ...]:
+    key = (address_set.digest, family)
+    found = _COLLAPSED.get(key)
+    if found is None:
+        if len(_COLLAPSED) >= 256:
+            _COLLAPSED.clear()
+        found = _COLLAPSED[key] = plan.collapsed(address_set.networks, family)
+    return found
+
+
+def _difference(
+    was: tuple[addresses.Network, ...], now: tuple[addresses.Network, ...]
+) -> tuple[list[addresses.Network], list[addresses.Network]]:
+    """(only in `was`, only in `now`), in their order; the common head and tail of the two sorted
+    lists are skipped first (a few moved members among thousands)."""
+    head = 0
+    while head < min(len(was), len(now)) and was[head] == now[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(was), len(now)) - head and was[-1 - tail] == now[-1 - tail]:
+        tail += 1
+    old_middle, new_middle = was[head : len(was) - tail], now[head : len(now) - tail]
+    kept_old, kept_new = set(old_middle), set(new_middle)
+    return [n for n in old_middle if n not in kept_new], [n for n in new_middle if n not in kept_old]
+
+
+def _same_rules(old: ruleset.RulesetDocument, new: ruleset.RulesetDocument) -> bool:
+    """Whether the two documents can differ only in set members (and set descriptions)."""
+    return (
+        ruleset.header_members(old) == ruleset.header_members(new)
+        and [s.name for s in old.address_sets] == [s.name for s in new.address_sets]
+        and old.ingress == new.ingress
+        and old.egress == new.egress
+    )
+
+
+def _element_commands(verb: str, target: str, nets: list[addresses.Network]) -> list[str]:
+    if not nets:
+        return []
+    return [f"{verb} element {target} {{ {', '.join(_net(n) for n in nets)} }}"]

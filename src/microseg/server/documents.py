@@ -11,18 +11,22 @@ from microseg.model import ruleset
 
 
 class DocumentEncoder:
-    """Encodes documents and remembers them by hash (bounded)."""
+    """Encodes documents and remembers the latest ones by hash, up to `limit` bytes in all (whole
+    documents at 10,000 agents would be gigabytes; a delta or a re-sent unchanged hash needs none)."""
 
-    def __init__(self, limit: int = 100_000) -> None:
+    def __init__(self, limit: int = 64 << 20) -> None:
         self.limit = limit
         self._docs: dict[str, bytes] = {}
+        self._size = 0
 
     def encode(self, doc: ruleset.RulesetDocument) -> bytes:
         """The document's JSON (compact, keys sorted, with its hash)."""
         found = self._docs.get(doc.hash)
         if found is None:
             found = ruleset.canonical_json(doc, with_hash=True).encode()
-            if len(self._docs) >= self.limit:
+            if self._size + len(found) > self.limit:
                 self._docs.clear()
+                self._size = 0
             self._docs[doc.hash] = found
+            self._size += len(found)
         return found

@@ -99,7 +99,8 @@ def _reported_attributes(inv: models.Inventory) -> dict[str, str]:
 def enroll(rt: Runtime, body: models.EnrollRequest) -> Enrolled:
     """Enroll an agent (create or adopt its workload) or refuse with a Problem; a refusal is audited.
 
-    Cost: reads every stored workload once (names for aliasing, addresses for ownership)."""
+    Cost: indexed reads only (the name in any case, each reported address's holder), the same at
+    10 and at 10,000 workloads; no stored workload but the one adopted is read."""
     name = workload_name(body.inventory.hostname)
     try:
         with rt.db.write() as conn:
@@ -117,17 +118,16 @@ def _enroll(rt: Runtime, conn: sa.Connection, body: models.EnrollRequest, name: 
     if token is None:
         raise Problem(401, "Unauthorized", "unknown, revoked, expired or used enrollment token")
     rt.db.lock(conn, "address-claims")
-    stored = {o.name: o for o in objects.of_kinds(conn, ("Workload",))}
-    old = _adoptable(rt, token, name, body.inventory.hostname, stored)
+    old = _adoptable(rt, conn, token, name, body.inventory.hostname)
     name = old.name if old else name
     _free_agent_slot(conn, name, token["id"])
-    claims = _judge(rt, name, body.inventory.addresses, token=token, old=old.doc if old else None,
-                    stored=stored.values())  # fmt: skip
+    claims = _judge(name, body.inventory.addresses, token=token, old=old.doc if old else None,
+                    owners=inventory.StoredOwners(conn))  # fmt: skip
     if not claims.kept:
         reasons = "; ".join(f"{a}: {why}" for a, why in claims.refused.items())
         raise Refused(422, f"no reported address may be claimed ({reasons})", token["id"], name, reasons)
     doc = _enrolled_doc(name, body.inventory, token, claims.kept, old.doc if old else None)
-    service.validate(rt, conn, {("Workload", name): doc})
+    _validate(rt, doc)
     actor = f"enrollment:{token['id']}"
     objects.put(conn, "Workload", name, doc, actor)
     ident, credential = agents.create(conn, name, body.inventory.model_dump(), enrollment_token=token["id"])
@@ -138,11 +138,12 @@ def _enroll(rt: Runtime, conn: sa.Connection, body: models.EnrollRequest, name: 
 
 
 def _adoptable(
-    rt: Runtime, token: dict[str, Any], name: str, hostname: str, stored: Mapping[str, objects.Stored]
+    rt: Runtime, conn: sa.Connection, token: dict[str, Any], name: str, hostname: str
 ) -> objects.Stored | None:
     """The existing workload this enrollment adopts (None: it creates one); Refused when the
-    hostname names one the token is not bound to, or an unmanaged one."""
-    target = _existing(name, stored)
+    hostname names one the token is not bound to, or an unmanaged one. The name is looked up as
+    it is, else in any case (`objects.named_in_any_case`: itself, else the first by name)."""
+    target = objects.named_in_any_case(conn, "Workload", name)
     if target is None:
         return None
     if target not in (token.get("workloads") or []):
@@ -152,19 +153,12 @@ def _adoptable(
             "an admin binds a token to the workloads it may adopt (`workloads`)"
         )
         raise Refused(409, detail, token["id"], target, "not bound")
-    found = stored[target]
+    found = objects.get(conn, "Workload", target)
+    assert found is not None  # just looked up, in this transaction
     if rt.workloads.model(found.doc, found.etag).kind is workloads.WorkloadKind.UNMANAGED:
         detail = f"workload {target} is unmanaged (no agent runs there); an agent cannot adopt it"
         raise Refused(409, detail, token["id"], target, "unmanaged")
     return found
-
-
-def _existing(name: str, stored: Mapping[str, objects.Stored]) -> str | None:
-    """The stored workload a name means: itself, else one that differs only in case."""
-    if name in stored:
-        return name
-    folded = sorted(n for n in stored if n.casefold() == name.casefold())
-    return folded[0] if folded else None
 
 
 def _free_agent_slot(conn: sa.Connection, name: str, token: str) -> None:
@@ -220,8 +214,8 @@ def _record_refusal(conn: sa.Connection, refused: Refused) -> None:
 def heartbeat(rt: Runtime, who: Principal, inv: models.Inventory) -> bool:
     """Take an agent's inventory into its workload; whether the workload changed.
 
-    Cost: one read of the workload; all workloads are read only when the report claims an address
-    the workload does not hold, and the label rules only when the workload changed."""
+    Cost: one read of the workload, indexed reads of the holders of addresses it does not hold yet,
+    and the label rules only when the workload changed; never every workload."""
     with rt.db.write() as conn:
         old = objects.get(conn, "Workload", who.workload)
         if old is None:
@@ -248,8 +242,8 @@ def _heartbeat_claims(
         return Claims(list(dict.fromkeys(reported)))
     rt.db.lock(conn, "address-claims")
     token = tokens.enrollment_by_id(conn, row["enrollment_token"]) if row.get("enrollment_token") else None
-    stored = objects.of_kinds(conn, ("Workload",))
-    claims = _judge(rt, old.name, reported, token=token or {}, old=old.doc, stored=stored)
+    owners = inventory.StoredOwners(conn)
+    claims = _judge(old.name, reported, token=token or {}, old=old.doc, owners=owners)
     return claims if claims.kept else Claims(sorted(held), claims.refused)
 
 
@@ -264,7 +258,7 @@ def _reported_doc(name: str, inv: models.Inventory, kept: list[str], old: Doc) -
 
 
 def _save_inventory(rt: Runtime, conn: sa.Connection, who: Principal, old: objects.Stored, doc: Doc) -> None:
-    service.validate(rt, conn, {("Workload", who.workload): doc})
+    _validate(rt, doc)
     objects.put(conn, "Workload", who.workload, doc, who.actor)
     audit.record(conn, who.actor, "inventory", f"Workload/{who.workload}", {"before": old.doc, "after": doc})
     _labels_event(rt, conn, who.workload, old, doc)
@@ -297,20 +291,25 @@ def _merge_attributes(
     return attrs, sources
 
 
+def _validate(rt: Runtime, doc: Doc) -> None:
+    """InvalidError unless the workload document is valid: what `service.validate` checks for one
+    workload, except ownership, which `_judge` settled for each address in this transaction (under
+    the `address-claims` lock), so every stored workload need not be read again."""
+    rt.workloads.model(doc)
+
+
 def _judge(
-    rt: Runtime,
     name: str,
     reported: Iterable[str],
     *,
     token: Mapping[str, Any],
     old: Doc | None,
-    stored: Iterable[objects.Stored],
+    owners: inventory.StoredOwners,
 ) -> Claims:
     """Which reported addresses the workload may hold: those it holds already, and new ones inside
     the token's ranges that no other workload holds."""
     held = {_parse(a) for a in _spec(old).get("addresses") or []}
     ranges = [addresses.network(r) for r in token.get("address_ranges") or []]
-    owners = inventory.AddressOwners(rt.workloads.model(o.doc, o.etag) for o in stored if o.name != name)
     kept, refused = [], {}
     for text in dict.fromkeys(reported):
         why = None if _parse(text) in held else _refusal(_parse(text), ranges, owners, name)
@@ -322,7 +321,7 @@ def _judge(
 
 
 def _refusal(
-    net: addresses.Network, ranges: list[addresses.Network], owners: inventory.AddressOwners, me: str
+    net: addresses.Network, ranges: list[addresses.Network], owners: inventory.StoredOwners, me: str
 ) -> str | None:
     if ranges and not any(net.version == r.version and net.subnet_of(r) for r in ranges):  # type: ignore[arg-type]
         return "outside the enrollment token's address ranges"

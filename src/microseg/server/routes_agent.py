@@ -20,7 +20,8 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 
-from microseg.server import auth, deps, enrollment, ingest, models, ratelimit
+from microseg.model import rulesetdelta
+from microseg.server import auth, deps, enrollment, feed, ingest, models, ratelimit
 from microseg.server.auth import Principal
 from microseg.server.problems import Problem
 from microseg.server.runtime import Runtime
@@ -133,26 +134,31 @@ def _counter_report(workload: str, counters: models.CounterReport) -> rulecounte
 )
 async def ruleset(
     rt: Rt,
-    who: Agent,
+    credential: Annotated[str, Depends(auth.agent_credential)],
+    *,
     known: Annotated[str | None, Query(max_length=80)] = None,
     wait: Annotated[float, Query(ge=0, le=3600)] = 0,
     if_none_match: Annotated[str | None, Header()] = None,
+    accept: Annotated[str | None, Header(max_length=1000)] = None,
 ) -> Response:
+    """The workload is the credential's, looked up by the feed with the rest of its round."""
     known = known or (if_none_match.strip().strip('"') if if_none_match else None)
+    deltas = accept is not None and rulesetdelta.MEDIA_TYPE in accept
     deadline = time.monotonic() + min(wait, rt.settings.long_poll_max)
-    checked = True  # by the Agent dependency, just now
+    assert rt.feed is not None  # the app factory sets it
+    waited = False
     while True:
         changed = rt.changed_event()
-        if not checked:  # the agent may have been revoked while this poll waited
-            await run_in_threadpool(auth.recheck_agent, rt.db, who)
-        checked = False
-        assert rt.feed is not None  # the app factory sets it
-        doc = await rt.feed.document(who.workload)
-        if doc is not None and doc[0] != known:
-            return Response(doc[1], media_type="application/json", headers={"ETag": f'"{doc[0]}"'})
+        found = await rt.feed.answer(feed.Ask(credential, known, deltas))
+        if found.revoked:
+            told = "this agent credential was revoked" if waited else "unknown or revoked token"
+            raise Problem(401, "Unauthorized", told)
+        if found.hash is not None and found.body:
+            return Response(found.body, media_type=found.media_type, headers={"ETag": f'"{found.hash}"'})
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return Response(status_code=204 if doc is None else 304)
+            return Response(status_code=204 if found.hash is None else 304)
+        waited = True
         rt.metrics.feed_waiting += 1
         try:
             with contextlib.suppress(TimeoutError):

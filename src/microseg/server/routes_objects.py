@@ -63,15 +63,17 @@ def object_router(kind: kinds.Kind) -> APIRouter:
         selector: Annotated[str | None, Query(max_length=2000)] = None,
     ) -> dict[str, Any]:
         with rt.db.read() as conn:
-            found = (
-                service.select_workloads(rt, conn, selector)
-                if kind.name == "Workload"
-                else objects.of_kinds(conn, (kind.name,))
-            )
-            page = [o for o in found if after is None or o.name > after][:limit]
-            context = _workload_context(conn) if kind.name == "Workload" else None
+            if kind.name == "Workload" and selector:
+                found = service.select_workloads(rt, conn, selector)
+                found = [o for o in found if after is None or o.name > after][: limit + 1]
+            else:
+                found = objects.page(conn, kind.name, after, limit + 1)
+            page = found[:limit]
+            context = _workload_context(conn, [o.name for o in page]) if kind.name == "Workload" else None
+        if context is not None:
+            rt.compiled()  # once for the page; each item's expected hash then reads that engine
         items = [_listed(rt, o, context) for o in page]
-        more = len(page) == limit and any(o.name > page[-1].name for o in found)
+        more = len(found) > limit
         return {"kind": f"{kind.name}List", "items": items, "continue": page[-1].name if more else None}
 
     @router.post("", status_code=201, summary=f"Create a {kind.name}")
@@ -118,9 +120,9 @@ def object_router(kind: kinds.Kind) -> APIRouter:
 Context = tuple[tuple[labelrules.LabelRule, ...], list[compose.ModeScope], dict[str, dict[str, Any]]]
 
 
-def _workload_context(conn: sa.Connection) -> Context:
+def _workload_context(conn: sa.Connection, names: list[str]) -> Context:
     scopes = [compose.mode_scope(o.doc) for o in objects.of_kinds(conn, ("ModeScope",))]
-    return service.label_rules(conn), scopes, {a["workload"]: a for a in agents.listing(conn)}
+    return service.label_rules(conn), scopes, {a["workload"]: a for a in agents.of_workloads(conn, names)}
 
 
 def _listed(rt: Runtime, o: objects.Stored, context: Context | None) -> dict[str, Any]:
@@ -128,7 +130,7 @@ def _listed(rt: Runtime, o: objects.Stored, context: Context | None) -> dict[str
     if context is not None:
         rules, scopes, agent_rows = context
         extra = status.workload_status(
-            rt, rt.workloads.model(o.doc, o.etag), rules, scopes, agent_rows.get(o.name)
+            rt, rt.workloads.model(o.doc, o.etag), rules, scopes, agent_rows.get(o.name), refresh=False
         )
     return {
         **o.doc,

@@ -30,9 +30,10 @@ def agent_state(agent: dict[str, Any] | None, expected: str | None) -> str:
     return "in sync" if agent["applied_hash"] == expected else "stale"
 
 
-def expected_hash(rt: Runtime, workload: str) -> str | None:
-    """The hash of the document the workload's agent should have applied now."""
-    doc = rt.document(workload)
+def expected_hash(rt: Runtime, workload: str, *, refresh: bool = True) -> str | None:
+    """The hash of the document the workload's agent should have applied now (`refresh=False`:
+    by the engine last built, for a caller that just refreshed it once for many workloads)."""
+    doc = rt.document(workload, refresh=refresh)
     return doc.hash if doc is not None else None
 
 
@@ -65,6 +66,8 @@ def workload_status(
     rules: tuple[labelrules.LabelRule, ...],
     scopes: list[compose.ModeScope],
     agent: dict[str, Any] | None,
+    *,
+    refresh: bool = True,
 ) -> dict[str, Any]:
     """The `status` block of a workload: effective labels and mode, quarantine, agent state."""
     own = labelrules.effective_labels(w, rules)
@@ -79,5 +82,5 @@ def workload_status(
         "mode": mode.value,
         "modeFrom": "quarantine" if quarantined else f"ModeScope/{scope.name}" if scope else "workload",
         "quarantined": quarantined,
-        "agent": agent_state(agent, expected_hash(rt, w.name) if agent else None),
+        "agent": agent_state(agent, expected_hash(rt, w.name, refresh=refresh) if agent else None),
     }

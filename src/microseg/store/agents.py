@@ -60,6 +60,15 @@ def by_workload(conn: sa.Connection, workload: str) -> dict[str, Any] | None:
     return None if row is None else row._asdict()
 
 
+def of_workloads(conn: sa.Connection, names: list[str]) -> list[dict[str, Any]]:
+    """The agents of these workloads (a page of a listing, not the whole table)."""
+    rows: list[dict[str, Any]] = []
+    for at in range(0, len(names), 500):
+        query = sa.select(T).where(T.c.workload.in_(names[at : at + 500]))
+        rows.extend(r._asdict() for r in conn.execute(query))
+    return rows
+
+
 def listing(conn: sa.Connection) -> list[dict[str, Any]]:
     """Every agent, by workload."""
     return [r._asdict() for r in conn.execute(sa.select(T).order_by(T.c.workload))]

@@ -257,3 +257,28 @@ applied_objects = sa.Table(
 """Which apply set (`microseg apply --set`) manages an object, and which of its fields the set's
 files declared last time (for workloads: label keys, attribute keys, addresses, spec keys): what
 `apply --prune` may delete and what a later apply may remove. At most one set per object."""
+
+workload_addresses = sa.Table(
+    "workload_addresses",
+    metadata,
+    sa.Column("workload", sa.String(300), primary_key=True),
+    sa.Column("network", sa.String(64), primary_key=True),
+    sa.Column("version", sa.SmallInteger, nullable=False),
+    sa.Column("is_host", sa.Boolean, nullable=False),
+    sa.Column("low", sa.LargeBinary(16), nullable=False),
+    sa.Column("high", sa.LargeBinary(16), nullable=False),
+    sa.Index("ix_workload_addresses_range", "is_host", "version", "low"),
+)
+"""Each stored workload's addresses as ranges (`low`..`high`: the first and last address, 16
+bytes big-endian, so both dialects compare them bytewise), written with the workload by
+`objects.put`: who holds an address is an indexed read, not a scan of every workload."""
+
+workload_names = sa.Table(
+    "workload_names",
+    metadata,
+    sa.Column("folded", sa.String(300), primary_key=True),
+    sa.Column("name", sa.String(300), primary_key=True),
+)
+"""Each stored workload's name and its lower-case form, written with the workload by
+`objects.put`: a name in another case (enrollment refuses a hostname spelled so) is an indexed
+read. A table rather than an index on lower(name): SQLite cannot reflect expression indexes."""
