@@ -9,8 +9,8 @@ Run: .venv/bin/python bench/bench_analytics.py [--quick] [--records N] [--flows 
 It builds a synthetic estate (`synthetic.generate`, seed 0), generates agent flow records between
 its workloads (and IP-list / external peers), folds them into summaries with `summaries.add_batch`
 (one transaction per agent batch, as the server does), then times each analysis as the server
-answers it: `summaries.query` (the rows of the window, read from the database) and the analysis
-on them, best of `--repeat` runs (default 3); `summaries.query` alone is reported too. The active
+answers it: `summaries.records` (the rows of the window, read from the database) and the analysis
+on them, best of `--repeat` runs (default 3); `summaries.records` alone is reported too. The active
 engine is built once and shared, as the server's is (its verdict caches are warm after the first
 run); each run gets a fresh draft engine, as each server request does (cold caches). Each backend
 runs in a forked child so that its peak RSS is its own.
@@ -275,16 +275,17 @@ def analyses(
     db: database.Database, est: Any, eng: engine_mod.PolicyEngine, draft_est: Any, n: int
 ) -> dict[str, Any]:
     """Each analysis timed as the server answers it: read the window's rows from the database
-    (`summaries.query`, as routes_analytics does), then analyse them; best of `n`."""
+    (`summaries.records`, as routes_analytics does), then analyse them; best of `n`."""
     out: dict[str, Any] = {}
 
-    def read() -> list[summaries.Row]:
+    def read() -> list[Any]:
         with db.read() as conn:
-            return summaries.query(conn)
+            return summaries.records(conn)
 
     out["query"], rows = timed(read, n)
     out["rss_after_query_mb"] = rss_mb()
-    out["stored_distinct_flows"] = len({(r["src"], r["dst"], r["dport"], r["proto"]) for r in rows})
+    at = [summaries.RECORD_COLUMNS.index(k) for k in ("src", "dst", "dport", "proto")]
+    out["stored_distinct_flows"] = len({tuple(r[i] for i in at) for r in rows})
     del rows
 
     # As in the server: the active engine lives as long as its version (its verdict caches stay

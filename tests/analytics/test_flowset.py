@@ -120,9 +120,43 @@ def test_a_bad_row_after_good_ones_is_skipped_and_counted_and_parse_names_the_fi
     found, skipped = flowset.counted_flows([good, bad, good], ENGINE)
     assert (len(found), skipped) == (2, 1)  # one bad stored row must not take the analysis away
     assert flowset.flow_set([good, bad], ENGINE).skipped == 1
-    with pytest.raises(ValidationError) as info:
-        flowset.parse(bad)
-    assert info.value.field == field
+    # the store's bulk read gives the same row as a sequence of values: the same one check applies
+    found, skipped = flowset.counted_flows([_values(good), _values(bad), _values(good)], ENGINE)
+    assert (len(found), skipped) == (2, 1)
+    for shape in (bad, _values(bad)):
+        with pytest.raises(ValidationError) as info:
+            flowset.parse(shape)
+        assert info.value.field == field
+
+
+def _values(r: dict[str, Any]) -> tuple[Any, ...]:
+    """A row as the store's bulk read gives it: its values in `FIELDS` order."""
+    return tuple(r[k] for k in flowset.FIELDS)
+
+
+def test_check_types_a_mapping_and_its_values_alike() -> None:
+    r = row("prod-app-1", "in", WEB1, APP1, None, process="java") | {"bucket": int(BUCKET),
+                                                                      "firstSeen": int(BUCKET) + 5}  # fmt: skip
+    from_mapping, from_values = flowset.check(r), flowset.check(_values(r))
+    assert from_mapping == from_values
+    assert (from_mapping.bucket, from_mapping.first_seen, from_mapping.dport, from_mapping.process) == (
+        BUCKET, BUCKET + 5, None, "java"
+    )  # fmt: skip
+    assert type(from_mapping.bucket) is float and type(from_values.first_seen) is float
+
+
+@pytest.mark.parametrize(
+    "values", [(), ("x",) * 14, ("x",) * 16, "not a row"], ids=["empty", "short", "long", "text"]
+)
+def test_a_row_of_the_wrong_length_is_skipped_and_counted(values: Any) -> None:
+    good = row("prod-app-1", "in", WEB1, APP1, 8443)
+    flows, skipped = flowset.counted_flows([good, values, _values(good)], ENGINE)
+    assert (len(flows), skipped) == (2, 1)
+
+
+def test_good_rows_in_either_shape_give_the_same_flows() -> None:
+    rows = day_of_traffic()
+    assert flowset.flow_set([_values(r) for r in rows], ENGINE) == flowset.flow_set(rows, ENGINE)
 
 
 def test_one_address_written_two_ways_is_one_end() -> None:
@@ -131,25 +165,31 @@ def test_one_address_written_two_ways_is_one_end() -> None:
     assert flow.reporters == ("a", "b")
 
 
-def _report(direction: str, reporter: str, process: str | None) -> tuple[Any, ...]:
+def _report(direction: str, reporter: str, process: str | None) -> flowset.Record:
     """A checked report with only what merging reads filled in."""
-    return (BUCKET, reporter, direction, "10.0.0.1", "10.0.0.2", 80, "tcp", process, "allowed", None,
-            BUCKET, BUCKET, 1, 1, 1)  # fmt: skip
+    return flowset.Record(BUCKET, reporter, direction, "10.0.0.1", "10.0.0.2", 80, "tcp", process,
+                          "allowed", None, BUCKET, BUCKET, 1, 1, 1)  # fmt: skip
 
 
-def _merged_by_the_book(reports: list[tuple[Any, ...]]) -> list[Any]:
+def _merged_by_the_book(reports: list[flowset.Record]) -> list[flowset.Merged]:
     """The merge rule spelled out: "in" rows count, "out" rows add one client process and reporters."""
-    ins = [r for r in reports if r[2] == "in"]
-    outs = [r for r in reports if r[2] != "in"]
+    ins = [r for r in reports if r.direction == "in"]
+    outs = [r for r in reports if r.direction != "in"]
     if not ins:
-        return [(r, None, r[7], (r[1],)) for r in outs]
-    clients = {r[7] for r in outs if r[7] is not None}
+        return [flowset.Merged(r, None, r.process, (r.reporter,)) for r in outs]
+    clients = {r.process for r in outs if r.process is not None}
     client = clients.pop() if len(clients) == 1 else None
-    return [(r, r[7], client, (r[1], *sorted({o[1] for o in outs}))) for r in ins]
+    return [
+        flowset.Merged(r, r.process, client, (r.reporter, *sorted({o.reporter for o in outs}))) for r in ins
+    ]
 
 
 IN_A, IN_B = _report("in", "db1", "postgres"), _report("in", "db2", None)
-OUT_A, OUT_B, OUT_QUIET = _report("out", "app1", "java"), _report("out", "app2", "curl"), _report("out", "app3", None)
+OUT_A, OUT_B, OUT_QUIET = (
+    _report("out", "app1", "java"),
+    _report("out", "app2", "curl"),
+    _report("out", "app3", None),
+)
 
 
 @pytest.mark.parametrize(
@@ -159,5 +199,5 @@ OUT_A, OUT_B, OUT_QUIET = _report("out", "app1", "java"), _report("out", "app2",
     ids=["in", "out", "quiet-out", "in-out", "out-in", "quiet-in-out", "two-ins", "two-outs",
          "in-two-clients", "in-one-client-one-quiet", "two-ins-one-out"],
 )  # fmt: skip
-def test_merging_the_two_reports_follows_the_rule(reports: list[tuple[Any, ...]]) -> None:
+def test_merging_the_two_reports_follows_the_rule(reports: list[flowset.Record]) -> None:
     assert flowset._merge(reports) == _merged_by_the_book(reports)

@@ -217,7 +217,7 @@ class _PortAcc:
 
 
 def build(
-    rows: Iterable[Mapping[str, Any]],
+    rows: Iterable[flowset.Row],
     active_engine: engine_mod.PolicyEngine,
     draft_engine: engine_mod.PolicyEngine | None,
     group_by: tuple[str, ...],

@@ -1,9 +1,11 @@
 """Flow sets: summary rows from the flow store, parsed once, resolved to peers and deduplicated.
 
-Fed by the flow store's summary rows (plain mappings of the agreed shape: bucket, reporter,
-direction, src, dst, dport, proto, process, verdict, rule, firstSeen, lastSeen, connections, bytes,
-packets) and by a PolicyEngine (who owns an address). Feeds the dependency map, the simulator and
-the recommender, which all read `Flow` values and never the raw rows.
+Fed by the flow store's summary rows (mappings of the agreed shape: bucket, reporter, direction,
+src, dst, dport, proto, process, verdict, rule, firstSeen, lastSeen, connections, bytes, packets;
+or, from the store's bulk read, the same values as a plain row in that order) and by a
+PolicyEngine (who owns an address). Each row is checked once (`check`, the one validator) into a
+typed `Record`. Feeds the dependency map, the simulator and the recommender, which all read `Flow`
+values and never the raw rows.
 
 A connection between two managed workloads is reported by both ends (the source as "out", the
 destination as "in"); `flows` keeps one `Flow` per connection: counts and the serving process
@@ -20,13 +22,11 @@ everyone. Callers report the count (`skippedRows`).
 
 from __future__ import annotations
 
-import itertools
 import math
-import operator
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple, TypeGuard, cast
 
 from microseg.engine import engine as engine_mod
 from microseg.errors import ValidationError
@@ -131,88 +131,173 @@ class Flow:
         return f"{self.source.name} ({self.src}) -> {self.destination.name} ({self.dst}) {self.port_text}"
 
 
-# -- parsing -----------------------------------------------------------------------------------
+# -- checking ----------------------------------------------------------------------------------
 
 
-def parse(row: Mapping[str, Any]) -> Summary:
-    """Check and type one summary row; ValidationError names the bad field."""
+class Record(NamedTuple):
+    """One summary row, checked (`check`): plain values, the addresses as stored text.
+
+    A named tuple on purpose: a window holds a million of them, and a tuple is the cheapest object
+    to build and to collect; the names keep the code that reads them readable.
+    """
+
+    bucket: float
+    reporter: str
+    direction: str
+    src: str
+    dst: str
+    dport: int | None
+    proto: str
+    process: str | None
+    verdict: str
+    rule: str | None
+    first_seen: float
+    last_seen: float
+    connections: int
+    bytes: int
+    packets: int
+
+
+FIELDS = ("bucket", "reporter", "direction", "src", "dst", "dport", "proto", "process", "verdict",
+          "rule", "firstSeen", "lastSeen", "connections", "bytes", "packets")  # fmt: skip
+"""The agreed row shape's keys, in `Record` order (a stored row may also come as a plain row of
+its values in this order: the store's bulk read). dport, process and rule may be left out (null)."""
+
+Row = Mapping[str, Any] | Sequence[Any]
+"""A summary row: a mapping of the agreed shape, or a sequence of its values in `FIELDS` order (a
+tuple, or a database driver's row)."""
+
+_DIRECTIONS = frozenset(d.value for d in Direction)
+_PROTOCOL_SET = frozenset(PROTOCOLS)
+_OUTCOMES_BY_TEXT = {o.value: o for o in verdicts.Outcome}
+_NUMBER = (int, float)  # exact types: bool is an int in Python, and a True timestamp is a bug upstream
+_INF = math.inf
+_WANTED = {
+    "bucket": "a finite number", "reporter": "a non-empty string",
+    "direction": f"one of {', '.join(Direction)}", "src": "a non-empty string",
+    "dst": "a non-empty string", "dport": "a port (0-65535) or null",
+    "proto": f"one of {', '.join(PROTOCOLS)}", "process": "a non-empty string or null",
+    "verdict": f"one of {', '.join(OUTCOMES)}", "rule": "a non-empty string or null",
+    "firstSeen": "a finite number", "lastSeen": "a finite number, not before firstSeen",
+    **dict.fromkeys(("connections", "bytes", "packets"), "a count (integer >= 0)"),
+}  # fmt: skip
+"""What each field must be, for the error that names it."""
+
+
+def check(row: Row) -> Record:
+    """The one check of a summary row: every field of its type and range; ValidationError names the
+    first bad field. Addresses are checked for being text here and parsed by the caller (`parse`,
+    `RowReader`): a window repeats a few thousand of them over a million rows."""
+    values = _values(row)
+    bad = _bad_field(values)
+    if bad is not None:
+        value = values[FIELDS.index(bad)]
+        raise ValidationError(f"summary row: {bad} must be {_WANTED[bad]}, not {value!r}", bad)
+    if type(values[0]) is float and type(values[10]) is float and type(values[11]) is float:
+        return Record._make(values)  # the usual case: the store's REAL columns
+    times = tuple(values)
+    return Record._make((float(times[0]), *times[1:10], float(times[10]), float(times[11]), *times[12:]))
+
+
+def _values(row: Row) -> Sequence[Any]:
+    """The row's values in `FIELDS` order."""
+    if _is_mapping(row):
+        return _mapped_values(row)
+    values = cast(Sequence[Any], row)
+    if len(values) != len(FIELDS):
+        raise ValidationError(f"summary row: {len(values)} values, not {len(FIELDS)}", "row")
+    return values
+
+
+def _mapped_values(row: Mapping[str, Any]) -> tuple[Any, ...]:
     try:
-        return Summary(
-            bucket=_number(row, "bucket"),
-            reporter=_text(row, "reporter"),
-            direction=Direction(_choice(row, "direction", tuple(Direction))),
-            src=_address(row, "src"),
-            dst=_address(row, "dst"),
-            dport=_optional_int(row, "dport"),
-            proto=_choice(row, "proto", PROTOCOLS),
-            process=_optional_text(row, "process"),
-            verdict=verdicts.Outcome(_choice(row, "verdict", OUTCOMES)),
-            rule=_optional_text(row, "rule"),
-            first_seen=_number(row, "firstSeen"),
-            last_seen=_seen_last(row),
-            connections=_count(row, "connections"),
-            bytes=_count(row, "bytes"),
-            packets=_count(row, "packets"),
-        )
+        return (row["bucket"], row["reporter"], row["direction"], row["src"], row["dst"], row.get("dport"),
+                row["proto"], row.get("process"), row["verdict"], row.get("rule"), row["firstSeen"],
+                row["lastSeen"], row["connections"], row["bytes"], row["packets"])  # fmt: skip
     except KeyError as missing:
         raise ValidationError(f"summary row: missing field {missing}", str(missing.args[0])) from None
 
 
-def _seen_last(row: Mapping[str, Any]) -> float:
-    last = _number(row, "lastSeen")
-    if last < _number(row, "firstSeen"):
-        raise ValidationError(f"summary row: lastSeen {last} is before firstSeen", "lastSeen")
-    return last
+_MAPPING_BY_TYPE: dict[type, bool] = {dict: True, tuple: False}
+"""Whether rows of a type are mappings, learnt per type: `isinstance` against the `Mapping` ABC
+costs microseconds for a type that is not one (a driver's row), once per row."""
 
 
-def _address(row: Mapping[str, Any], key: str) -> addresses.Address:
-    text = _text(row, key)
+def _is_mapping(row: Row) -> TypeGuard[Mapping[str, Any]]:
+    kind = _MAPPING_BY_TYPE.get(type(row))
+    if kind is None:
+        kind = _MAPPING_BY_TYPE[type(row)] = isinstance(row, Mapping)
+    return kind
+
+
+def _bad_field(v: Sequence[Any]) -> str | None:
+    """The first field of `v` (values in `FIELDS` order) that is not what it must be, or None.
+
+    One straight run of tests (no call per field): this runs once per stored row."""
+    (bucket, reporter, direction, src, dst, dport, proto, process, verdict, rule,
+     first, last, connections, sent, packets) = v  # fmt: skip
+    if type(bucket) not in _NUMBER or not -_INF < bucket < _INF:  # also false for NaN
+        return "bucket"
+    if type(reporter) is not str or not reporter:
+        return "reporter"
+    if type(direction) is not str or direction not in _DIRECTIONS:
+        return "direction"
+    if type(src) is not str or not src:
+        return "src"
+    if type(dst) is not str or not dst:
+        return "dst"
+    if dport is not None and (type(dport) is not int or not 0 <= dport <= 65535):
+        return "dport"
+    if type(proto) is not str or proto not in _PROTOCOL_SET:
+        return "proto"
+    if process is not None and (type(process) is not str or not process):
+        return "process"
+    if type(verdict) is not str or verdict not in _OUTCOMES_BY_TEXT:
+        return "verdict"
+    if rule is not None and (type(rule) is not str or not rule):
+        return "rule"
+    if type(first) not in _NUMBER or not -_INF < first < _INF:
+        return "firstSeen"
+    if type(last) not in _NUMBER or not first <= last < _INF:
+        return "lastSeen"
+    if type(connections) is not int or connections < 0:
+        return "connections"
+    if type(sent) is not int or sent < 0:
+        return "bytes"
+    if type(packets) is not int or packets < 0:
+        return "packets"
+    return None
+
+
+def parse(row: Row) -> Summary:
+    """Check and type one summary row (`check`, then the addresses and enums); ValidationError
+    names the bad field."""
+    r = check(row)
+    return Summary(
+        bucket=r.bucket,
+        reporter=r.reporter,
+        direction=Direction(r.direction),
+        src=address_of(r.src, "src"),
+        dst=address_of(r.dst, "dst"),
+        dport=r.dport,
+        proto=r.proto,
+        process=r.process,
+        verdict=_OUTCOMES_BY_TEXT[r.verdict],
+        rule=r.rule,
+        first_seen=r.first_seen,
+        last_seen=r.last_seen,
+        connections=r.connections,
+        bytes=r.bytes,
+        packets=r.packets,
+    )
+
+
+def address_of(text: str, key: str) -> addresses.Address:
+    """A row's address field parsed; ValidationError names `key`."""
     try:
         return addresses.address(text)
     except ValidationError as bad:
         raise ValidationError(f"summary row: {key}: {bad.message}", key) from None
-
-
-def _text(row: Mapping[str, Any], key: str) -> str:
-    value = row[key]
-    if not isinstance(value, str) or not value:
-        raise ValidationError(f"summary row: {key} must be a non-empty string, not {value!r}", key)
-    return value
-
-
-def _optional_text(row: Mapping[str, Any], key: str) -> str | None:
-    return None if row.get(key) is None else _text(row, key)
-
-
-def _choice(row: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
-    value = _text(row, key)
-    if value not in allowed:
-        raise ValidationError(f"summary row: {key} {value!r} is not one of {', '.join(allowed)}", key)
-    return value
-
-
-def _number(row: Mapping[str, Any], key: str) -> float:
-    value = row[key]
-    # bool is an int in Python; a True timestamp is a bug upstream, not a time
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValidationError(f"summary row: {key} must be a finite number, not {value!r}", key)
-    return float(value)
-
-
-def _count(row: Mapping[str, Any], key: str) -> int:
-    value = row[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError(f"summary row: {key} must be a count (integer >= 0), not {value!r}", key)
-    return value
-
-
-def _optional_int(row: Mapping[str, Any], key: str) -> int | None:
-    value = row.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
-        raise ValidationError(f"summary row: {key} must be a port (0-65535) or null, not {value!r}", key)
-    return value
 
 
 # -- resolving ---------------------------------------------------------------------------------
@@ -249,41 +334,18 @@ class PeerResolver:
 
 # -- reading -----------------------------------------------------------------------------------
 
-_FIELDS = ("bucket", "reporter", "direction", "src", "dst", "dport", "proto", "process", "verdict",
-           "rule", "firstSeen", "lastSeen", "connections", "bytes", "packets")  # fmt: skip
-(_BUCKET, _REPORTER, _DIRECTION, _SRC, _DST, _DPORT, _PROTO, _PROCESS, _VERDICT,
- _RULE, _FIRST, _LAST, _CONNECTIONS, _BYTES, _PACKETS) = range(len(_FIELDS))  # fmt: skip
-_fetch = operator.itemgetter(*_FIELDS)
-
-_Report = tuple[Any, ...]
-"""A checked row's values in `_FIELDS` order. A plain tuple of plain values on purpose: a hundred
-thousand named tuples or dataclasses cost more to build and to garbage-collect than the rest of
-reading the rows."""
-
-_NUMBER, _PORT, _TEXT = (int, float), (int, type(None)), (str, type(None))
-_USUAL_TYPES = frozenset(
-    (bucket, str, str, str, str, dport, str, process, str, rule, first, last, int, int, int)
-    for bucket, first, last in itertools.product(_NUMBER, repeat=3)
-    for dport, process, rule in itertools.product(_PORT, _TEXT, _TEXT)
-)
-"""Field types of the rows `RowReader` checks inline (bool is not int here: `type` is exact)."""
-_DIRECTIONS = frozenset(d.value for d in Direction)
-_IN = Direction.IN.value
-_PROTOCOL_SET = frozenset(PROTOCOLS)
-_OUTCOMES_BY_TEXT = {o.value: o for o in verdicts.Outcome}
-
 _Key = tuple[float, int, int, int | None, str]
 """bucket, src and dst (address numbers, see `RowReader`), dport, proto."""
+_IN = Direction.IN.value
 
 
 class RowReader:
-    """Summary rows to checked reports keyed by (bucket, 5-tuple), each distinct address parsed and
+    """Summary rows to checked records keyed by (bucket, 5-tuple), each distinct address parsed and
     resolved once.
 
-    A window repeats a few thousand addresses over a hundred thousand rows: parsing `ipaddress`
-    values and hashing them (a Python-level hash) per row was a third of an analysis. Addresses get
-    small numbers instead; equal addresses written differently share one number. Rows of the usual
-    types are checked inline; anything else goes through `parse`, which names the bad field.
+    A window repeats a few thousand addresses over a million rows: parsing `ipaddress` values and
+    hashing them (a Python-level hash) per row was a third of an analysis. Addresses get small
+    numbers instead; equal addresses written differently share one number.
     """
 
     def __init__(self, resolver: PeerResolver) -> None:
@@ -297,8 +359,8 @@ class RowReader:
         self.skipped = 0
         """Rows `read_all` left out because they do not check out."""
 
-    def read_all(self, rows: Iterable[Mapping[str, Any]]) -> Iterator[tuple[_Key, _Report]]:
-        """The key and checked report of each row that checks out; the others are counted in
+    def read_all(self, rows: Iterable[Row]) -> Iterator[tuple[_Key, Record]]:
+        """The key and checked record of each row that checks out; the others are counted in
         `skipped` (the reason is not kept: an operator purges the reporter's rows)."""
         for row in rows:
             try:
@@ -306,33 +368,19 @@ class RowReader:
             except ValidationError:
                 self.skipped += 1
 
-    def read(self, row: Mapping[str, Any]) -> tuple[_Key, _Report]:
-        """The key and checked report of one row; ValidationError names a bad field."""
-        return self._quick(row) or self._checked(row)
+    def read(self, row: Row) -> tuple[_Key, Record]:
+        """The key and checked record of one row; ValidationError names a bad field."""
+        r = check(row)
+        numbers = self._numbers_by_text
+        src, dst = numbers.get(r.src), numbers.get(r.dst)
+        if src is None:
+            src = self._learn(r.src, "src")
+        if dst is None:
+            dst = self._learn(r.dst, "dst")
+        return (r.bucket, src, dst, r.dport, r.proto), r
 
-    def _quick(self, row: Mapping[str, Any]) -> tuple[_Key, _Report] | None:
-        """The report when every field is there with its usual type and value and both addresses
-        were seen before; None sends the row through `parse`."""
-        try:
-            r = _fetch(row)
-        except KeyError:  # optional fields may be left out: `parse` knows which
-            return None
-        if tuple(map(type, r)) not in _USUAL_TYPES or not _plausible(r):
-            return None
-        src, dst = self._numbers_by_text.get(r[_SRC]), self._numbers_by_text.get(r[_DST])
-        if src is None or dst is None:
-            return None
-        return (float(r[_BUCKET]), src, dst, r[_DPORT], r[_PROTO]), r
-
-    def _checked(self, row: Mapping[str, Any]) -> tuple[_Key, _Report]:
-        s = parse(row)
-        src, dst = self._learn(row["src"], s.src), self._learn(row["dst"], s.dst)
-        report = (s.bucket, s.reporter, s.direction.value, row["src"], row["dst"], s.dport, s.proto,
-                  s.process, s.verdict.value, s.rule, s.first_seen, s.last_seen, s.connections, s.bytes,
-                  s.packets)  # fmt: skip
-        return (s.bucket, src, dst, s.dport, s.proto), report
-
-    def _learn(self, text: str, address: addresses.Address) -> int:
+    def _learn(self, text: str, key: str) -> int:
+        address = address_of(text, key)
         number = self._numbers.get(address)
         if number is None:
             number = self._numbers[address] = len(self.addresses)
@@ -342,32 +390,27 @@ class RowReader:
         return number
 
 
-def _plausible(r: _Report) -> bool:
-    """The value checks of `parse`, for a report whose types are the usual ones."""
-    dport = r[_DPORT]
-    return bool(
-        r[_REPORTER] and r[_DIRECTION] in _DIRECTIONS and r[_PROTO] in _PROTOCOL_SET
-        and -math.inf < r[_FIRST] <= r[_LAST] < math.inf  # also false for NaN
-        and r[_VERDICT] in _OUTCOMES_BY_TEXT and r[_PROCESS] != "" and r[_RULE] != ""
-        and (dport is None or 0 <= dport <= 65535)
-        and r[_CONNECTIONS] >= 0 and r[_BYTES] >= 0 and r[_PACKETS] >= 0
-    )  # fmt: skip
-
-
 # -- deduplication -----------------------------------------------------------------------------
 
-_Merged = tuple[_Report, str | None, str | None, tuple[str, ...]]
-"""The report that counts for one flow, its serving process, client process and reporters."""
+
+class Merged(NamedTuple):
+    """One connection of one bucket after merging its reports (`_merge`)."""
+
+    record: Record
+    """The report that counts (the destination's, else the source's)."""
+    process: str | None
+    """The serving process."""
+    client: str | None
+    """The connecting process."""
+    reporters: tuple[str, ...]
 
 
-def flows(rows: Iterable[Mapping[str, Any]], engine: engine_mod.PolicyEngine) -> list[Flow]:
+def flows(rows: Iterable[Row], engine: engine_mod.PolicyEngine) -> list[Flow]:
     """Parse, resolve and deduplicate summary rows into flows (in a stable order)."""
     return counted_flows(rows, engine)[0]
 
 
-def counted_flows(
-    rows: Iterable[Mapping[str, Any]], engine: engine_mod.PolicyEngine
-) -> tuple[list[Flow], int]:
+def counted_flows(rows: Iterable[Row], engine: engine_mod.PolicyEngine) -> tuple[list[Flow], int]:
     """`flows`, and how many rows were skipped because they do not check out."""
     reader = RowReader(PeerResolver(engine))
     found = [_flow(reader, key, merged) for key, merged in _deduplicated(rows, reader)]
@@ -399,23 +442,24 @@ class FlowSet:
         return sum(f.connections for f in self.distinct)
 
 
-def flow_set(rows: Iterable[Mapping[str, Any]], engine: engine_mod.PolicyEngine) -> FlowSet:
+def flow_set(rows: Iterable[Row], engine: engine_mod.PolicyEngine) -> FlowSet:
     """Parse, resolve and deduplicate summary rows into a `FlowSet` (in a stable order)."""
     reader = RowReader(PeerResolver(engine))
     positions: dict[tuple[Any, ...], int] = {}
     totals: list[_Total] = []
     occurrences: list[tuple[int, int]] = []
     for key, merged in _deduplicated(rows, reader):
-        r, process, client, reporters = merged
+        r = merged.record
         # flat, not nested: one tuple to build and hash per group (there are tens of thousands)
-        same = (key[1], key[2], key[3], key[4], process, client, r[_VERDICT], r[_RULE], reporters)
+        same = (key[1], key[2], key[3], key[4], merged.process, merged.client, r.verdict, r.rule,
+                merged.reporters)  # fmt: skip
         index = positions.get(same)
         if index is None:
             index = positions[same] = len(totals)
             totals.append(_Total(key, merged))
         else:
             totals[index].add(r)
-        occurrences.append((index, r[_CONNECTIONS]))
+        occurrences.append((index, r.connections))
     return FlowSet(tuple(t.flow(reader) for t in totals), tuple(occurrences), reader.skipped)
 
 
@@ -424,34 +468,33 @@ class _Total:
 
     __slots__ = ("bytes", "connections", "first", "key", "last", "merged", "packets")
 
-    def __init__(self, key: _Key, merged: _Merged) -> None:
-        self.key, self.merged, r = key, merged, merged[0]
-        self.first, self.last = r[_FIRST], r[_LAST]
-        self.connections, self.bytes, self.packets = r[_CONNECTIONS], r[_BYTES], r[_PACKETS]
+    def __init__(self, key: _Key, merged: Merged) -> None:
+        self.key, self.merged, r = key, merged, merged.record
+        self.first, self.last = r.first_seen, r.last_seen
+        self.connections, self.bytes, self.packets = r.connections, r.bytes, r.packets
 
-    def add(self, r: _Report) -> None:
+    def add(self, r: Record) -> None:
         """Count another bucket's report of the same flow."""
-        self.first, self.last = min(self.first, r[_FIRST]), max(self.last, r[_LAST])
-        self.connections += r[_CONNECTIONS]
-        self.bytes += r[_BYTES]
-        self.packets += r[_PACKETS]
+        self.first, self.last = min(self.first, r.first_seen), max(self.last, r.last_seen)
+        self.connections += r.connections
+        self.bytes += r.bytes
+        self.packets += r.packets
 
     def flow(self, reader: RowReader) -> Flow:
         """The summed flow."""
-        r, process, client, reporters = self.merged
-        summed = (*r[:_FIRST], self.first, self.last, self.connections, self.bytes, self.packets)
-        return _flow(reader, self.key, (summed, process, client, reporters))
+        counts = (self.first, self.last, self.connections, self.bytes, self.packets)
+        return _flow(reader, self.key, self.merged, counts)
 
 
-def _deduplicated(rows: Iterable[Mapping[str, Any]], reader: RowReader) -> Iterator[tuple[_Key, _Merged]]:
+def _deduplicated(rows: Iterable[Row], reader: RowReader) -> Iterator[tuple[_Key, Merged]]:
     """Rows grouped by (bucket, 5-tuple) and merged, in a stable order."""
-    reports: dict[_Key, list[_Report]] = {}
-    for key, report in reader.read_all(rows):
+    reports: dict[_Key, list[Record]] = {}
+    for key, record in reader.read_all(rows):
         same = reports.get(key)
         if same is None:
-            reports[key] = [report]
+            reports[key] = [record]
         else:
-            same.append(report)
+            same.append(record)
     order = [int(a) for a in reader.addresses]
 
     def sort_key(key: _Key) -> tuple[float, int, int, int, str]:
@@ -463,7 +506,7 @@ def _deduplicated(rows: Iterable[Mapping[str, Any]], reader: RowReader) -> Itera
             yield key, merged
 
 
-def _merge(reports: list[_Report]) -> list[_Merged]:
+def _merge(reports: list[Record]) -> list[Merged]:
     """The destination's rows count; the source's rows only add the client process.
 
     Without an "in" row (the destination has no agent, or is outside) the "out" rows count.
@@ -472,43 +515,51 @@ def _merge(reports: list[_Report]) -> list[_Merged]:
         merged = _merged_pair(reports)
         if merged is not None:
             return merged
-    ins: list[_Report] = []
-    outs: list[_Report] = []
+    ins: list[Record] = []
+    outs: list[Record] = []
     for r in reports:
-        (ins if r[_DIRECTION] == _IN else outs).append(r)
+        (ins if r.direction == _IN else outs).append(r)
     if not ins:
-        return [(r, None, r[_PROCESS], (r[_REPORTER],)) for r in outs]
+        return [Merged(r, None, r.process, (r.reporter,)) for r in outs]
     client, out_reporters = _clients(outs)
-    return [(r, r[_PROCESS], client, (r[_REPORTER], *out_reporters)) for r in ins]
+    return [Merged(r, r.process, client, (r.reporter, *out_reporters)) for r in ins]
 
 
-def _merged_pair(reports: list[_Report]) -> list[_Merged] | None:
+def _merged_pair(reports: list[Record]) -> list[Merged] | None:
     """`_merge` of one report, or of one "in" and one "out" report; None for anything else."""
     first = reports[0]
     if len(reports) == 1:
-        if first[_DIRECTION] == _IN:
-            return [(first, first[_PROCESS], None, (first[_REPORTER],))]
-        return [(first, None, first[_PROCESS], (first[_REPORTER],))]
+        if first.direction == _IN:
+            return [Merged(first, first.process, None, (first.reporter,))]
+        return [Merged(first, None, first.process, (first.reporter,))]
     second = reports[1]
-    if first[_DIRECTION] == second[_DIRECTION]:
+    if first.direction == second.direction:
         return None
-    r, out = (first, second) if first[_DIRECTION] == _IN else (second, first)
-    return [(r, r[_PROCESS], out[_PROCESS], (r[_REPORTER], out[_REPORTER]))]
+    r, out = (first, second) if first.direction == _IN else (second, first)
+    return [Merged(r, r.process, out.process, (r.reporter, out.reporter))]
 
 
-def _clients(outs: list[_Report]) -> tuple[str | None, tuple[str, ...]]:
+def _clients(outs: list[Record]) -> tuple[str | None, tuple[str, ...]]:
     """The client process the source side saw (None unless exactly one) and the source reporters."""
     if len(outs) == 1:  # the usual case, spared the sets
-        return outs[0][_PROCESS], (outs[0][_REPORTER],)
-    clients = {r[_PROCESS] for r in outs if r[_PROCESS] is not None}
+        return outs[0].process, (outs[0].reporter,)
+    clients = {r.process for r in outs if r.process is not None}
     # several client processes under one 5-tuple bucket cannot be told apart on the in side
     client = clients.pop() if len(clients) == 1 else None
-    return client, tuple(sorted({r[_REPORTER] for r in outs}))
+    return client, tuple(sorted({r.reporter for r in outs}))
 
 
-def _flow(reader: RowReader, key: _Key, merged: _Merged) -> Flow:
+_Counts = tuple[float, float, int, int, int]
+"""first seen, last seen, connections, bytes, packets."""
+
+
+def _flow(reader: RowReader, key: _Key, merged: Merged, counts: _Counts | None = None) -> Flow:
+    """The flow of one merged report, with `counts` in place of the report's own when given."""
     _, src, dst, dport, proto = key
-    r, process, client, reporters = merged
+    r = merged.record
+    if counts is None:
+        counts = (r.first_seen, r.last_seen, r.connections, r.bytes, r.packets)
+    first, last, connections, sent, packets = counts
     return Flow(
         src=reader.addresses[src],
         dst=reader.addresses[dst],
@@ -516,16 +567,16 @@ def _flow(reader: RowReader, key: _Key, merged: _Merged) -> Flow:
         destination=reader.peers[dst],
         dport=dport,
         proto=proto,
-        process=process,
-        client_process=client,
-        verdict=_OUTCOMES_BY_TEXT[r[_VERDICT]],
-        rule=r[_RULE],
-        first_seen=float(r[_FIRST]),
-        last_seen=float(r[_LAST]),
-        connections=r[_CONNECTIONS],
-        bytes=r[_BYTES],
-        packets=r[_PACKETS],
-        reporters=reporters,
+        process=merged.process,
+        client_process=merged.client,
+        verdict=_OUTCOMES_BY_TEXT[r.verdict],
+        rule=r.rule,
+        first_seen=first,
+        last_seen=last,
+        connections=connections,
+        bytes=sent,
+        packets=packets,
+        reporters=merged.reporters,
     )
 
 
@@ -553,15 +604,38 @@ def question(flow: Flow) -> Question:
 
 class Judge:
     """One engine's verdicts for many flows, each distinct question asked once: the same connection
-    seen in other hours asks the engine exactly the same thing (verdicts are taken "now")."""
+    seen in other hours asks the engine exactly the same thing (verdicts are taken "now").
+
+    Each address is resolved to its workload once (`Endpoint` with the workload named: the
+    evaluator then skips its own lookup), and the memo is keyed by the addresses' numbers, not the
+    `ipaddress` values (whose hash is computed in Python, twice per question)."""
 
     def __init__(self, engine: engine_mod.PolicyEngine) -> None:
         self.engine = engine
-        self._memo: dict[Question, verdicts.Verdict] = {}
+        self._memo: dict[tuple[Any, ...], verdicts.Verdict] = {}
+        self._endpoints: dict[tuple[int, int], verdicts.Endpoint] = {}
 
     def __call__(self, flow: Flow) -> verdicts.Verdict:
-        key = question(flow)
+        src, dst = flow.src, flow.dst
+        key = (src.version, int(src), dst.version, int(dst), flow.dport, flow.proto, flow.process,
+               flow.client_process)  # fmt: skip
         found = self._memo.get(key)
         if found is None:
-            found = self._memo[key] = verdict(flow, self.engine)
+            found = self._memo[key] = self.engine.evaluate(
+                self._endpoint(src),
+                self._endpoint(dst),
+                flow.dport,
+                flow.protocol,
+                process=flow.process,
+                client_process=flow.client_process,
+            )
+        return found
+
+    def _endpoint(self, address: addresses.Address) -> verdicts.Endpoint:
+        """The endpoint at `address`, its workload named as the engine knows it (as `evaluate` would
+        resolve it)."""
+        key = (address.version, int(address))
+        found = self._endpoints.get(key)
+        if found is None:
+            found = self._endpoints[key] = verdicts.Endpoint(address, self.engine.workload_at(address))
         return found

@@ -17,7 +17,7 @@ the reason. This module does not write the draft and does not widen ports into r
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -106,7 +106,7 @@ class _Draft:
 
 
 def recommend(
-    rows: Iterable[Mapping[str, Any]], engine: engine_mod.PolicyEngine, group_by: tuple[str, ...]
+    rows: Iterable[flowset.Row], engine: engine_mod.PolicyEngine, group_by: tuple[str, ...]
 ) -> Recommendation:
     """Propose allow rules for the denied flows of `rows` at `group_by` granularity, with coverage."""
     if not group_by:

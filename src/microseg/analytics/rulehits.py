@@ -69,7 +69,7 @@ class RuleHits:
 
 
 def rule_hits(
-    rows: Iterable[Mapping[str, Any]],
+    rows: Iterable[flowset.Row],
     engine: engine_mod.PolicyEngine,
     counters: Iterable[Mapping[str, Any]] = (),
 ) -> RuleHits:
@@ -90,9 +90,7 @@ def rule_hits(
     return RuleHits(hits, unused, skipped)
 
 
-def _from_flows(
-    rows: Iterable[Mapping[str, Any]], engine: engine_mod.PolicyEngine
-) -> tuple[dict[str, Hit], int]:
+def _from_flows(rows: Iterable[flowset.Row], engine: engine_mod.PolicyEngine) -> tuple[dict[str, Hit], int]:
     found: dict[str, list[Any]] = {}
     read, skipped = flowset.counted_flows(rows, engine)
     for flow in read:

@@ -13,7 +13,7 @@ whether a change is acceptable; reviewers do.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -171,7 +171,7 @@ _GroupKey = tuple[Change, str, str, str]
 
 
 def simulate(
-    rows: Iterable[Mapping[str, Any]],
+    rows: Iterable[flowset.Row],
     active_engine: engine_mod.PolicyEngine,
     draft_engine: engine_mod.PolicyEngine,
 ) -> Simulation:

@@ -9,6 +9,7 @@ engines); this module only picks the window, the engines and the output form.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -41,10 +42,11 @@ def _keys(text: str, name: str) -> tuple[str, ...]:
     return keys
 
 
-def _rows(rt: Runtime, since: str | None, until: float | None) -> list[summaries.Row]:
+def _rows(rt: Runtime, since: str | None, until: float | None) -> list[Sequence[Any]]:
+    # plain value rows (`summaries.records`), not dicts: the analytics check and read them by position
     start = routes_flows.parse_since(since, time.time())
     with rt.db.read() as conn:
-        return summaries.query(conn, since=start, until=until)
+        return summaries.records(conn, since=start, until=until)
 
 
 def _engines(rt: Runtime) -> tuple[engines.PolicyEngine, engines.PolicyEngine]:

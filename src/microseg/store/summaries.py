@@ -2,7 +2,8 @@
 
 Fed by the agent flow ingest (`add_batch`, in the transaction that stored a new batch, so a batch
 sent twice is counted once); feeds `GET /flows/summary`, the CLI's `microseg flows` and the
-analytics (map, recommend, simulate), which read a time window with `query` / `iterate`.
+analytics (map, recommend, simulate, rule hits), which read a time window as plain value rows
+with `records` (`query` / `iterate` give dicts, for the API and the CLI).
 
 The summary key is (hour bucket, reporter, direction, src, dst, dport, proto, process, verdict,
 rule): one row per key, whose connections, bytes and packets add up and whose first/last seen
@@ -24,7 +25,7 @@ import fnmatch
 import functools
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -273,6 +274,28 @@ def query(
         base, since=base.since if since is None else since, until=base.until if until is None else until
     )
     return list(iterate(conn, window))
+
+
+RECORD_COLUMNS = ("bucket", "reporter", "direction", "src", "dst", "dport", "proto", "process",
+                  "verdict", "rule", "firstSeen", "lastSeen", "connections", "bytes", "packets")  # fmt: skip
+"""What each value of a `records` row is, in order (the agreed shape's keys)."""
+_RECORD_SELECT = (T.c.bucket, T.c.reporter, T.c.direction, T.c.src, T.c.dst,
+                  sa.func.nullif(T.c.dport, NO_PORT), T.c.proto, sa.func.nullif(T.c.process, NO_TEXT),
+                  T.c.verdict, sa.func.nullif(T.c.rule, NO_TEXT), T.c.first_seen, T.c.last_seen,
+                  *(T.c[s] for s in SUMS))  # fmt: skip
+
+
+def records(
+    conn: sa.Connection, since: float | None = None, until: float | None = None
+) -> list[Sequence[Any]]:
+    """Every row in the window [since, until) as a plain row of values in `RECORD_COLUMNS` order
+    (NULL in place of the -1 / '' markers, turned back in SQL), by id: the analytics' bulk read.
+
+    The rows are not checked (the analytics check each and count the ones that do not check out).
+    Cost: one query, and one driver row per stored row; no dict per row (building one per row was
+    a third of `query` over a million rows, and most of the memory)."""
+    stmt = Filters(since=since, until=until).select()
+    return list(conn.execute(stmt.with_only_columns(*_RECORD_SELECT)).all())
 
 
 def page(
