@@ -2,10 +2,12 @@
 bench/report.py.
 
 Targets (issue #4, #17; defined in bench/targets.py): flow ingestion in batches of 1,000, on SQLite
-and on PostgreSQL; one provision reaching 1,000 long-polling agents (simulated clients).
+and on PostgreSQL; one provision reaching 1,000 long-polling agents (simulated clients); and issue
+#17's fleet of 10,000 agents through the public API only (bench/bench_fleet.py, `--fleet N`,
+stored under `runs.<backend>.fleet`).
 
 Run: .venv/bin/python bench/bench_server.py [--quick] [--backends sqlite,postgres] [--agents N]
-[--batches N] [--output FILE]
+[--batches N] [--fleet N] [--output FILE]
 It starts the server on 127.0.0.1 (a free port), prints a Markdown table and writes the raw figures
 (default bench/results/adhoc/server.json); `bench/run` is what writes bench/results/ and
 BENCHMARKS.md. PostgreSQL is the test database (127.0.0.1:5432, `test`), in a schema of its own
@@ -36,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.server import processes
 
+import bench_fleet
 from microseg.cli import loading
 from microseg.policyfile import dumper, synthetic
 from microseg.store import agents, database, migrate, objects, tokens
@@ -273,7 +276,7 @@ def bench_fan_out(url: str, workdir: Path, count: int) -> dict[str, Any]:
     }
 
 
-QUICK = {"agents": 200, "batches": 20}
+QUICK = {"agents": 200, "batches": 20, "fleet": 300}
 """Sizes of `--quick` (a smoke run: its figures are never judged against the targets)."""
 
 
@@ -294,6 +297,8 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--senders", type=int, default=4)
+    told = "agents of the fleet bench (bench_fleet.py: enrollment, deltas, relabel, API p99, RSS); 0: none"
+    parser.add_argument("--fleet", type=int, default=10_000, help=told)
     told = "ingest with the example estate provisioned: its two invariants judged for every batch"
     parser.add_argument("--invariants", action="store_true", help=told)
     parser.add_argument("--quick", action="store_true", help=f"a smoke run: {QUICK}")
@@ -306,7 +311,7 @@ def main() -> None:
     workdir.mkdir()
     results: dict[str, Any] = {
         "agents": args.agents, "batches": args.batches, "batch_records": 1000, "senders": args.senders,
-        "runs": {},
+        "fleet_agents": args.fleet, "fleet_rules": len(bench_fleet.policy()), "runs": {},
     }  # fmt: skip
     for name in args.backends.split(","):
         with backend(name, workdir) as url:
@@ -315,6 +320,10 @@ def main() -> None:
             fan_out = bench_fan_out(url, workdir, args.agents)
         results["runs"][name] = {"ingest": ingest, "fan_out": fan_out}
         print(f"{name}: ingest {ingest}\n{name}: fan-out {fan_out}", flush=True)
+        if args.fleet > 0:
+            with backend(name, workdir) as url:
+                results["runs"][name]["fleet"] = bench_fleet.run(url, workdir, args.fleet)
+            print(f"{name}: fleet {results['runs'][name]['fleet']}", flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print("\n| backend | flow ingest (records/s, batches of 1,000) | batch p50 / p99 | provision -> last |")
@@ -324,6 +333,23 @@ def main() -> None:
         print(
             f"| {name} | {i['records_per_second']:,} | {i['batch_p50_ms']} / {i['batch_p99_ms']} ms | "
             f"{f['seconds_to_last_agent']} s ({f['agents']} agents) |"
+        )
+    _print_fleet(results)
+
+
+def _print_fleet(results: dict[str, Any]) -> None:
+    """The fleet figures as a second Markdown table (when the fleet bench ran)."""
+    fleets = {name: run["fleet"] for name, run in results["runs"].items() if "fleet" in run}
+    if not fleets:
+        return
+    print("\n| backend | agents | enroll/s (slowest tenth) | errors | provision -> last | MB sent | "
+          "relabel -> last | API p99 | RSS |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, f in fleets.items():
+        print(
+            f"| {name} | {f['agents']:,} | {f.get('enroll_per_s')} | {f.get('enroll_errors')} | "
+            f"{f.get('seconds_to_last_agent')} s | {f.get('bytes_sent_mb')} | {f.get('relabel_s')} s | "
+            f"{f.get('api_p99_ms')} ms | {f.get('rss_mb')} MB |"
         )
 
 

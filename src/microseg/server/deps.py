@@ -7,8 +7,9 @@ from fastapi import Request
 from microseg.server.runtime import Runtime
 
 
-def runtime(request: Request) -> Runtime:
-    """The process's runtime (set by the app factory)."""
+async def runtime(request: Request) -> Runtime:
+    """The process's runtime (set by the app factory); async, so that resolving it costs no trip
+    through the thread pool (every request asks for it)."""
     rt: Runtime = request.app.state.runtime
     return rt
 

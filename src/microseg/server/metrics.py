@@ -25,9 +25,12 @@ def _family(name: str, kind: str, help_text: str, samples: list[tuple[str, float
 def render(rt: Runtime) -> str:
     """The exposition text."""
     with rt.db.read() as conn:
-        rows = agents.listing(conn)
+        rows = agents.states(conn)
         provisions = versions.count(conn)
-    by_state = Counter(status.agent_state(a, status.expected_hash(rt, a["workload"])) for a in rows)
+    rt.compiled()  # once; each agent's expected hash then comes from that build
+    by_state = Counter(
+        status.agent_state(a, status.expected_hash(rt, a["workload"], refresh=False)) for a in rows
+    )
     offline = sum(1 for a in rows if not a["online"] and a["revoked_at"] is None)
     m = rt.metrics
     lines = [

@@ -110,6 +110,8 @@ class Runtime:
         self._event: asyncio.Event | None = None
         self._poke: asyncio.Event | None = None
         self._seen: tuple[int, int] = UNREAD
+        self._hashes: dict[str, str] = {}
+        self._hashes_key: tuple[int, int] = UNREAD
 
     # -- the compiled engine ---------------------------------------------------------------
 
@@ -223,9 +225,25 @@ class Runtime:
             return None
         with self._lock:
             try:
-                return compiled.engine.document(workload)
+                doc = compiled.engine.document(workload)
             except LookupFailedError:
                 return None
+            if self._hashes_key != compiled.key:
+                self._hashes, self._hashes_key = {}, compiled.key
+            self._hashes[workload] = doc.hash
+            return doc
+
+    def expected_hash(self, workload: str, *, refresh: bool = True) -> str | None:
+        """The hash of the document `workload`'s agent should hold now: remembered per engine
+        build from every document the feed or anyone computed, so that /metrics and listings ask
+        ten thousand of them without building ten thousand documents during a fan-out."""
+        compiled = self.compiled(refresh=refresh)
+        if self._hashes_key == compiled.key:
+            found = self._hashes.get(workload)
+            if found is not None:
+                return found
+        doc = self.document(workload, refresh=False)
+        return doc.hash if doc is not None else None
 
     # -- change notification ---------------------------------------------------------------
 

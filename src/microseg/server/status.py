@@ -33,8 +33,7 @@ def agent_state(agent: dict[str, Any] | None, expected: str | None) -> str:
 def expected_hash(rt: Runtime, workload: str, *, refresh: bool = True) -> str | None:
     """The hash of the document the workload's agent should have applied now (`refresh=False`:
     by the engine last built, for a caller that just refreshed it once for many workloads)."""
-    doc = rt.document(workload, refresh=refresh)
-    return doc.hash if doc is not None else None
+    return rt.expected_hash(workload, refresh=refresh)
 
 
 def agent_json(rt: Runtime, agent: dict[str, Any]) -> dict[str, Any]:

@@ -69,6 +69,13 @@ def of_workloads(conn: sa.Connection, names: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def states(conn: sa.Connection) -> list[dict[str, Any]]:
+    """Every agent with only what its state needs (no inventory to decode: /metrics reads this
+    at every scrape, for every agent)."""
+    columns = (T.c.workload, T.c.applied_hash, T.c.tampered, T.c.errors, T.c.online, T.c.revoked_at)
+    return [r._asdict() for r in conn.execute(sa.select(*columns))]
+
+
 def listing(conn: sa.Connection) -> list[dict[str, Any]]:
     """Every agent, by workload."""
     return [r._asdict() for r in conn.execute(sa.select(T).order_by(T.c.workload))]
