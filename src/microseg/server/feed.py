@@ -21,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from microseg.model import ruleset, rulesetdelta
 from microseg.server import auth
-from microseg.server.runtime import Runtime
+from microseg.server.runtime import Compiled, Runtime
 
 log = logging.getLogger("microseg.server")
 JSON = "application/json"
@@ -98,21 +99,22 @@ class Feed:
                     loop.call_soon_threadsafe(_fail, future, exc)
 
     def _round(self, loop: asyncio.AbstractEventLoop, batch: list[Waiting]) -> None:
-        self.rt.compiled()
+        compiled = self.rt.compiled()
         live = auth.agents_by_credential(self.rt.db, list({a.credential for a, _ in batch}))
-        done: list[tuple[asyncio.Future[Answer], Answer]] = []
-        for ask, future in batch:
-            who = live.get(ask.credential)
-            found = Answer(None, revoked=True) if who is None else self._answer(ask, who.workload)
-            done.append((future, found))
-            if len(done) >= CHUNK:
-                loop.call_soon_threadsafe(_resolve, done)
-                done = []
-        if done:
+        for at in range(0, len(batch), CHUNK):
+            done: list[tuple[asyncio.Future[Answer], Answer]] = []
+            with self.rt.engine_lock:  # once per chunk: documents, deltas and encodings
+                for ask, future in batch[at : at + CHUNK]:
+                    who = live.get(ask.credential)
+                    if who is None:
+                        done.append((future, Answer(None, revoked=True)))
+                    else:
+                        done.append((future, self._answer(compiled, ask, who.workload)))
             loop.call_soon_threadsafe(_resolve, done)
+            time.sleep(0)  # a window for a request waiting on the engine lock (a listing, /metrics)
 
-    def _answer(self, ask: Ask, workload: str) -> Answer:
-        doc = self.rt.document(workload, refresh=False)
+    def _answer(self, compiled: Compiled, ask: Ask, workload: str) -> Answer:
+        doc = self.rt.document_locked(compiled, workload)
         if doc is None:
             return Answer(None)
         if doc.hash == ask.known:
@@ -120,11 +122,8 @@ class Feed:
         held = self._held.get(ask.known) if ask.deltas and ask.known else None
         self._remember_doc(doc)
         if held is not None and held.workload == doc.workload:
-            with self.rt.engine_lock:  # entries' cached texts are filled in here
-                body = self._differ.delta(held, doc).encode()
-            return Answer(doc.hash, body, rulesetdelta.MEDIA_TYPE)
-        with self.rt.engine_lock:
-            return Answer(doc.hash, self.rt.encoder.encode(doc))
+            return Answer(doc.hash, self._differ.delta(held, doc).encode(), rulesetdelta.MEDIA_TYPE)
+        return Answer(doc.hash, self.rt.encoder.encode(doc))
 
     def _remember_doc(self, doc: ruleset.RulesetDocument) -> None:
         """Keep the document an agent is about to hold, so that its next change can be a delta."""

@@ -27,10 +27,8 @@ def render(rt: Runtime) -> str:
     with rt.db.read() as conn:
         rows = agents.states(conn)
         provisions = versions.count(conn)
-    rt.compiled()  # once; each agent's expected hash then comes from that build
-    by_state = Counter(
-        status.agent_state(a, status.expected_hash(rt, a["workload"], refresh=False)) for a in rows
-    )
+    expected = rt.expected_hashes([a["workload"] for a in rows])
+    by_state = Counter(status.agent_state(a, expected[a["workload"]]) for a in rows)
     offline = sum(1 for a in rows if not a["online"] and a["revoked_at"] is None)
     m = rt.metrics
     lines = [

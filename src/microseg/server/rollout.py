@@ -85,7 +85,8 @@ def readiness(rt: Runtime, scope: str, since: str | None, limits: Thresholds) ->
         judged = [(f, judge(f)) for f in flows]
         managed = [n for n in members if eng.workload(n).managed]
         modes = _modes(eng.workload(n).mode for n in members)
-    states = {n: status.agent_state(agent_rows.get(n), status.expected_hash(rt, n)) for n in managed}
+    expected = rt.expected_hashes(list(managed))
+    states = {n: status.agent_state(agent_rows.get(n), expected[n]) for n in managed}
     report = _report(
         scope, window=(start, now), members=members, modes=modes, states=states, judged=judged, limits=limits
     )

@@ -70,9 +70,8 @@ def object_router(kind: kinds.Kind) -> APIRouter:
                 found = objects.page(conn, kind.name, after, limit + 1)
             page = found[:limit]
             context = _workload_context(conn, [o.name for o in page]) if kind.name == "Workload" else None
-        if context is not None:
-            rt.compiled()  # once for the page; each item's expected hash then reads that engine
-        items = [_listed(rt, o, context) for o in page]
+        expected = rt.expected_hashes([o.name for o in page]) if context is not None else {}
+        items = [_listed(rt, o, context, expected.get(o.name)) for o in page]
         more = len(found) > limit
         return {"kind": f"{kind.name}List", "items": items, "continue": page[-1].name if more else None}
 
@@ -125,12 +124,14 @@ def _workload_context(conn: sa.Connection, names: list[str]) -> Context:
     return service.label_rules(conn), scopes, {a["workload"]: a for a in agents.of_workloads(conn, names)}
 
 
-def _listed(rt: Runtime, o: objects.Stored, context: Context | None) -> dict[str, Any]:
+def _listed(
+    rt: Runtime, o: objects.Stored, context: Context | None, expected: str | None = None
+) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if context is not None:
         rules, scopes, agent_rows = context
         extra = status.workload_status(
-            rt, rt.workloads.model(o.doc, o.etag), rules, scopes, agent_rows.get(o.name), refresh=False
+            rt, rt.workloads.model(o.doc, o.etag), rules, scopes, agent_rows.get(o.name), expected=expected
         )
     return {
         **o.doc,

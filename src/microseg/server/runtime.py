@@ -221,29 +221,42 @@ class Runtime:
         """The provisioned ruleset of a managed workload (None: nothing provisioned, or no
         such managed workload)."""
         compiled = self.compiled(refresh=refresh)
+        with self._lock:
+            return self.document_locked(compiled, workload)
+
+    def document_locked(self, compiled: Compiled, workload: str) -> ruleset.RulesetDocument | None:
+        """`document` from `compiled`, for a caller holding `engine_lock` (the feed holds it once
+        for a chunk of documents); its hash is remembered for `expected_hashes`."""
         if compiled.engine is None:
             return None
-        with self._lock:
-            try:
-                doc = compiled.engine.document(workload)
-            except LookupFailedError:
-                return None
-            if self._hashes_key != compiled.key:
-                self._hashes, self._hashes_key = {}, compiled.key
-            self._hashes[workload] = doc.hash
-            return doc
+        try:
+            doc = compiled.engine.document(workload)
+        except LookupFailedError:
+            return None
+        if self._hashes_key != compiled.key:
+            self._hashes, self._hashes_key = {}, compiled.key
+        self._hashes[workload] = doc.hash
+        return doc
 
     def expected_hash(self, workload: str, *, refresh: bool = True) -> str | None:
-        """The hash of the document `workload`'s agent should hold now: remembered per engine
-        build from every document the feed or anyone computed, so that /metrics and listings ask
-        ten thousand of them without building ten thousand documents during a fan-out."""
+        """The hash of the document `workload`'s agent should hold now (see `expected_hashes`)."""
+        return self.expected_hashes([workload], refresh=refresh)[workload]
+
+    def expected_hashes(self, workloads: list[str], *, refresh: bool = True) -> dict[str, str | None]:
+        """The hash of the document each workload's agent should hold now: remembered per engine
+        build from every document the feed or anyone computed, and the rest computed under one
+        hold of the engine lock, so that /metrics and listings ask for thousands of them during a
+        fan-out without building documents one lock round at a time against the feed's worker."""
         compiled = self.compiled(refresh=refresh)
-        if self._hashes_key == compiled.key:
-            found = self._hashes.get(workload)
-            if found is not None:
-                return found
-        doc = self.document(workload, refresh=False)
-        return doc.hash if doc is not None else None
+        memo = self._hashes if self._hashes_key == compiled.key else {}
+        out: dict[str, str | None] = {w: memo.get(w) for w in workloads}
+        missing = [w for w, h in out.items() if h is None]
+        if missing and compiled.engine is not None:
+            with self._lock:
+                for w in missing:
+                    doc = self.document_locked(compiled, w)
+                    out[w] = doc.hash if doc is not None else None
+        return out
 
     # -- change notification ---------------------------------------------------------------
 

@@ -66,7 +66,7 @@ def workload_status(
     scopes: list[compose.ModeScope],
     agent: dict[str, Any] | None,
     *,
-    refresh: bool = True,
+    expected: str | None = None,
 ) -> dict[str, Any]:
     """The `status` block of a workload: effective labels and mode, quarantine, agent state."""
     own = labelrules.effective_labels(w, rules)
@@ -81,5 +81,5 @@ def workload_status(
         "mode": mode.value,
         "modeFrom": "quarantine" if quarantined else f"ModeScope/{scope.name}" if scope else "workload",
         "quarantined": quarantined,
-        "agent": agent_state(agent, expected_hash(rt, w.name, refresh=refresh) if agent else None),
+        "agent": agent_state(agent, expected or expected_hash(rt, w.name) if agent else None),
     }
