@@ -289,7 +289,7 @@ def _analytics_rows(b: str, label: str) -> list[Row]:
         Row(f"{label}: distinct flows read back", path(f"{run}.stored_distinct_flows"), "", spec=",.0f"),
         Row(f"{label}: ingest (`add_batch`)", path(f"{run}.ingest.records_per_second"), "records/s",
             spec=",.0f"),
-        Row(f"{label}: `summaries.query`, all rows", path(f"{run}.query"), "s"),
+        Row(f"{label}: `summaries.records`, all rows", path(f"{run}.query"), "s"),
         Row(f"{label}: map (`app,role` within `env`), reading rows included", path(f"{run}.map"), "s",
             target=Target("<=", 3, "#6, #17", needs)),
         Row(f"{label}: simulation (draft without 5 rules), reading rows included", path(f"{run}.simulate"),
