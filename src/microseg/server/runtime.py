@@ -209,14 +209,6 @@ class Runtime:
         policy = compose.load_policy([*documents, *(o.doc for o in live if o.kind == "LabelRule")])
         return self.over_live(policy, live, version)
 
-    def document_json(self, workload: str, *, refresh: bool = True) -> tuple[str, bytes] | None:
-        """(hash, JSON bytes) of the workload's provisioned ruleset (None as for `document`)."""
-        doc = self.document(workload, refresh=refresh)
-        if doc is None:
-            return None
-        with self._lock:
-            return doc.hash, self.encoder.encode(doc)
-
     def document(self, workload: str, *, refresh: bool = True) -> ruleset.RulesetDocument | None:
         """The provisioned ruleset of a managed workload (None: nothing provisioned, or no
         such managed workload)."""

@@ -30,15 +30,9 @@ def agent_state(agent: dict[str, Any] | None, expected: str | None) -> str:
     return "in sync" if agent["applied_hash"] == expected else "stale"
 
 
-def expected_hash(rt: Runtime, workload: str, *, refresh: bool = True) -> str | None:
-    """The hash of the document the workload's agent should have applied now (`refresh=False`:
-    by the engine last built, for a caller that just refreshed it once for many workloads)."""
-    return rt.expected_hash(workload, refresh=refresh)
-
-
 def agent_json(rt: Runtime, agent: dict[str, Any]) -> dict[str, Any]:
     """An agent for the API (never its credential)."""
-    expected = expected_hash(rt, agent["workload"])
+    expected = rt.expected_hash(agent["workload"])
     return {
         "id": agent["id"],
         "workload": agent["workload"],
@@ -81,5 +75,5 @@ def workload_status(
         "mode": mode.value,
         "modeFrom": "quarantine" if quarantined else f"ModeScope/{scope.name}" if scope else "workload",
         "quarantined": quarantined,
-        "agent": agent_state(agent, expected or expected_hash(rt, w.name) if agent else None),
+        "agent": agent_state(agent, expected or rt.expected_hash(w.name) if agent else None),
     }
