@@ -1,7 +1,9 @@
 """/metrics in the Prometheus text format: agents by state, provisions, flow ingest, compile latency.
 
-Database-backed figures (agents by state, provisions) are the same on every replica; counters of
-work done (flow records ingested, compiles and their seconds) are this process's own, which is
+Agents by state compare what each agent applied with its document's hash in the engine built last
+(during a compile, the one before: a scrape neither waits for a compile nor computes documents,
+whose hashes come with each build). Database-backed figures are the same on every replica; counters
+of work done (flow records ingested, compiles and their seconds) are this process's own, which is
 what Prometheus expects of replicas it scrapes one by one.
 """
 
@@ -27,9 +29,9 @@ def render(rt: Runtime) -> str:
     with rt.db.read() as conn:
         rows = agents.states(conn)
         provisions = versions.count(conn)
-    expected = rt.expected_hashes([a["workload"] for a in rows])
-    by_state = Counter(status.agent_state(a, expected[a["workload"]]) for a in rows)
-    offline = sum(1 for a in rows if not a["online"] and a["revoked_at"] is None)
+    expected = rt.expected_hashes([a.workload for a in rows], latest=False)
+    by_state = Counter(status.state_of(a, expected[a.workload]) for a in rows)
+    offline = sum(1 for a in rows if not a.online and not a.revoked)
     m = rt.metrics
     lines = [
         *_family(

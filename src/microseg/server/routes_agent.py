@@ -8,8 +8,6 @@ otherwise waits (up to `wait` seconds) for the next change of the state row.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import time
 from typing import Annotated, Any
@@ -20,8 +18,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 
-from microseg.model import rulesetdelta
-from microseg.server import auth, deps, enrollment, feed, ingest, models, ratelimit
+from microseg.server import auth, deps, enrollment, ingest, longpoll, models, ratelimit
 from microseg.server.auth import Principal
 from microseg.server.problems import Problem
 from microseg.server.runtime import Runtime
@@ -141,30 +138,9 @@ async def ruleset(
     if_none_match: Annotated[str | None, Header()] = None,
     accept: Annotated[str | None, Header(max_length=1000)] = None,
 ) -> Response:
-    """The workload is the credential's, looked up by the feed with the rest of its round."""
-    known = known or (if_none_match.strip().strip('"') if if_none_match else None)
-    deltas = accept is not None and rulesetdelta.MEDIA_TYPE in accept
-    deadline = time.monotonic() + min(wait, rt.settings.long_poll_max)
-    assert rt.feed is not None  # the app factory sets it
-    waited = False
-    while True:
-        changed = rt.changed_event()
-        found = await rt.feed.answer(feed.Ask(credential, known, deltas))
-        if found.revoked:
-            told = "this agent credential was revoked" if waited else "unknown or revoked token"
-            raise Problem(401, "Unauthorized", told)
-        if found.hash is not None and found.body:
-            return Response(found.body, media_type=found.media_type, headers={"ETag": f'"{found.hash}"'})
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return Response(status_code=204 if found.hash is None else 304)
-        waited = True
-        rt.metrics.feed_waiting += 1
-        try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), remaining)
-        finally:
-            rt.metrics.feed_waiting -= 1
+    """The workload is the credential's, looked up by the feed with the rest of its round. Most
+    polls never reach this function: `longpoll.FastPath` answers them before the router."""
+    return await longpoll.answer(rt, longpoll.ask(credential, known, if_none_match, accept), wait)
 
 
 FLOW_BODY = {"requestBody": {"required": True, "content": {"application/json": {

@@ -104,10 +104,11 @@ class Runtime:
         self.feed: feed.Feed | None = None
         """The ruleset feed, set by the app factory."""
         self._lock = threading.Lock()
+        self._building = threading.Lock()
+        """Held by the one thread building the next engine."""
         self._policy_lock = threading.Lock()
         self._policies: dict[tuple[int, tuple[str, ...]], estate.Estate] = {}
         self._compiled = Compiled(UNREAD, None)
-        self._event: asyncio.Event | None = None
         self._poke: asyncio.Event | None = None
         self._seen: tuple[int, int] = UNREAD
         self._hashes: dict[str, str] = {}
@@ -115,19 +116,26 @@ class Runtime:
 
     # -- the compiled engine ---------------------------------------------------------------
 
-    def compiled(self, *, refresh: bool = True) -> Compiled:
+    def compiled(self, *, refresh: bool = True, latest: bool = True) -> Compiled:
         """The engine for what the database says now (rebuilt when the state row moved);
-        `refresh=False`: the last one built, without reading the state row."""
+        `refresh=False`: the last one built, without reading the state row; `latest=False`: the
+        last one built while another thread builds the next (a status read does not wait the
+        seconds a compile of 10,000 workloads takes: it says what agents hold until then)."""
         if not refresh:
             return self._compiled
         with self.db.read() as conn:
             key = state.read(conn)
-        with self._lock:
+        if self._compiled.key == key or (not latest and self._building.locked()):
+            return self._compiled
+        with self._building:
             if self._compiled.key != key:
-                self._compiled = self._build(key)
+                self._build(key)
             return self._compiled
 
-    def _build(self, key: tuple[int, int]) -> Compiled:
+    def _build(self, key: tuple[int, int]) -> None:
+        """The engine for `key`, with the hash of every managed workload's document, swapped in
+        whole under the engine lock. A full compile runs without that lock: the feed and the
+        API keep using the last engine meanwhile."""
         started = time.perf_counter()
         with self.db.read() as conn:
             key = state.read(conn)
@@ -136,7 +144,9 @@ class Runtime:
             policy = self._policies.get(policy_key(key[0], rules))
             version = versions.get(conn, key[0]) if key[0] and policy is None else None
         if key[0] == 0:
-            return Compiled(key, None)
+            with self._lock:
+                self._compiled = Compiled(key, None)
+            return
         if policy is None:
             assert version is not None  # the state row only ever names a stored version
             policy = compose.load_policy([*version.documents, *(o.doc for o in rules)])
@@ -145,12 +155,25 @@ class Runtime:
         est = compose.compose(policy, [o.doc for o in live], self.workloads, self.control_plane,
                               version=key[0], etags=etags)  # fmt: skip
         basis = policy_key(key[0], rules)
-        eng = self._updated(basis, est) or engines.PolicyEngine(est)
+        workloads = {w.name: w for w in est.workloads}
+        with self._lock:  # the incremental path changes the engine in use
+            eng = self._updated(basis, est)
+            if eng is not None:
+                self._swap(Compiled(key, eng, basis, workloads), started)
+                return
+        built = Compiled(key, engines.PolicyEngine(est), basis, workloads)
+        hashes = _document_hashes(built)  # nobody else sees this engine yet
+        with self._lock:
+            self._swap(built, started, hashes)
+
+    def _swap(self, built: Compiled, started: float, hashes: dict[str, str] | None = None) -> None:
+        """Make `built` the engine in use (the caller holds the engine lock)."""
+        self._compiled = built
+        self._hashes, self._hashes_key = (_document_hashes(built) if hashes is None else hashes), built.key
         took = time.perf_counter() - started
         self.metrics.compiles += 1
         self.metrics.compile_seconds += took
         self.metrics.last_compile_seconds = took
-        return Compiled(key, eng, basis, {w.name: w for w in est.workloads})
 
     def _updated(self, basis: tuple[int, tuple[str, ...]], est: estate.Estate) -> engines.PolicyEngine | None:
         """The last engine brought up to `est` one workload at a time, when only workloads changed
@@ -225,21 +248,22 @@ class Runtime:
             doc = compiled.engine.document(workload)
         except LookupFailedError:
             return None
-        if self._hashes_key != compiled.key:
-            self._hashes, self._hashes_key = {}, compiled.key
-        self._hashes[workload] = doc.hash
+        if self._hashes_key == compiled.key:  # not for an engine replaced since the caller took it
+            self._hashes[workload] = doc.hash
         return doc
 
-    def expected_hash(self, workload: str, *, refresh: bool = True) -> str | None:
+    def expected_hash(self, workload: str, *, refresh: bool = True, latest: bool = True) -> str | None:
         """The hash of the document `workload`'s agent should hold now (see `expected_hashes`)."""
-        return self.expected_hashes([workload], refresh=refresh)[workload]
+        return self.expected_hashes([workload], refresh=refresh, latest=latest)[workload]
 
-    def expected_hashes(self, workloads: list[str], *, refresh: bool = True) -> dict[str, str | None]:
-        """The hash of the document each workload's agent should hold now: remembered per engine
-        build from every document the feed or anyone computed, and the rest computed under one
-        hold of the engine lock, so that /metrics and listings ask for thousands of them during a
-        fan-out without building documents one lock round at a time against the feed's worker."""
-        compiled = self.compiled(refresh=refresh)
+    def expected_hashes(
+        self, workloads: list[str], *, refresh: bool = True, latest: bool = True
+    ) -> dict[str, str | None]:
+        """The hash of the document each workload's agent should hold now: every managed
+        workload's is computed with its engine (`_build`), so that /metrics and listings ask for
+        thousands of them during a fan-out without building documents against the feed's worker;
+        the rest (a workload managed since) under one hold of the engine lock."""
+        compiled = self.compiled(refresh=refresh, latest=latest)
         memo = self._hashes if self._hashes_key == compiled.key else {}
         out: dict[str, str | None] = {w: memo.get(w) for w in workloads}
         missing = [w for w, h in out.items() if h is None]
@@ -252,12 +276,6 @@ class Runtime:
 
     # -- change notification ---------------------------------------------------------------
 
-    def changed_event(self) -> asyncio.Event:
-        """An event set at the next change (take it before looking, so no change is missed)."""
-        if self._event is None:
-            self._event = asyncio.Event()
-        return self._event
-
     def poke(self) -> None:
         """A local write happened: look at the state row now (thread-safe)."""
         loop, poke = self._loop, self._poke
@@ -268,7 +286,6 @@ class Runtime:
         """Wake long-polls whenever the state row changes, whoever changed it."""
         self._loop = asyncio.get_running_loop()
         self._poke = asyncio.Event()
-        self.changed_event()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), self.settings.watch_interval)
@@ -281,9 +298,21 @@ class Runtime:
                 continue
             if key != self._seen:
                 self._seen = key
-                old, self._event = self.changed_event(), asyncio.Event()
-                old.set()
+                if self.feed is not None:
+                    self.feed.changed()
 
     def _read_key(self) -> tuple[int, int]:
         with self.db.read() as conn:
             return state.read(conn)
+
+
+def _document_hashes(built: Compiled) -> dict[str, str]:
+    """The hash of every managed workload's document: all of them are asked for at once after a
+    provision (every parked agent, /metrics), and the engine keeps the documents."""
+    assert built.engine is not None
+    found: dict[str, str] = {}
+    for name, workload in built.workloads.items():
+        if workload.managed:
+            with contextlib.suppress(MicrosegError):  # asked for again, the error is reported there
+                found[name] = built.engine.document(name).hash
+    return found

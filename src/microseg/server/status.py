@@ -15,24 +15,40 @@ from typing import Any
 from microseg.model import labelrules, workloads
 from microseg.server import compose
 from microseg.server.runtime import Runtime
+from microseg.store import agents
 
 STATES = ("in sync", "stale", "failed", "tampered", "no agent")
 
 
 def agent_state(agent: dict[str, Any] | None, expected: str | None) -> str:
-    """One of STATES."""
-    if agent is None or agent.get("revoked_at") is not None:
+    """One of STATES, of an agent row (None: no agent)."""
+    if agent is None:
         return "no agent"
-    if agent["tampered"]:
+    held = agents.State(
+        agent["workload"],
+        agent["applied_hash"],
+        agent["tampered"],
+        bool(agent["errors"]),
+        agent["online"],
+        agent.get("revoked_at") is not None,
+    )
+    return state_of(held, expected)
+
+
+def state_of(agent: agents.State, expected: str | None) -> str:
+    """One of STATES, of what `agents.states` reads."""
+    if agent.revoked:
+        return "no agent"
+    if agent.tampered:
         return "tampered"
-    if agent["errors"]:
+    if agent.failed:
         return "failed"
-    return "in sync" if agent["applied_hash"] == expected else "stale"
+    return "in sync" if agent.applied_hash == expected else "stale"
 
 
 def agent_json(rt: Runtime, agent: dict[str, Any]) -> dict[str, Any]:
     """An agent for the API (never its credential)."""
-    expected = rt.expected_hash(agent["workload"])
+    expected = rt.expected_hash(agent["workload"], latest=False)
     return {
         "id": agent["id"],
         "workload": agent["workload"],
@@ -75,5 +91,5 @@ def workload_status(
         "mode": mode.value,
         "modeFrom": "quarantine" if quarantined else f"ModeScope/{scope.name}" if scope else "workload",
         "quarantined": quarantined,
-        "agent": agent_state(agent, expected or rt.expected_hash(w.name) if agent else None),
+        "agent": agent_state(agent, expected or rt.expected_hash(w.name, latest=False) if agent else None),
     }

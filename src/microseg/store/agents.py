@@ -7,9 +7,10 @@ replicas look for silent agents at once, each agent goes offline (and gets its e
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -69,11 +70,39 @@ def of_workloads(conn: sa.Connection, names: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def states(conn: sa.Connection) -> list[dict[str, Any]]:
-    """Every agent with only what its state needs (no inventory to decode: /metrics reads this
-    at every scrape, for every agent)."""
-    columns = (T.c.workload, T.c.applied_hash, T.c.tampered, T.c.errors, T.c.online, T.c.revoked_at)
-    return [r._asdict() for r in conn.execute(sa.select(*columns))]
+class State(NamedTuple):
+    """What an agent's state needs, and no more."""
+
+    workload: str
+    applied_hash: str | None
+    tampered: bool
+    failed: bool
+    online: bool
+    revoked: bool
+
+
+def states(conn: sa.Connection) -> list[State]:
+    """Every agent with only what its state needs, read as one JSON array built by the database:
+    /metrics reads this at every scrape, for every agent, and a read row by row gives the
+    interpreter lock up at each row (SQLite), which a busy server's other threads then hold for
+    up to a switch interval each: over a second for 10,000 agents during a fan-out. JSON keeps
+    whatever an agent reported as its applied hash a string."""
+    errors = sa.func.jsonb_array_length if conn.dialect.name == "postgresql" else sa.func.json_array_length
+    fields = (
+        T.c.workload,
+        T.c.applied_hash,
+        T.c.tampered,
+        errors(T.c.errors),
+        T.c.online,
+        T.c.revoked_at.is_not(None),
+    )
+    if conn.dialect.name == "postgresql":
+        query = sa.select(sa.func.json_agg(sa.func.json_build_array(*fields)))
+    else:
+        query = sa.select(sa.func.json_group_array(sa.func.json_array(*fields)))
+    found = conn.execute(query).scalar()
+    rows = json.loads(found) if isinstance(found, str) else found or []
+    return [State(w, h, bool(t), bool(e), bool(o), bool(r)) for w, h, t, e, o, r in rows]
 
 
 def listing(conn: sa.Connection) -> list[dict[str, Any]]:
