@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -96,6 +97,41 @@ def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     output.console.print(t)
 
 
+Item = dict[str, Any]
+"""One listed item as the server sent it (`-o json` and `-o yaml` print it as it came)."""
+
+
+@dataclass(frozen=True)
+class Listing:
+    """How `get` lists one path and shows it as a table: its headers and a row for each item."""
+
+    headers: tuple[str, ...]
+    row: Callable[[Item], list[str]]
+    order: Callable[[client.Client], Callable[[Item], Any]] | None = None
+    """The sort key of the table's rows, made from what else the server holds (None: as listed)."""
+    paged: bool = True
+    """Whether the path takes a selector and a page size (versions take neither: the newest 100)."""
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A listed object as the CLI reads it: a generic policy document (any kind), with the status
+    the server adds."""
+
+    name: str
+    spec: dict[str, Any]
+    status: dict[str, Any]
+
+    @classmethod
+    def of(cls, item: Item) -> Listed:
+        """Read one item of an object listing."""
+        return cls(str(item["metadata"]["name"]), item.get("spec", {}), item.get("status", {}))
+
+    def status_text(self, key: str) -> str:
+        """A status field for a table (`-` when the server gives none)."""
+        return str(self.status.get(key, "-"))
+
+
 def get(
     ctx: typer.Context,
     kind: Annotated[
@@ -121,82 +157,80 @@ def get(
         if not emit(found, fmt):
             emit(found, Format.YAML)
         return
-    items = (
-        api.get(f"/{path}", selector=selector, limit=10_000)["items"]
-        if path != "versions"
-        else api.get("/versions")["items"]
-    )
+    shown = LISTINGS.get(path, DOCUMENTS)
+    query: dict[str, Any] = {"selector": selector, "limit": 10_000} if shown.paged else {}
+    items: list[Item] = api.get(f"/{path}", **query)["items"]
     if emit(items, fmt):
         return
-    if path == "rules":
-        items = sorted(items, key=rule_order(api))
-    columns, rows = _rows(path, items)
-    table(f"{path} ({len(items)})", columns, rows)
+    if shown.order is not None:
+        items = sorted(items, key=shown.order(api))
+    table(f"{path} ({len(items)})", list(shown.headers), [shown.row(item) for item in items])
 
 
-def rule_order(api: client.Client) -> Callable[[dict[str, Any]], tuple[int, str, int, str]]:
+def rule_order(api: client.Client) -> Callable[[Item], tuple[int, str, int, str]]:
     """Rules in evaluation order: by their tier's order (the server's tiers, else the built-in
     orders), then priority, then name, as the engine evaluates them."""
     orders = {t.name: t.order for t in tiers.BUILTIN_TIERS}
-    orders |= {t["metadata"]["name"]: int(t["spec"].get("order", 0)) for t in api.get("/tiers")["items"]}
+    orders |= {t.name: int(t.spec.get("order", 0)) for t in map(Listed.of, api.get("/tiers")["items"])}
 
-    def key(rule: dict[str, Any]) -> tuple[int, str, int, str]:
-        tier, spec = str(rule["spec"].get("tier")), rule["spec"]
-        priority = spec.get("priority")
+    def key(item: Item) -> tuple[int, str, int, str]:
+        rule = Listed.of(item)
+        tier, priority = str(rule.spec.get("tier")), rule.spec.get("priority")
         return (orders.get(tier, sys.maxsize), tier, priority if isinstance(priority, int) else sys.maxsize,
-                rule["metadata"]["name"])  # fmt: skip
+                rule.name)  # fmt: skip
 
     return key
 
 
-def _rows(path: str, items: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    if path == "workloads":
-        return ["NAME", "ADDRESSES", "LABELS", "MODE", "AGENT"], [
-            [
-                w["metadata"]["name"],
-                ",".join(w["spec"].get("addresses", [])),
-                ",".join(f"{k}={v}" for k, v in sorted(w["status"].get("effectiveLabels", {}).items())),
-                w["status"].get("mode", "-"),
-                w["status"].get("agent", "-"),
-            ]
-            for w in items
-        ]
-    if path == "rules":
-        return ["RULE", "PRIORITY", "ACTION", "FROM", "TO", "SERVICES"], [
-            [
-                f"{r['spec'].get('tier')}/{r['metadata']['name']}",
-                str(r["spec"].get("priority")),
-                str(r["spec"].get("action")),
-                _peers(r["spec"].get("from")),
-                _peers(r["spec"].get("to")),
-                service_text(r["spec"].get("services")),
-            ]
-            for r in items
-        ]
-    if path == "versions":
-        return ["VERSION", "CREATED", "BY", "NOTE"], [
-            [
-                v["name"] + (f" (rollback of v{v['rollbackOf']})" if v.get("rollbackOf") else ""),
-                when(v["createdAt"]),
-                v["createdBy"],
-                v["note"],
-            ]
-            for v in items
-        ]
-    if path == "agents":
-        return ["WORKLOAD", "STATE", "ONLINE", "DATAPLANE", "LAST SEEN"], [
-            [
-                a["workload"],
-                a["state"],
-                "yes" if a["online"] else "no",
-                a["dataplane"] or "-",
-                when(a["lastSeen"]),
-            ]
-            for a in items
-        ]
-    return ["NAME", "UPDATED", "BY"], [
-        [o["metadata"]["name"], when(o["status"]["updatedAt"]), o["status"]["updatedBy"]] for o in items
+def _workload_row(item: Item) -> list[str]:
+    w = Listed.of(item)
+    addresses = ",".join(w.spec.get("addresses", []))
+    labels = ",".join(f"{k}={v}" for k, v in sorted(w.status.get("effectiveLabels", {}).items()))
+    return [w.name, addresses, labels, w.status_text("mode"), w.status_text("agent")]
+
+
+def _rule_row(item: Item) -> list[str]:
+    r = Listed.of(item)
+    spec = r.spec
+    return [
+        f"{spec.get('tier')}/{r.name}",
+        str(spec.get("priority")),
+        str(spec.get("action")),
+        _peers(spec.get("from")),
+        _peers(spec.get("to")),
+        service_text(spec.get("services")),
     ]
+
+
+def _version_row(item: Item) -> list[str]:
+    from microseg.server import responses  # here, not at the top: pydantic is no startup cost
+
+    v = responses.Version.model_validate(item)
+    again = f" (rollback of v{v.rollbackOf})" if v.rollbackOf else ""
+    return [v.name + again, when(v.createdAt), v.createdBy, v.note]
+
+
+def _agent_row(item: Item) -> list[str]:
+    from microseg.server import responses
+
+    a = responses.Agent.model_validate(item)
+    return [a.workload, a.state, "yes" if a.online else "no", a.dataplane or "-", when(a.lastSeen)]
+
+
+def _document_row(item: Item) -> list[str]:
+    o = Listed.of(item)
+    return [o.name, when(o.status["updatedAt"]), o.status["updatedBy"]]
+
+
+LISTINGS: dict[str, Listing] = {
+    "workloads": Listing(("NAME", "ADDRESSES", "LABELS", "MODE", "AGENT"), _workload_row),
+    "rules": Listing(("RULE", "PRIORITY", "ACTION", "FROM", "TO", "SERVICES"), _rule_row, order=rule_order),
+    "versions": Listing(("VERSION", "CREATED", "BY", "NOTE"), _version_row, paged=False),
+    "agents": Listing(("WORKLOAD", "STATE", "ONLINE", "DATAPLANE", "LAST SEEN"), _agent_row),
+}
+"""What `get` shows of each path; paths not here are policy documents (`DOCUMENTS`)."""
+DOCUMENTS = Listing(("NAME", "UPDATED", "BY"), _document_row)
+"""A table of policy documents says only who changed each, when (`-o yaml` has the rest)."""
 
 
 def service_text(value: Any) -> str:
@@ -357,7 +391,10 @@ def quarantine(
 
 def has_agent(api: client.Client, workload: str) -> bool:
     """Whether an agent that is not revoked serves `workload` (offline ones still enforce: fail-static)."""
-    return any(a["workload"] == workload and not a["revoked"] for a in api.get("/agents")["items"])
+    from microseg.server import responses  # here, not at the top: pydantic is no startup cost
+
+    listed = map(responses.Agent.model_validate, api.get("/agents")["items"])
+    return any(a.workload == workload and not a.revoked for a in listed)
 
 
 def release(

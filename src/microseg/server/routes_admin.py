@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from microseg import errors
 from microseg.engine import engine as engines
 from microseg.model import services
-from microseg.server import auth, deps, metrics, models, service, status
+from microseg.server import auth, deps, metrics, models, responses, service, status
 from microseg.server.auth import Principal
 from microseg.server.runtime import Runtime
 from microseg.store import agents, audit, events, flows, tokens
@@ -100,10 +100,10 @@ def revoke_enrollment(rt: Rt, who: Admin, ident: str) -> Response:
 
 
 @router.get("/agents", summary="Agents with their state: in sync, stale, failed or tampered")
-def list_agents(rt: Rt, _: Viewer) -> dict[str, Any]:
+def list_agents(rt: Rt, _: Viewer) -> responses.AgentList:
     with rt.db.read() as conn:
         rows = agents.listing(conn)
-    return {"items": [status.agent_json(rt, a) for a in rows]}
+    return responses.AgentList.model_validate({"items": [status.agent_json(rt, a) for a in rows]})
 
 
 @router.delete("/agents/{ident}", status_code=204, summary="Revoke an agent's credential")

@@ -5,12 +5,16 @@ object with its ETag; POST creates (409 when it exists); PUT creates or replaces
 If-Match and If-None-Match; DELETE honours If-Match. Policy kinds change the draft; live kinds the
 inventory. Rules live under /rules/{tier}/{name}.
 
+The factory is the same for every kind; what a kind does differently (its item path, how a
+selector picks its listing, what its listing adds to each object's status) is its row in `ROUTES`.
+
 No `from __future__ import annotations` here: the per-kind routes close over a local dependency,
 and FastAPI must see their annotations as objects, not strings.
 """
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Header, Query, Response
@@ -49,7 +53,7 @@ def one(stored: objects.Stored, code: int = 200, extra: dict[str, Any] | None = 
 def object_router(kind: kinds.Kind) -> APIRouter:
     """GET/POST on the collection, GET/PUT/DELETE on one object, for one kind."""
     router = APIRouter(prefix=f"/api/v1/{kind.path}", tags=[kind.name])
-    item = "/{tier}/{name}" if kind.name == "Rule" else "/{name}"
+    own = ROUTES.get(kind.name, KindRoutes())
 
     def key(name: str, tier: str | None = None) -> str:
         return f"{tier}/{name}" if tier is not None else name
@@ -63,15 +67,15 @@ def object_router(kind: kinds.Kind) -> APIRouter:
         selector: Annotated[str | None, Query(max_length=2000)] = None,
     ) -> dict[str, Any]:
         with rt.db.read() as conn:
-            if kind.name == "Workload" and selector:
-                found = service.select_workloads(rt, conn, selector)
+            if own.select is not None and selector:
+                found = own.select(rt, conn, selector)
                 found = [o for o in found if after is None or o.name > after][: limit + 1]
             else:
                 found = objects.page(conn, kind.name, after, limit + 1)
             page = found[:limit]
-            context = _workload_context(conn, [o.name for o in page]) if kind.name == "Workload" else None
-        expected = rt.expected_hashes([o.name for o in page]) if context is not None else {}
-        items = [_listed(rt, o, context, expected.get(o.name)) for o in page]
+            context = own.context(conn, [o.name for o in page]) if own.context is not None else None
+        extras = context.statuses(rt, page) if context is not None else [{} for _ in page]
+        items = [_listed(o, extra) for o, extra in zip(page, extras, strict=True)]
         more = len(found) > limit
         return {"kind": f"{kind.name}List", "items": items, "continue": page[-1].name if more else None}
 
@@ -85,7 +89,7 @@ def object_router(kind: kinds.Kind) -> APIRouter:
             raise
         return one(stored, 201)
 
-    @router.get(item, summary=f"Read a {kind.name}")
+    @router.get(own.item, summary=f"Read a {kind.name}")
     def read(rt: Rt, _: Viewer, name: Annotated[str, Depends(key)]) -> JSONResponse:
         with rt.db.read() as conn:
             stored = objects.get(conn, kind.name, name)
@@ -93,7 +97,7 @@ def object_router(kind: kinds.Kind) -> APIRouter:
             raise errors.LookupFailedError(f"no {kind.name} called {name!r}")
         return one(stored)
 
-    @router.put(item, summary=f"Create or replace a {kind.name}")
+    @router.put(own.item, summary=f"Create or replace a {kind.name}")
     def replace(
         *,
         rt: Rt,
@@ -108,7 +112,7 @@ def object_router(kind: kinds.Kind) -> APIRouter:
         )
         return one(stored, 201 if created else 200)
 
-    @router.delete(item, status_code=204, summary=f"Delete a {kind.name}")
+    @router.delete(own.item, status_code=204, summary=f"Delete a {kind.name}")
     def delete(rt: Rt, who: Editor, name: Annotated[str, Depends(key)], if_match: IfMatch = None) -> Response:
         service.remove(rt, who, kind.name, name, if_match)
         return Response(status_code=204)
@@ -116,23 +120,63 @@ def object_router(kind: kinds.Kind) -> APIRouter:
     return router
 
 
-Context = tuple[tuple[labelrules.LabelRule, ...], list[compose.ModeScope], dict[str, dict[str, Any]]]
+class PageContext(Protocol):
+    """What a kind's listing reads in its transaction for the status of one page of objects."""
+
+    def statuses(self, rt: Runtime, page: list[objects.Stored]) -> list[dict[str, Any]]:
+        """What each object of the page adds to its status, in order; called after the read
+        transaction (it may take the engine's lock, which is not held inside a database read)."""
+        ...
 
 
-def _workload_context(conn: sa.Connection, names: list[str]) -> Context:
-    scopes = [compose.mode_scope(o.doc) for o in objects.of_kinds(conn, ("ModeScope",))]
-    return service.label_rules(conn), scopes, {a["workload"]: a for a in agents.of_workloads(conn, names)}
+@dataclass(frozen=True)
+class WorkloadContext:
+    """A page of workloads' status: label rules, mode scopes and the page's agents read in the
+    listing's transaction, the hashes their agents should hold taken after it (in one hold of the
+    engine lock for the whole page)."""
+
+    rules: tuple[labelrules.LabelRule, ...]
+    scopes: list[compose.ModeScope]
+    agents: dict[str, dict[str, Any]]
+
+    @classmethod
+    def read(cls, conn: sa.Connection, names: list[str]) -> "WorkloadContext":
+        """What the status of the workloads `names` needs from the database."""
+        scopes = [compose.mode_scope(o.doc) for o in objects.of_kinds(conn, ("ModeScope",))]
+        rules = service.label_rules(conn)
+        return cls(rules, scopes, {a["workload"]: a for a in agents.of_workloads(conn, names)})
+
+    def statuses(self, rt: Runtime, page: list[objects.Stored]) -> list[dict[str, Any]]:
+        """Effective labels and mode, quarantine and agent state of each workload (`server.status`)."""
+        expected = rt.expected_hashes([o.name for o in page], latest=False)
+        return [self._status(rt, o, expected.get(o.name)) for o in page]
+
+    def _status(self, rt: Runtime, o: objects.Stored, expected: str | None) -> dict[str, Any]:
+        w, agent = rt.workloads.model(o.doc, o.etag), self.agents.get(o.name)
+        return status.workload_status(rt, w, self.rules, self.scopes, agent, expected=expected)
 
 
-def _listed(
-    rt: Runtime, o: objects.Stored, context: Context | None, expected: str | None = None
-) -> dict[str, Any]:
-    extra: dict[str, Any] = {}
-    if context is not None:
-        rules, scopes, agent_rows = context
-        extra = status.workload_status(
-            rt, rt.workloads.model(o.doc, o.etag), rules, scopes, agent_rows.get(o.name), expected=expected
-        )
+@dataclass(frozen=True)
+class KindRoutes:
+    """What one kind's routes do beyond the generic CRUD of `object_router`."""
+
+    item: str = "/{name}"
+    """The path of one object under the collection."""
+    select: Callable[[Runtime, sa.Connection, str], list[objects.Stored]] | None = None
+    """The objects a listing's `selector` picks (None: the kind ignores `selector`)."""
+    context: Callable[[sa.Connection, list[str]], PageContext] | None = None
+    """Reads, for the names of a listed page, what the listing adds to each status (None: only
+    the ETag and who changed it, when)."""
+
+
+ROUTES: dict[str, KindRoutes] = {
+    "Rule": KindRoutes(item="/{tier}/{name}"),
+    "Workload": KindRoutes(select=service.select_workloads, context=WorkloadContext.read),
+}
+"""The kinds whose routes differ from the defaults (`KindRoutes()`)."""
+
+
+def _listed(o: objects.Stored, extra: dict[str, Any]) -> dict[str, Any]:
     return {
         **o.doc,
         "status": {"etag": o.etag, "updatedAt": o.updated_at, "updatedBy": o.updated_by, **extra},

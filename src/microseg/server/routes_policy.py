@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from microseg import errors
 from microseg.analytics import explaining
 from microseg.engine import engine as engines
-from microseg.server import auth, compose, deps, kinds, models, provisioning
+from microseg.server import auth, compose, deps, kinds, models, provisioning, responses
 from microseg.server.auth import Principal
 from microseg.server.runtime import Runtime
 from microseg.store import objects, versions
@@ -49,10 +49,10 @@ def list_versions(
     _: Viewer,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: Annotated[int | None, Query(ge=1, le=provisioning.MAX_VERSION)] = None,
-) -> dict[str, Any]:
+) -> responses.VersionList:
     with rt.db.read() as conn:
         found = versions.listing(conn, limit, before)
-    return {"items": [provisioning.version_json(v) for v in found]}
+    return responses.VersionList.model_validate({"items": [provisioning.version_json(v) for v in found]})
 
 
 @router.post("/versions", status_code=201, summary="Provision the draft as the next version")
