@@ -52,3 +52,19 @@ def test_incremental_updates_equal_a_fresh_compile(api: Api) -> None:
                                                                "labels": {"tier": "front"}})), 201)  # fmt: skip
     assert _followed_hashes(follower) == _fresh_hashes(follower)
     assert follower.compiled().engine is not first  # a label rule is policy: compiled afresh
+
+
+def test_a_change_the_incremental_path_refuses_half_way_is_compiled_afresh(api: Api) -> None:
+    provision_example(api)
+    follower = Runtime(
+        config.ServerSettings(database=str(api.db.url), control_plane=("10.77.0.1:8440",)), api.db
+    )
+    first = follower.compiled().engine
+    one, two = ok(api.get("/workloads/prod-web-1")), ok(api.get("/workloads/prod-web-2"))
+    swapped = []
+    for mine, theirs in ((one, two), (two, one)):
+        body = {k: v for k, v in mine.items() if k != "status"}
+        swapped.append({**body, "spec": {**body["spec"], "addresses": theirs["spec"]["addresses"]}})
+    ok(api.post("/apply", {"documents": swapped}))  # two addresses trade places in one step
+    assert _followed_hashes(follower) == _fresh_hashes(follower)
+    assert follower.compiled().engine is not first  # never the half-updated engine

@@ -157,9 +157,9 @@ class Runtime:
         basis = policy_key(key[0], rules)
         workloads = {w.name: w for w in est.workloads}
         with self._lock:  # the incremental path changes the engine in use
-            eng = self._updated(basis, est)
-            if eng is not None:
-                self._swap(Compiled(key, eng, basis, workloads), started)
+            changes = self._changes(basis, est)
+            if changes is not None:
+                self._swap(Compiled(key, self._updated(changes, est), basis, workloads), started)
                 return
         built = Compiled(key, engines.PolicyEngine(est), basis, workloads)
         hashes = _document_hashes(built)  # nobody else sees this engine yet
@@ -175,11 +175,12 @@ class Runtime:
         self.metrics.compile_seconds += took
         self.metrics.last_compile_seconds = took
 
-    def _updated(self, basis: tuple[int, tuple[str, ...]], est: estate.Estate) -> engines.PolicyEngine | None:
-        """The last engine brought up to `est` one workload at a time, when only workloads changed
-        (the engine's incremental path: a relabel recomputes one identity, a re-address moves set
-        members). None when a full compile is due: other policy, many changes, or a change the
-        incremental path refuses (an address moving between two workloads in one step)."""
+    def _changes(
+        self, basis: tuple[int, tuple[str, ...]], est: estate.Estate
+    ) -> tuple[list[str], list[Workload]] | None:
+        """The workloads gone and changed since the last engine, when the engine's incremental
+        path can bring it up to `est` (a relabel recomputes one identity, a re-address moves set
+        members); None when a full compile is due: other policy, or many changes."""
         prev = self._compiled
         if (
             prev.engine is None
@@ -192,14 +193,24 @@ class Runtime:
         changed = [w for n, w in new.items() if prev.workloads.get(n) != w]
         if len(gone) + len(changed) > max(8, len(new) // 4):
             return None
+        return gone, changed
+
+    def _updated(self, changes: tuple[list[str], list[Workload]], est: estate.Estate) -> engines.PolicyEngine:
+        """The last engine with `changes` applied (the caller holds the engine lock). When the
+        incremental path refuses a change half-way (an address moving between two workloads in one
+        step), the half-updated engine must never be read: the fresh one is compiled before the
+        lock is let go."""
+        engine = self._compiled.engine
+        assert engine is not None  # `_changes` said so
+        gone, changed = changes
         try:
             for name in gone:
-                prev.engine.remove_workload(name)
+                engine.remove_workload(name)
             for w in changed:
-                prev.engine.upsert_workload(w)
-        except MicrosegError:  # the half-updated engine is dropped; the caller compiles afresh
-            return None
-        return prev.engine
+                engine.upsert_workload(w)
+        except MicrosegError:
+            return engines.PolicyEngine(est)
+        return engine
 
     def remember_policy(self, key: tuple[int, tuple[str, ...]], policy: estate.Estate) -> None:
         """Keep a parsed version (versions never change, so it is valid until its label rules do)."""
