@@ -29,6 +29,7 @@ from microseg.server.runtime import Runtime
 from microseg.store import tokens
 
 PATH = "/api/v1/agent/ruleset"
+# The route's bounds too (routes_agent.ruleset): a poll the fast path takes, the route accepts.
 MAX_KNOWN = 80
 MAX_WAIT = 3600.0
 MAX_ACCEPT = 1000

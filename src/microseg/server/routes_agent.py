@@ -133,10 +133,10 @@ async def ruleset(
     rt: Rt,
     credential: Annotated[str, Depends(auth.agent_credential)],
     *,
-    known: Annotated[str | None, Query(max_length=80)] = None,
-    wait: Annotated[float, Query(ge=0, le=3600)] = 0,
+    known: Annotated[str | None, Query(max_length=longpoll.MAX_KNOWN)] = None,
+    wait: Annotated[float, Query(ge=0, le=longpoll.MAX_WAIT)] = 0,
     if_none_match: Annotated[str | None, Header()] = None,
-    accept: Annotated[str | None, Header(max_length=1000)] = None,
+    accept: Annotated[str | None, Header(max_length=longpoll.MAX_ACCEPT)] = None,
 ) -> Response:
     """The workload is the credential's, looked up by the feed with the rest of its round. Most
     polls never reach this function: `longpoll.FastPath` answers them before the router."""

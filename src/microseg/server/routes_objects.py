@@ -153,7 +153,7 @@ class WorkloadContext:
 
     def _status(self, rt: Runtime, o: objects.Stored, expected: str | None) -> dict[str, Any]:
         w, agent = rt.workloads.model(o.doc, o.etag), self.agents.get(o.name)
-        return status.workload_status(rt, w, self.rules, self.scopes, agent, expected=expected)
+        return status.workload_status(w, self.rules, self.scopes, agent, expected)
 
 
 @dataclass(frozen=True)

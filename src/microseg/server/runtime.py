@@ -243,16 +243,10 @@ class Runtime:
         policy = compose.load_policy([*documents, *(o.doc for o in live if o.kind == "LabelRule")])
         return self.over_live(policy, live, version)
 
-    def document(self, workload: str, *, refresh: bool = True) -> ruleset.RulesetDocument | None:
-        """The provisioned ruleset of a managed workload (None: nothing provisioned, or no
-        such managed workload)."""
-        compiled = self.compiled(refresh=refresh)
-        with self._lock:
-            return self.document_locked(compiled, workload)
-
     def document_locked(self, compiled: Compiled, workload: str) -> ruleset.RulesetDocument | None:
-        """`document` from `compiled`, for a caller holding `engine_lock` (the feed holds it once
-        for a chunk of documents); its hash is remembered for `expected_hashes`."""
+        """The provisioned ruleset of a managed workload from `compiled` (None: nothing
+        provisioned, or no such managed workload), for a caller holding `engine_lock` (the feed
+        holds it once for a chunk of documents); its hash is remembered for `expected_hashes`."""
         if compiled.engine is None:
             return None
         try:
@@ -263,18 +257,16 @@ class Runtime:
             self._hashes[workload] = doc.hash
         return doc
 
-    def expected_hash(self, workload: str, *, refresh: bool = True, latest: bool = True) -> str | None:
+    def expected_hash(self, workload: str, *, latest: bool = True) -> str | None:
         """The hash of the document `workload`'s agent should hold now (see `expected_hashes`)."""
-        return self.expected_hashes([workload], refresh=refresh, latest=latest)[workload]
+        return self.expected_hashes([workload], latest=latest)[workload]
 
-    def expected_hashes(
-        self, workloads: list[str], *, refresh: bool = True, latest: bool = True
-    ) -> dict[str, str | None]:
+    def expected_hashes(self, workloads: list[str], *, latest: bool = True) -> dict[str, str | None]:
         """The hash of the document each workload's agent should hold now: every managed
         workload's is computed with its engine (`_build`), so that /metrics and listings ask for
         thousands of them during a fan-out without building documents against the feed's worker;
         the rest (a workload managed since) under one hold of the engine lock."""
-        compiled = self.compiled(refresh=refresh, latest=latest)
+        compiled = self.compiled(latest=latest)
         memo = self._hashes if self._hashes_key == compiled.key else {}
         out: dict[str, str | None] = {w: memo.get(w) for w in workloads}
         missing = [w for w, h in out.items() if h is None]

@@ -70,15 +70,14 @@ def agent_json(rt: Runtime, agent: dict[str, Any]) -> dict[str, Any]:
 
 
 def workload_status(
-    rt: Runtime,
     w: workloads.Workload,
     rules: tuple[labelrules.LabelRule, ...],
     scopes: list[compose.ModeScope],
     agent: dict[str, Any] | None,
-    *,
-    expected: str | None = None,
+    expected: str | None,
 ) -> dict[str, Any]:
-    """The `status` block of a workload: effective labels and mode, quarantine, agent state."""
+    """The `status` block of a workload: effective labels and mode, quarantine, agent state
+    (against `expected`, the hash `Runtime.expected_hashes` gives for its document)."""
     own = labelrules.effective_labels(w, rules)
     scope = next(
         (s for s in sorted(scopes, key=lambda s: (s.priority, s.name)) if s.selector.matches(own)), None
@@ -91,5 +90,5 @@ def workload_status(
         "mode": mode.value,
         "modeFrom": "quarantine" if quarantined else f"ModeScope/{scope.name}" if scope else "workload",
         "quarantined": quarantined,
-        "agent": agent_state(agent, expected or rt.expected_hash(w.name, latest=False) if agent else None),
+        "agent": agent_state(agent, expected),
     }
