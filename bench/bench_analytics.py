@@ -9,7 +9,7 @@ Run: .venv/bin/python bench/bench_analytics.py [--quick] [--records N] [--flows 
 It builds a synthetic estate (`synthetic.generate`, seed 0), generates agent flow records between
 its workloads (and IP-list / external peers), folds them into summaries with `summaries.add_batch`
 (one transaction per agent batch, as the server does), then times each analysis as the server
-answers it: `summaries.records` (the rows of the window, read from the database) and the analysis
+answers it: `summaries.records` (the window's rows folded across hours by the database) and the analysis
 on them, best of `--repeat` runs (default 3); `summaries.records` alone is reported too. The active
 engine is built once and shared, as the server's is (its verdict caches are warm after the first
 run); each run gets a fresh draft engine, as each server request does (cold caches). Each backend
@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_server import backend  # the same fresh SQLite file or PostgreSQL schema per run
-from microseg.analytics import depmap, recommend, simulate
+from microseg.analytics import collecting, depmap, recommend, simulate
 from microseg.engine import engine as engine_mod
 from microseg.model import addresses, services, verdicts
 from microseg.policyfile import synthetic
@@ -278,12 +278,14 @@ def analyses(
     (`summaries.records`, as routes_analytics does), then analyse them; best of `n`."""
     out: dict[str, Any] = {}
 
+    @collecting.while_paused  # as routes_analytics reads
     def read() -> list[Any]:
         with db.read() as conn:
             return summaries.records(conn)
 
     out["query"], rows = timed(read, n)
     out["rss_after_query_mb"] = rss_mb()
+    out["query_rows"] = len(rows)  # the window folded across hours: what crosses into Python
     at = [summaries.RECORD_COLUMNS.index(k) for k in ("src", "dst", "dport", "proto")]
     out["stored_distinct_flows"] = len({tuple(r[i] for i in at) for r in rows})
     del rows

@@ -18,9 +18,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from microseg.analytics import flowset
+from microseg.analytics import collecting, flowset
 from microseg.engine import engine as engine_mod
-from microseg.model import labels, verdicts
+from microseg.model import addresses, labels, verdicts
 
 NO_VALUE = "(none)"
 """Group value of a workload that lacks a group-by key (it still gets a node, never dropped)."""
@@ -216,6 +216,7 @@ class _PortAcc:
     draft: OutcomeCounts | None = None
 
 
+@collecting.while_paused
 def build(
     rows: Iterable[flowset.Row],
     active_engine: engine_mod.PolicyEngine,
@@ -230,8 +231,8 @@ def build(
     judge_draft = flowset.Judge(draft_engine) if draft_engine is not None else None
     window = flowset.flow_set(rows, active_engine)
     for flow in window.distinct:
-        src = nodes.node_for(flow.source, str(flow.src))
-        dst = nodes.node_for(flow.destination, str(flow.dst))
+        src = nodes.node_for(flow.source, flow.src)
+        dst = nodes.node_for(flow.destination, flow.dst)
         acc = ports.setdefault((src, dst), {}).setdefault((flow.proto, flow.dport), _PortAcc())
         _account(acc, flow, judge_active, judge_draft)
     return Graph(
@@ -308,14 +309,14 @@ class _Nodes:
         self.by_id: dict[str, tuple[Node, set[str]]] = {}
         self._ids_by_peer: dict[flowset.Peer, str] = {}
 
-    def node_for(self, peer: flowset.Peer, address: str) -> str:
+    def node_for(self, peer: flowset.Peer, address: addresses.Address) -> str:
         """The node id of a peer, creating the node on first sight; records the member it brings."""
         node_id = self._ids_by_peer.get(peer)
         if node_id is None:
             node = _make_node(peer, self.group_by, self.within)
             self.by_id.setdefault(node.id, (node, set()))
             node_id = self._ids_by_peer[peer] = node.id
-        self.by_id[node_id][1].add(peer.name if peer.is_workload else address)
+        self.by_id[node_id][1].add(peer.name if peer.is_workload else str(address))  # text only when needed
         return node_id
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple, TypeGuard, cast
 
+from microseg.analytics import collecting
 from microseg.engine import engine as engine_mod
 from microseg.errors import ValidationError
 from microseg.model import addresses, labels, services, verdicts
@@ -93,9 +94,12 @@ class Peer:
         return self.kind in (PeerKind.WORKLOAD, PeerKind.UNMANAGED)
 
 
-@dataclass(frozen=True)
-class Flow:
-    """One connection aggregate (per bucket), after deduplication of the two reports."""
+class Flow(NamedTuple):
+    """One connection aggregate (per bucket), after deduplication of the two reports.
+
+    A named tuple, not a frozen dataclass: a window makes one per distinct connection (a hundred
+    thousand in bench/bench_analytics.py), and a frozen dataclass's __init__ sets each of its 16
+    fields through object.__setattr__."""
 
     src: addresses.Address
     dst: addresses.Address
@@ -161,7 +165,9 @@ class Record(NamedTuple):
 FIELDS = ("bucket", "reporter", "direction", "src", "dst", "dport", "proto", "process", "verdict",
           "rule", "firstSeen", "lastSeen", "connections", "bytes", "packets")  # fmt: skip
 """The agreed row shape's keys, in `Record` order (a stored row may also come as a plain row of
-its values in this order: the store's bulk read). dport, process and rule may be left out (null)."""
+its values in this order: the store's bulk read, which adds one value, the number of stored rows
+folded into the row, so that a skipped row counts what it stands for). dport, process and rule may
+be left out (null)."""
 
 Row = Mapping[str, Any] | Sequence[Any]
 """A summary row: a mapping of the agreed shape, or a sequence of its values in `FIELDS` order (a
@@ -204,9 +210,26 @@ def _values(row: Row) -> Sequence[Any]:
     if _is_mapping(row):
         return _mapped_values(row)
     values = cast(Sequence[Any], row)
+    if len(values) == _FOLDED:
+        return values[:-1]
     if len(values) != len(FIELDS):
         raise ValidationError(f"summary row: {len(values)} values, not {len(FIELDS)}", "row")
     return values
+
+
+_FOLDED = len(FIELDS) + 1
+"""Values in a row of the store's bulk read: `FIELDS`, then the stored rows folded into it."""
+
+
+def stored_rows(row: Row) -> int:
+    """How many stored rows `row` stands for: the last value of a folded row (when it is a count),
+    else one."""
+    if _is_mapping(row):
+        return 1
+    values = cast(Sequence[Any], row)
+    if len(values) == _FOLDED and type(values[-1]) is int and values[-1] > 0:
+        return values[-1]
+    return 1
 
 
 def _mapped_values(row: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -360,13 +383,13 @@ class RowReader:
         """Rows `read_all` left out because they do not check out."""
 
     def read_all(self, rows: Iterable[Row]) -> Iterator[tuple[_Key, Record]]:
-        """The key and checked record of each row that checks out; the others are counted in
-        `skipped` (the reason is not kept: an operator purges the reporter's rows)."""
+        """The key and checked record of each row that checks out; the stored rows of the others
+        are counted in `skipped` (the reason is not kept: an operator purges the reporter's rows)."""
         for row in rows:
             try:
                 yield self.read(row)
             except ValidationError:
-                self.skipped += 1
+                self.skipped += stored_rows(row)
 
     def read(self, row: Row) -> tuple[_Key, Record]:
         """The key and checked record of one row; ValidationError names a bad field."""
@@ -410,6 +433,7 @@ def flows(rows: Iterable[Row], engine: engine_mod.PolicyEngine) -> list[Flow]:
     return counted_flows(rows, engine)[0]
 
 
+@collecting.while_paused
 def counted_flows(rows: Iterable[Row], engine: engine_mod.PolicyEngine) -> tuple[list[Flow], int]:
     """`flows`, and how many rows were skipped because they do not check out."""
     reader = RowReader(PeerResolver(engine))
@@ -442,6 +466,7 @@ class FlowSet:
         return sum(f.connections for f in self.distinct)
 
 
+@collecting.while_paused
 def flow_set(rows: Iterable[Row], engine: engine_mod.PolicyEngine) -> FlowSet:
     """Parse, resolve and deduplicate summary rows into a `FlowSet` (in a stable order)."""
     reader = RowReader(PeerResolver(engine))
@@ -520,9 +545,15 @@ def _merge(reports: list[Record]) -> list[Merged]:
     for r in reports:
         (ins if r.direction == _IN else outs).append(r)
     if not ins:
-        return [Merged(r, None, r.process, (r.reporter,)) for r in outs]
-    client, out_reporters = _clients(outs)
-    return [Merged(r, r.process, client, (r.reporter, *out_reporters)) for r in ins]
+        return [Merged(r, None, r.process, (r.reporter,)) for r in sorted(outs, key=_report_order)]
+    client, senders = _clients(outs)
+    return [Merged(r, r.process, client, (r.reporter, *senders)) for r in sorted(ins, key=_report_order)]
+
+
+def _report_order(r: Record) -> tuple[str, str, str, str]:
+    """Several reports of one end in one bucket, in an order that does not depend on the order the
+    rows came in (the store's bulk read has none)."""
+    return (r.reporter, r.process or "", r.verdict, r.rule or "")
 
 
 def _merged_pair(reports: list[Record]) -> list[Merged] | None:

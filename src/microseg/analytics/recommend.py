@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from microseg.analytics import flowset
+from microseg.analytics import collecting, flowset
 from microseg.engine import engine as engine_mod
 from microseg.errors import ValidationError
 from microseg.model import addresses, rules, selectors, services, verdicts
@@ -105,6 +105,7 @@ class _Draft:
     connections: int = 0
 
 
+@collecting.while_paused
 def recommend(
     rows: Iterable[flowset.Row], engine: engine_mod.PolicyEngine, group_by: tuple[str, ...]
 ) -> Recommendation:

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from microseg.analytics import flowset
+from microseg.analytics import collecting, flowset
 from microseg.engine import engine as engine_mod
 
 SYSTEM_PREFIX = "system/"
@@ -68,6 +68,7 @@ class RuleHits:
                 "skippedRows": self.skipped_rows}  # fmt: skip
 
 
+@collecting.while_paused
 def rule_hits(
     rows: Iterable[flowset.Row],
     engine: engine_mod.PolicyEngine,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from microseg.analytics import flowset
+from microseg.analytics import collecting, flowset
 from microseg.engine import engine as engine_mod
 from microseg.model import verdicts
 
@@ -170,6 +170,7 @@ _GroupKey = tuple[Change, str, str, str]
 """change, deciding draft rule, source labels, destination labels."""
 
 
+@collecting.while_paused
 def simulate(
     rows: Iterable[flowset.Row],
     active_engine: engine_mod.PolicyEngine,

@@ -74,7 +74,7 @@ def readiness(rt: Runtime, scope: str, since: str | None, limits: Thresholds) ->
     if eng is None:
         raise Problem(409, "Nothing provisioned", "readiness is measured against the active version")
     with rt.db.read() as conn:
-        rows = summaries.query(conn, since=start)
+        rows = summaries.records(conn, since=start)  # the window folded in the database
         agent_rows = {a["workload"]: a for a in agents.listing(conn)}
     with rt.engine_lock:
         members = [n for n in eng.workload_names() if sel.matches(eng.effective_labels(n))]

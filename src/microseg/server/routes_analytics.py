@@ -17,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from microseg import errors
-from microseg.analytics import depmap, recommend, rulehits, simulate
+from microseg.analytics import collecting, depmap, recommend, rulehits, simulate
 from microseg.engine import engine as engines
 from microseg.server import auth, deps, routes_flows, routes_policy, service
 from microseg.server.auth import Principal
@@ -42,6 +42,7 @@ def _keys(text: str, name: str) -> tuple[str, ...]:
     return keys
 
 
+@collecting.while_paused  # as the analyses are: the read builds a row per key of the window
 def _rows(rt: Runtime, since: str | None, until: float | None) -> list[Sequence[Any]]:
     # plain value rows (`summaries.records`), not dicts: the analytics check and read them by position
     start = routes_flows.parse_since(since, time.time())

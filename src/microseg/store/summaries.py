@@ -277,25 +277,66 @@ def query(
 
 
 RECORD_COLUMNS = ("bucket", "reporter", "direction", "src", "dst", "dport", "proto", "process",
-                  "verdict", "rule", "firstSeen", "lastSeen", "connections", "bytes", "packets")  # fmt: skip
-"""What each value of a `records` row is, in order (the agreed shape's keys)."""
-_RECORD_SELECT = (T.c.bucket, T.c.reporter, T.c.direction, T.c.src, T.c.dst,
-                  sa.func.nullif(T.c.dport, NO_PORT), T.c.proto, sa.func.nullif(T.c.process, NO_TEXT),
-                  T.c.verdict, sa.func.nullif(T.c.rule, NO_TEXT), T.c.first_seen, T.c.last_seen,
-                  *(T.c[s] for s in SUMS))  # fmt: skip
+                  "verdict", "rule", "firstSeen", "lastSeen", "connections", "bytes", "packets",
+                  "rows")  # fmt: skip
+"""What each value of a `records` row is, in order: the agreed shape's keys, then how many stored
+rows were folded into it."""
+_FOLD_KEY = KEY[1:]
+"""A summary key without its hour: what `records` folds a window by."""
+_INF = float("inf")
 
 
 def records(
     conn: sa.Connection, since: float | None = None, until: float | None = None
 ) -> list[Sequence[Any]]:
-    """Every row in the window [since, until) as a plain row of values in `RECORD_COLUMNS` order
-    (NULL in place of the -1 / '' markers, turned back in SQL), by id: the analytics' bulk read.
+    """The window [since, until) folded across its hours, as plain rows of values in
+    `RECORD_COLUMNS` order: the analytics' bulk read.
 
-    The rows are not checked (the analytics check each and count the ones that do not check out).
-    Cost: one query, and one driver row per stored row; no dict per row (building one per row was
-    a third of `query` over a million rows, and most of the memory)."""
-    stmt = Filters(since=since, until=until).select()
-    return list(conn.execute(stmt.with_only_columns(*_RECORD_SELECT)).all())
+    One row per summary key without its hour (reporter, direction, src, dst, dport, proto, process,
+    verdict, rule; NULL in place of the -1 / '' markers): first seen the earliest, last seen the
+    latest, the sums added (at most SUM_MAX; on SQLite added as doubles, so exact up to 2**53), and
+    `rows` the stored rows folded in. Every row's bucket is the window's own (the hour `since` falls
+    in, 0.0 without one): the analytics answer for the window, and the two ends' reports of one
+    connection meet in it whatever hours each end saw it in.
+
+    Stored rows whose times or counts do not check out (first seen after last seen, infinite, a
+    negative count: what a server before ingest checked them could store) are folded apart, into
+    rows whose firstSeen is NULL, so that the analytics skip them and count their `rows`; folded
+    with good ones they would pass unseen. Addresses and the other key fields are checked by the
+    analytics (every row of a fold shares them). Rows come in no particular order.
+
+    Cost: one grouped query; the rows that cross into Python are the window's distinct keys, not
+    its hours (a million stored rows of a day were a fifth as many keys in bench/bench_analytics.py,
+    and building a million driver rows took longer than every analysis after it)."""
+    window = Filters(since=since, until=until).select().with_only_columns(
+        *(T.c[k] for k in _FOLD_KEY), T.c.first_seen, T.c.last_seen, *(T.c[s] for s in SUMS),
+        sa.case((_good(), 1), else_=0).label("good"),
+    ).order_by(None).subquery()  # fmt: skip
+    good = window.c.good == 1
+    bucket = 0.0 if since is None else bucket_of(since)
+    stmt = sa.select(
+        sa.literal(bucket, sa.Float), *(window.c[k] for k in ("reporter", "direction", "src", "dst")),
+        sa.func.nullif(window.c.dport, NO_PORT), window.c.proto, sa.func.nullif(window.c.process, NO_TEXT),
+        window.c.verdict, sa.func.nullif(window.c.rule, NO_TEXT),
+        sa.case((good, sa.func.min(window.c.first_seen))), sa.func.max(window.c.last_seen),
+        *(_sum(conn.dialect, window.c[s]) for s in SUMS), sa.func.count(),
+    ).group_by(*(window.c[k] for k in _FOLD_KEY), window.c.good)  # fmt: skip
+    return list(conn.execute(stmt).all())
+
+
+def _good() -> sa.ColumnElement[bool]:
+    """A stored row whose times and counts check out (NaN, on PostgreSQL, fails the comparisons)."""
+    return sa.and_(T.c.first_seen > -_INF, T.c.first_seen <= T.c.last_seen, T.c.last_seen < _INF,
+                   *(T.c[s] >= 0 for s in SUMS))  # fmt: skip
+
+
+def _sum(dialect: sa.Dialect, column: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
+    """The column added up, at most SUM_MAX and never an error: SQLite's integer sum() raises on
+    overflow (a 5xx for whoever asked), so it adds doubles, which CAST saturates at the largest
+    integer; PostgreSQL adds bigints as numeric."""
+    if dialect.name == "sqlite":
+        return sa.cast(sa.func.total(column), sa.BigInteger)
+    return sa.cast(sa.func.least(sa.func.sum(column), SUM_MAX), sa.BigInteger)
 
 
 def page(
