@@ -114,14 +114,16 @@ class RulesetCompiler:
     def __init__(self, book: rulebook.RuleBook) -> None:
         self._book = book
         self._entry_cache: dict[tuple[int, bool, bool], tuple[ruleset.Entry, ...]] = {}
+        self._dst_addr = _or(bit for _, bit in book.dst_by_address)
+        self._src_addr = _or(bit for _, bit in book.src_by_address)
+        """The rules with an address peer on each side (the same for every identity)."""
 
     def compile(self, matched_selectors: frozenset[str]) -> IdentityRuleset:
         """The ordered entries for an identity matching `matched_selectors`."""
         book = self._book
         dst_sel = _or(book.dst_by_selector.get(k, 0) for k in matched_selectors)
         src_sel = _or(book.src_by_selector.get(k, 0) for k in matched_selectors)
-        dst_addr = _or(bit for _, bit in book.dst_by_address)
-        src_addr = _or(bit for _, bit in book.src_by_address)
+        dst_addr, src_addr = self._dst_addr, self._src_addr
         ingress = self._entries(dst_sel | book.dst_any, dst_addr & ~(dst_sel | book.dst_any), ingress=True)
         egress = self._entries(src_sel | book.src_any, src_addr & ~(src_sel | book.src_any), ingress=False)
         return IdentityRuleset(ingress, egress)

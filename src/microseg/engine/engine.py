@@ -51,8 +51,10 @@ class PolicyEngine:
         keys = rulebook.label_keys_used(self.book) | {QUARANTINE_LABEL}
         self.identities = identities.IdentityTable(keys, self._on_identity_added, self._on_identity_removed)
         self.compiler = compiler.RulesetCompiler(self.book)
-        selector_sets = {rulebook.selector_set_name(s): k for k, s in self.book.selectors.items()}
-        self.sets = address_sets.AddressSets(self.book.static_sets, selector_sets)
+        self._set_names = {k: rulebook.selector_set_name(s) for k, s in self.book.selectors.items()}
+        """Each selector's set name, once (a hash of its text, asked per workload and selector)."""
+        keys_by_set = {n: k for k, n in self._set_names.items()}
+        self.sets = address_sets.AddressSets(self.book.static_sets, keys_by_set)
         self.evaluator = evaluator.Evaluator(self.book, self, estate.control_plane)
         self.rulesets: dict[labels.Labels, compiler.IdentityRuleset] = {}
         self._identities_by_set: dict[str, set[labels.Labels]] = {}
@@ -89,7 +91,7 @@ class PolicyEngine:
         self._new_identities = 0
         identity = self.identities.identity_of[name]
         for key in self.index.matching(identity):
-            self.sets.remove(rulebook.selector_set_name(self.book.selectors[key]), old.addresses)
+            self.sets.remove(self._set_of(key), old.addresses)
         self.identities.release(name)
         self._forget_addresses(old)
         del self._effective[name]
@@ -119,7 +121,7 @@ class PolicyEngine:
                 self._networks[net] = name
 
     def _set_of(self, key: str) -> str:
-        return rulebook.selector_set_name(self.book.selectors[key])
+        return self._set_names[key]
 
     def _check_addresses(self, workload: Workload) -> None:
         for net in workload.addresses:
