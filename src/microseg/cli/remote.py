@@ -1,18 +1,17 @@
 """Commands against a control plane, kubectl-like: get, apply, provision, rollback, quarantine,
 release, events, audit, login (and `diff` without files, in `policy.diff`).
 
-Tables for people by default, `-o json` or `-o yaml` for scripts. `apply -f` loads the policy files
-locally first, so their problems are reported with file:line before anything is sent, and then
-sends every document at once: the server applies all of them or none, as one apply set (`--set`,
-else named after the paths: `cli/applysets.py`), which `--prune` and `--dry-run` act on.
+Tables for people by default (what `get` shows of each path: `cli/listing.py`), `-o json` or
+`-o yaml` for scripts. `apply -f` loads the policy files locally first, so their problems are
+reported with file:line before anything is sent, and then sends every document at once: the server
+applies all of them or none, as one apply set (`--set`, else named after the paths:
+`cli/applysets.py`), which `--prune` and `--dry-run` act on.
 """
 
 from __future__ import annotations
 
 import collections
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,8 +22,7 @@ from rich import markup
 from rich.table import Table
 
 from microseg import errors, policyfile
-from microseg.cli import applysets, client, output
-from microseg.model import tiers
+from microseg.cli import applysets, client, listing, output
 from microseg.policyfile import dumper
 
 PATHS = (
@@ -97,41 +95,6 @@ def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     output.console.print(t)
 
 
-Item = dict[str, Any]
-"""One listed item as the server sent it (`-o json` and `-o yaml` print it as it came)."""
-
-
-@dataclass(frozen=True)
-class Listing:
-    """How `get` lists one path and shows it as a table: its headers and a row for each item."""
-
-    headers: tuple[str, ...]
-    row: Callable[[Item], list[str]]
-    order: Callable[[client.Client], Callable[[Item], Any]] | None = None
-    """The sort key of the table's rows, made from what else the server holds (None: as listed)."""
-    paged: bool = True
-    """Whether the path takes a selector and a page size (versions take neither: the newest 100)."""
-
-
-@dataclass(frozen=True)
-class Listed:
-    """A listed object as the CLI reads it: a generic policy document (any kind), with the status
-    the server adds."""
-
-    name: str
-    spec: dict[str, Any]
-    status: dict[str, Any]
-
-    @classmethod
-    def of(cls, item: Item) -> Listed:
-        """Read one item of an object listing."""
-        return cls(str(item["metadata"]["name"]), item.get("spec", {}), item.get("status", {}))
-
-    def status_text(self, key: str) -> str:
-        """A status field for a table (`-` when the server gives none)."""
-        return str(self.status.get(key, "-"))
-
-
 def get(
     ctx: typer.Context,
     kind: Annotated[
@@ -157,103 +120,11 @@ def get(
         if not emit(found, fmt):
             emit(found, Format.YAML)
         return
-    shown = LISTINGS.get(path, DOCUMENTS)
-    query: dict[str, Any] = {"selector": selector, "limit": 10_000} if shown.paged else {}
-    items: list[Item] = api.get(f"/{path}", **query)["items"]
+    shown = listing.of(path)
+    items: list[listing.Item] = api.get(f"/{path}", **shown.query(selector))["items"]
     if emit(items, fmt):
         return
-    if shown.order is not None:
-        items = sorted(items, key=shown.order(api))
-    table(f"{path} ({len(items)})", list(shown.headers), [shown.row(item) for item in items])
-
-
-def rule_order(api: client.Client) -> Callable[[Item], tuple[int, str, int, str]]:
-    """Rules in evaluation order: by their tier's order (the server's tiers, else the built-in
-    orders), then priority, then name, as the engine evaluates them."""
-    orders = {t.name: t.order for t in tiers.BUILTIN_TIERS}
-    orders |= {t.name: int(t.spec.get("order", 0)) for t in map(Listed.of, api.get("/tiers")["items"])}
-
-    def key(item: Item) -> tuple[int, str, int, str]:
-        rule = Listed.of(item)
-        tier, priority = str(rule.spec.get("tier")), rule.spec.get("priority")
-        return (orders.get(tier, sys.maxsize), tier, priority if isinstance(priority, int) else sys.maxsize,
-                rule.name)  # fmt: skip
-
-    return key
-
-
-def _workload_row(item: Item) -> list[str]:
-    w = Listed.of(item)
-    addresses = ",".join(w.spec.get("addresses", []))
-    labels = ",".join(f"{k}={v}" for k, v in sorted(w.status.get("effectiveLabels", {}).items()))
-    return [w.name, addresses, labels, w.status_text("mode"), w.status_text("agent")]
-
-
-def _rule_row(item: Item) -> list[str]:
-    r = Listed.of(item)
-    spec = r.spec
-    return [
-        f"{spec.get('tier')}/{r.name}",
-        str(spec.get("priority")),
-        str(spec.get("action")),
-        _peers(spec.get("from")),
-        _peers(spec.get("to")),
-        service_text(spec.get("services")),
-    ]
-
-
-def _version_row(item: Item) -> list[str]:
-    from microseg.server import responses  # here, not at the top: pydantic is no startup cost
-
-    v = responses.Version.model_validate(item)
-    again = f" (rollback of v{v.rollbackOf})" if v.rollbackOf else ""
-    return [v.name + again, when(v.createdAt), v.createdBy, v.note]
-
-
-def _agent_row(item: Item) -> list[str]:
-    from microseg.server import responses
-
-    a = responses.Agent.model_validate(item)
-    return [a.workload, a.state, "yes" if a.online else "no", a.dataplane or "-", when(a.lastSeen)]
-
-
-def _document_row(item: Item) -> list[str]:
-    o = Listed.of(item)
-    return [o.name, when(o.status["updatedAt"]), o.status["updatedBy"]]
-
-
-LISTINGS: dict[str, Listing] = {
-    "workloads": Listing(("NAME", "ADDRESSES", "LABELS", "MODE", "AGENT"), _workload_row),
-    "rules": Listing(("RULE", "PRIORITY", "ACTION", "FROM", "TO", "SERVICES"), _rule_row, order=rule_order),
-    "versions": Listing(("VERSION", "CREATED", "BY", "NOTE"), _version_row, paged=False),
-    "agents": Listing(("WORKLOAD", "STATE", "ONLINE", "DATAPLANE", "LAST SEEN"), _agent_row),
-}
-"""What `get` shows of each path; paths not here are policy documents (`DOCUMENTS`)."""
-DOCUMENTS = Listing(("NAME", "UPDATED", "BY"), _document_row)
-"""A table of policy documents says only who changed each, when (`-o yaml` has the rest)."""
-
-
-def service_text(value: Any) -> str:
-    """Services as people write them: `mysql`, `3306/tcp`, `8000-8080/tcp`, `icmp`, `any`."""
-    if not isinstance(value, list):
-        return str(value)
-    return ", ".join(_one_service(s) for s in value)
-
-
-def _one_service(item: Any) -> str:
-    if not isinstance(item, dict):
-        return str(item)
-    protocol = str(item.get("protocol", "tcp")).lower()
-    ports = "-".join(str(item[k]) for k in ("port", "endPort") if k in item)
-    text = f"{ports}/{protocol}" if ports else protocol
-    more = [f"{k} {v}" for k, v in item.items() if k not in ("port", "endPort", "protocol")]
-    return " ".join([text, *more])
-
-
-def _peers(value: Any) -> str:
-    if not isinstance(value, list):
-        return str(value)
-    return " ".join(next(iter(p.values())) if isinstance(p, dict) and len(p) == 1 else str(p) for p in value)
+    table(f"{path} ({len(items)})", list(shown.headers), shown.rows(api, items))
 
 
 def apply(
