@@ -136,6 +136,10 @@ def test_status_shows_in_sync_stale_failed_and_tampered(api: Api) -> None:
         listed = ok(api.get("/workloads", selector="role=web"))["items"]
         found = next(w for w in listed if w["metadata"]["name"] == "web-9")
         assert found["status"]["agent"] == agents[0]["state"] and workload
+        metrics = api.client.get("/metrics", headers=api.headers()).text
+        counted = {s: f'microseg_agents{{state="{s}"}} {int(s == agents[0]["state"])}' in metrics
+                   for s in ("in sync", "stale", "failed", "tampered")}  # fmt: skip
+        assert all(counted.values()), (agents[0]["state"], metrics)  # /metrics counts what /agents says
         return str(agents[0]["state"])
 
     assert state() == "stale"

@@ -9,8 +9,6 @@ what Prometheus expects of replicas it scrapes one by one.
 
 from __future__ import annotations
 
-from collections import Counter
-
 from microseg.server import status
 from microseg.server.runtime import Runtime
 from microseg.store import agents, versions
@@ -27,11 +25,17 @@ def _family(name: str, kind: str, help_text: str, samples: list[tuple[str, float
 def render(rt: Runtime) -> str:
     """The exposition text."""
     with rt.db.read() as conn:
-        rows = agents.states(conn)
+        counted = agents.tally(conn)
         provisions = versions.count(conn)
-    expected = rt.expected_hashes([a.workload for a in rows], latest=False)
-    by_state = Counter(status.state_of(a, expected[a.workload]) for a in rows)
-    offline = sum(1 for a in rows if not a.online and not a.revoked)
+    expected = rt.expected_hashes([w for w, _ in counted.applied], latest=False)
+    in_sync = sum(1 for w, applied in counted.applied if applied == expected[w])  # as status.agent_state
+    by_state = {
+        "in sync": in_sync,
+        "stale": len(counted.applied) - in_sync,
+        "failed": counted.failed,
+        "tampered": counted.tampered,
+    }
+    offline = counted.offline
     m = rt.metrics
     lines = [
         *_family(

@@ -15,7 +15,6 @@ from typing import Any
 from microseg.model import labelrules, workloads
 from microseg.server import compose
 from microseg.server.runtime import Runtime
-from microseg.store import agents
 
 STATES = ("in sync", "stale", "failed", "tampered", "no agent")
 
@@ -24,26 +23,13 @@ def agent_state(agent: dict[str, Any] | None, expected: str | None) -> str:
     """One of STATES, of an agent row (None: no agent)."""
     if agent is None:
         return "no agent"
-    held = agents.State(
-        agent["workload"],
-        agent["applied_hash"],
-        agent["tampered"],
-        bool(agent["errors"]),
-        agent["online"],
-        agent.get("revoked_at") is not None,
-    )
-    return state_of(held, expected)
-
-
-def state_of(agent: agents.State, expected: str | None) -> str:
-    """One of STATES, of what `agents.states` reads."""
-    if agent.revoked:
+    if agent.get("revoked_at") is not None:
         return "no agent"
-    if agent.tampered:
+    if agent["tampered"]:
         return "tampered"
-    if agent.failed:
+    if agent["errors"]:
         return "failed"
-    return "in sync" if agent.applied_hash == expected else "stale"
+    return "in sync" if agent["applied_hash"] == expected else "stale"
 
 
 def agent_json(rt: Runtime, agent: dict[str, Any]) -> dict[str, Any]:
