@@ -60,7 +60,9 @@ def pytest_configure(config: pytest.Config) -> None:
     """Golden files change only by hand, never in CI, where a rewrite would make every comparison pass."""
     rewriting = config.getoption("--update-golden", default=False) or os.environ.get("MICROSEG_UPDATE_GOLDEN")
     if under_ci() and rewriting:
-        raise pytest.UsageError("golden files cannot be rewritten under CI (--update-golden / MICROSEG_UPDATE_GOLDEN)")
+        raise pytest.UsageError(
+            "golden files cannot be rewritten under CI (--update-golden / MICROSEG_UPDATE_GOLDEN)"
+        )
 
 
 @pytest.hookimpl(hookwrapper=True)

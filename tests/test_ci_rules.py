@@ -45,7 +45,18 @@ def test_needs_root_without_saying_so():
 def run(tmp_path: Path, body: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "test_sample.py").write_text(body)
     clean = {k: v for k, v in os.environ.items() if k not in {"CI", "MICROSEG_UPDATE_GOLDEN"}}
-    command = [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-q", "-p", "no:cacheprovider", "-rA", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "tests.conftest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-rA",
+        *args,
+    ]
     return subprocess.run(
         [*command, "--rootdir", str(tmp_path), "-c", os.devnull, str(tmp_path / "test_sample.py")],
         capture_output=True,

@@ -132,7 +132,9 @@ def test_the_analyses_read_records_as_the_window_of_dict_rows(db: database.Datab
         values, rows = summaries.records(conn), summaries.query(conn)
     as_one_bucket = [r | {"bucket": 0.0} for r in rows]
     assert flowset.flow_set(values, ENGINE).distinct == flowset.flow_set(as_one_bucket, ENGINE).distinct
-    assert depmap.build(values, ENGINE, ENGINE, ("app",)) == depmap.build(as_one_bucket, ENGINE, ENGINE, ("app",))
+    assert depmap.build(values, ENGINE, ENGINE, ("app",)) == depmap.build(
+        as_one_bucket, ENGINE, ENGINE, ("app",)
+    )
     per_hour = simulate.simulate(rows, ENGINE, ENGINE).to_json()
     window = simulate.simulate(values, ENGINE, ENGINE).to_json()
     assert [g["connections"] for g in window["groups"]] == [g["connections"] for g in per_hour["groups"]]

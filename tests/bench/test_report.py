@@ -73,7 +73,11 @@ def test_at_least_targets_are_judged_the_other_way() -> None:
     assert report.judge(ingest, envelope(figures)).verdict == report.MISSED
     figures["runs"]["sqlite"]["ingest"]["records_per_second"] = 50_000
     cell = report.judge(ingest, envelope(figures))
-    assert (cell.verdict, cell.measured, cell.target) == (report.MET, "50,000 records/s", ">= 50,000 records/s (#4, #17)")
+    assert (cell.verdict, cell.measured, cell.target) == (
+        report.MET,
+        "50,000 records/s",
+        ">= 50,000 records/s (#4, #17)",
+    )
     measured["invariants"] = 0  # #17: invariant checks included, or the figure flatters
     assert report.judge(ingest, envelope(figures)).verdict.startswith("not judged")
 
@@ -125,7 +129,9 @@ def test_the_agent_ratio_target_reads_the_paired_ratio() -> None:
 def test_the_block_says_where_the_figures_come_from() -> None:
     text = report.render(targets.ENGINE, envelope(FULL_ENGINE))
     assert "`bench/run` at `0123456789` with uncommitted changes, 2026-12-07T10:00:00Z" in text
-    assert "Test CPU, 2 cores, 23.4 GB, Linux 6.1, Python 3.11.7; load average 0.50 / 0.40 / 0.30 before" in text
+    assert (
+        "Test CPU, 2 cores, 23.4 GB, Linux 6.1, Python 3.11.7; load average 0.50 / 0.40 / 0.30 before" in text
+    )
     assert "Inputs: workloads 10,000; label sets 500;" in text
 
 
@@ -206,7 +212,9 @@ def test_the_runner_wraps_raw_figures_in_an_envelope(tmp_path: Path) -> None:
     assert written["status"] == "ok" and written["quick"] is True
     assert written["figures"]["args"] == ["--quick"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", written["date"])
-    assert re.fullmatch(r"[0-9a-f]{40}", written["commit"]["sha"]) and isinstance(written["commit"]["dirty"], bool)
+    assert re.fullmatch(r"[0-9a-f]{40}", written["commit"]["sha"]) and isinstance(
+        written["commit"]["dirty"], bool
+    )
     assert set(written["machine"]) == {"cpu", "cores", "memory_gb", "kernel", "python"}
     assert len(written["load_before"]) == len(written["load_after"]) == 3
     assert written["inputs"]["pods"] == 2000
@@ -220,11 +228,16 @@ def test_a_bench_that_fails_is_recorded_as_failed_without_figures(tmp_path: Path
     assert "no database here" in written["reason"]
 
 
-def test_the_agent_bench_without_a_lab_is_recorded_as_not_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_agent_bench_without_a_lab_is_recorded_as_not_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(runner, "lab_problem", lambda: "needs root (network namespaces, nft, iptables)")
     agent = next(b for b in runner.BENCHES if b.name == "agent")
     written = runner.run_bench(agent, False, tmp_path, tmp_path)
-    assert (written["status"], written["reason"]) == ("not run", "needs root (network namespaces, nft, iptables)")
+    assert (written["status"], written["reason"]) == (
+        "not run",
+        "needs root (network namespaces, nft, iptables)",
+    )
     assert "**not run**: needs root" in report.render(targets.AGENT, written)
 
 
@@ -246,7 +259,9 @@ runner._run([sys.executable, {sleeper!r}, {pidfile!r}], 60, __import__("pathlib"
 def test_a_sigterm_to_the_runner_ends_the_running_bench_too(tmp_path: Path) -> None:
     sleeper, pidfile = tmp_path / "sleeper.py", tmp_path / "bench.pid"
     sleeper.write_text(SLEEPER)
-    code = RUNNER.format(bench=str(BENCH), sleeper=str(sleeper), pidfile=str(pidfile), log=str(tmp_path / "log"))
+    code = RUNNER.format(
+        bench=str(BENCH), sleeper=str(sleeper), pidfile=str(pidfile), log=str(tmp_path / "log")
+    )
     with subprocess.Popen([sys.executable, "-c", code]) as proc:
         deadline = time.monotonic() + 30
         while not pidfile.exists() or not pidfile.read_text():

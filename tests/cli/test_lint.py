@@ -57,7 +57,10 @@ def test_json_gives_every_finding_with_kind_name_file_and_line(shop: Path) -> No
         str(shop / "shop.yaml"), line_of(SHOP, '"rol=cache"'), "spec.rules[3].to",
     )  # fmt: skip
     redundant = by_name[("redundant", "application/web-to-db-again")]
-    assert (redundant["line"], redundant["path"]) == (line_of(SHOP, "- name: web-to-db-again"), "spec.rules[2]")
+    assert (redundant["line"], redundant["path"]) == (
+        line_of(SHOP, "- name: web-to-db-again"),
+        "spec.rules[2]",
+    )
     ftp = by_name[("unused-service", "legacy-ftp")]
     assert ftp["line"] == line_of(SHOP, "{name: legacy-ftp}")
 

@@ -80,7 +80,9 @@ def test_rulebook_match_keeps_except_and_versions_apart() -> None:
     carved = selectors.CidrPeer((addresses.network("10.0.0.0/24"),), (addresses.network("10.0.0.128/25"),))
     v6 = selectors.CidrPeer((addresses.network("::a00:0/120"),))  # the same integers as 10.0.0.0/24
     web = (svc("web", TCP, 80),)
-    est = estate.Estate(rules=(rule("r", tiers.APPLICATION, 1, "allow", (carved, v6), (selectors.AnyPeer(),), web),))
+    est = estate.Estate(
+        rules=(rule("r", tiers.APPLICATION, 1, "allow", (carved, v6), (selectors.AnyPeer(),), web),)
+    )
     book = rulebook.RuleBook(est)
     bit = next(br.bit for br in book.rules if br.rule.name == "r")
     carved_ref, v6_ref = next(br.sources for br in book.rules if br.rule.name == "r")

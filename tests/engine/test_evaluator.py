@@ -153,7 +153,9 @@ def test_quarantine_forces_enforce_mode() -> None:
 
 
 def test_unknown_ip_list_fails_closed() -> None:
-    ghost = rule("ghost", "application", 1, "allow", (sel("role=a"),), (selectors.IpListPeer("nope"),), (HTTP,))
+    ghost = rule(
+        "ghost", "application", 1, "allow", (sel("role=a"),), (selectors.IpListPeer("nope"),), (HTTP,)
+    )
     eng = engine.PolicyEngine(estate.Estate(workloads=(wl("a", "10.77.0.1", role="a"),), rules=(ghost,)))
     verdict = eng.evaluate(eng.endpoint("a"), eng.endpoint("10.77.5.5"), 80, TCP)
     assert verdict.outcome.value == "blocked"

@@ -16,7 +16,9 @@ Op = selectors.Operator
 @st.composite
 def requirement(draw: st.DrawFn) -> selectors.Requirement:
     op = draw(st.sampled_from(list(Op)))
-    values = draw(st.lists(st.sampled_from(VALUES), min_size=1, max_size=2)) if op in (Op.IN, Op.NOT_IN) else []
+    values = (
+        draw(st.lists(st.sampled_from(VALUES), min_size=1, max_size=2)) if op in (Op.IN, Op.NOT_IN) else []
+    )
     return selectors.Requirement(draw(st.sampled_from(KEYS)), op, tuple(values))
 
 
@@ -41,7 +43,10 @@ def test_the_index_matches_what_testing_every_selector_matches(
 
 
 def test_a_selector_of_several_values_is_found_under_each_and_only_once() -> None:
-    named = {"either": selectors.LabelSelector.parse("role in (web,db)"), "none": selectors.LabelSelector.parse("!team")}
+    named = {
+        "either": selectors.LabelSelector.parse("role in (web,db)"),
+        "none": selectors.LabelSelector.parse("!team"),
+    }
     index = label_index.LabelIndex(named)
     assert index.on_identity_added(labels.Labels.parse("role=db")) == {"either", "none"}
     assert index.on_identity_added(labels.Labels.parse("role=lb,team=x")) == frozenset()

@@ -54,7 +54,11 @@ def test_selectors_matching_nothing_suggest_the_labels_in_use(
 def test_no_suggestion_when_nothing_close_is_in_use() -> None:
     est = estate.Estate(
         workloads=(wl("a", "10.0.0.1", env="prod"), wl("b", "10.0.0.2", env="prod")),
-        rules=(rule("x", "application", 1, "allow", (sel("zzzzz=qqq"),), (sel("env=prod"),), (svc("s", TCP, 1),)),),
+        rules=(
+            rule(
+                "x", "application", 1, "allow", (sel("zzzzz=qqq"),), (sel("env=prod"),), (svc("s", TCP, 1),)
+            ),
+        ),
     )
     [found] = [f for f in lint.lint(engine.PolicyEngine(est)) if f.kind is lint.Kind.NO_MATCH]
     assert found.hint == "" and "no workload has a label `zzzzz`" in found.message
@@ -151,7 +155,11 @@ def test_documents_carry_only_entries_that_can_match_on_their_host(est: estate.E
 
 PROBES = ((80, TCP), (443, TCP), (3306, TCP), (22, TCP), (53, UDP), (53, TCP), (8000, TCP), (8440, TCP),
           (None, services.Protocol.ICMP), (7, services.Protocol.SCTP))  # fmt: skip
-MOMENTS = (REFERENCE_TIME, *(m for m in WINDOW_EDGES if m is not None), datetime(2027, 1, 1, tzinfo=REFERENCE_TIME.tzinfo))
+MOMENTS = (
+    REFERENCE_TIME,
+    *(m for m in WINDOW_EDGES if m is not None),
+    datetime(2027, 1, 1, tzinfo=REFERENCE_TIME.tzinfo),
+)
 
 
 def class_representatives(eng: engine.PolicyEngine) -> list[verdicts.Endpoint]:

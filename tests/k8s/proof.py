@@ -45,7 +45,9 @@ def engine_verdicts(est: Estate, found: cluster.Cluster, probes: list[reachabili
             src = verdicts.Endpoint(s.addresses[0].network_address, s.name)
             dst = verdicts.Endpoint(d.addresses[0].network_address, d.name)
             for probe in probes:
-                out[(ref[s.name], ref[d.name], probe)] = eng.evaluate(src, dst, probe.port, probe.protocol).allowed
+                out[(ref[s.name], ref[d.name], probe)] = eng.evaluate(
+                    src, dst, probe.port, probe.protocol
+                ).allowed
     return out
 
 

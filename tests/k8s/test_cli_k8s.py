@@ -31,7 +31,10 @@ def test_export_networkpolicy_is_valid_against_the_kubernetes_openapi_schema() -
     assert docs and {d["kind"] for d in docs} == {"NetworkPolicy"}
     for doc in docs:
         kubernetes_validate.validate(doc, KUBERNETES, strict=True)
-    assert "warning: rule application/prod-app-to-db: process/user of mysql not enforced (port level only)" in err
+    assert (
+        "warning: rule application/prod-app-to-db: process/user of mysql not enforced (port level only)"
+        in err
+    )
     names = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs}
     assert ("crm-prod", "ms-default-deny") in names and ("crm-dev", "ms-not-enforced") in names
 
@@ -55,8 +58,19 @@ def test_export_refuses_naming_the_rule_and_prints_nothing() -> None:
 @pytest.mark.parametrize("target", ["calico", "cilium"])
 def test_export_other_formats_as_a_json_list(target: str, tmp_path: Path) -> None:
     out_file = tmp_path / "out.json"
-    code, out, err = run("k8s", "export", "--example", "--format", target, "--port-level", "--skip-icmp", "-o", "json",
-                         "--out", str(out_file))
+    code, out, err = run(
+        "k8s",
+        "export",
+        "--example",
+        "--format",
+        target,
+        "--port-level",
+        "--skip-icmp",
+        "-o",
+        "json",
+        "--out",
+        str(out_file),
+    )
     assert code == 0, err
     assert out == ""
     data = json.loads(out_file.read_text())

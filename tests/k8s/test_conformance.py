@@ -25,7 +25,9 @@ def test_the_vendored_copy_is_the_shared_data_unchanged() -> None:
         pytest.skip(f"no shared folder beside the checkout ({cases.SHARED}); the vendored copy is used")
     shared = {p.name: p.read_bytes() for p in cases.SHARED.iterdir()}
     vendored = {p.name: p.read_bytes() for p in cases.VENDORED.iterdir()}
-    assert vendored == shared, "tests/k8s/conformance/netpol must be an exact copy of shared/conformance/netpol"
+    assert vendored == shared, (
+        "tests/k8s/conformance/netpol must be an exact copy of shared/conformance/netpol"
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

@@ -33,7 +33,8 @@ def test_examples_without_flags_refuse_naming_the_rule(example_estate, example_c
     with pytest.raises(errors.InexpressibleError, match=r"rule application/\S+: service \S+ names a process"):
         export.export(example_estate, example_cluster, export.Format.NETWORKPOLICY)
     with pytest.raises(
-        errors.InexpressibleError, match="rule application/prometheus-scrapes-everything reaches pods with ICMP"
+        errors.InexpressibleError,
+        match="rule application/prometheus-scrapes-everything reaches pods with ICMP",
     ):
         export.export(
             example_estate, example_cluster, export.Format.NETWORKPOLICY, export_base.Options(port_level=True)

@@ -127,7 +127,9 @@ def test_contains(address: str, expected: bool) -> None:
 
 
 @given(st.lists(gen.any_networks() | gen.host_networks | gen.small_v4_networks(), max_size=12))
-def test_collapse_equals_the_standard_librarys_over_the_whole_address_space(nets: list[addresses.Network]) -> None:
+def test_collapse_equals_the_standard_librarys_over_the_whole_address_space(
+    nets: list[addresses.Network],
+) -> None:
     v4 = [n for n in nets if n.version == 4]
     v6 = [n for n in nets if n.version == 6]
     expected = [*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)]  # type: ignore[type-var]

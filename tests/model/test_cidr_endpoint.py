@@ -39,7 +39,9 @@ def test_an_endpoint_shows_the_network_it_stands_for() -> None:
     host = addresses.network("10.0.0.1")
     assert str(verdicts.Endpoint(host.network_address, "web", host)) == "web (10.0.0.1)"
     assert str(verdicts.Endpoint(addresses.address("192.168.3.4"), "corp")) == "corp (192.168.3.4)"
-    assert verdicts.Endpoint(net.network_address, "corp", net) == verdicts.Endpoint(net.network_address, "corp")
+    assert verdicts.Endpoint(net.network_address, "corp", net) == verdicts.Endpoint(
+        net.network_address, "corp"
+    )
 
 
 def test_a_cidr_workload_by_name_is_its_cidr_and_an_address_in_it_is_that_address() -> None:
@@ -51,6 +53,8 @@ def test_a_cidr_workload_by_name_is_its_cidr_and_an_address_in_it_is_that_addres
 
 def test_explain_prints_the_cidr(tmp_path: Path) -> None:
     (tmp_path / "estate.yaml").write_text(ESTATE)
-    result = CliRunner().invoke(app, ["explain", "-f", str(tmp_path), "--from", "corp", "--to", "web", "--port", "443"])
+    result = CliRunner().invoke(
+        app, ["explain", "-f", str(tmp_path), "--from", "corp", "--to", "web", "--port", "443"]
+    )
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[0] == "corp (192.168.0.0/16) -> web (10.0.0.1) on 443/tcp"

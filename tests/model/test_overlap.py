@@ -89,7 +89,9 @@ SERVICES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("one", "other", "expected"), [c[1:] for c in SERVICES], ids=[c[0] for c in SERVICES])
+@pytest.mark.parametrize(
+    ("one", "other", "expected"), [c[1:] for c in SERVICES], ids=[c[0] for c in SERVICES]
+)
 def test_services(one: services.Service, other: services.Service, expected: bool) -> None:
     assert overlap.services_overlap((one,), (other,)) is expected
 

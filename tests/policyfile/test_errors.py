@@ -281,8 +281,10 @@ def test_a_broken_object_is_not_reported_again_where_it_is_used() -> None:
 
 
 def test_a_broken_rule_still_clashes_with_its_neighbours_by_name() -> None:
-    text, start = changed("name: corp-to-web\n      priority: 110\n      action: allow",
-                          "name: web-to-db\n      priority: 110\n      action: alow")
+    text, start = changed(
+        "name: corp-to-web\n      priority: 110\n      action: allow",
+        "name: web-to-db\n      priority: 110\n      action: alow",
+    )
     found = {(p.line, p.field): p.message for p in texts.problems(text)}
     line = line_of(text, "", start)
     assert "did you mean 'allow'?" in found[(line + 2, "spec.rules[1].action")]

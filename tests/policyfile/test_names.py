@@ -29,7 +29,9 @@ def test_a_name_the_server_would_refuse_is_refused_in_files(kind: str, spec: str
 
 @pytest.mark.parametrize("name", ["crm-prod.web-7d9f-abcde", "db.example.com", "Host_01", "a:b", "x" * 253])
 def test_names_of_the_grammar_load(name: str) -> None:
-    est = policyfile.load_text(texts.doc("Workload", f"metadata: {{name: '{name}'}}\nspec: {{addresses: [10.1.1.1]}}\n"))
+    est = policyfile.load_text(
+        texts.doc("Workload", f"metadata: {{name: '{name}'}}\nspec: {{addresses: [10.1.1.1]}}\n")
+    )
     assert est.workloads[0].name == name
 
 
@@ -61,13 +63,19 @@ def test_a_policy_name_groups_rules_and_is_not_an_object_name() -> None:
 
 @pytest.mark.parametrize("spelling", ["TCP", "Tcp", "tcp"])
 def test_protocol_names_in_any_case_mean_the_protocol_and_dump_in_lower_case(spelling: str) -> None:
-    est = policyfile.load_text(texts.doc("Service", f"metadata: {{name: web}}\nspec: {{ports: [{{port: 80, protocol: {spelling}}}]}}\n"))
+    est = policyfile.load_text(
+        texts.doc(
+            "Service", f"metadata: {{name: web}}\nspec: {{ports: [{{port: 80, protocol: {spelling}}}]}}\n"
+        )
+    )
     assert est.services[0].specs[0].protocol.value == "tcp"
     assert "protocol: tcp" in policyfile.dump(est)
 
 
 def test_a_wrong_protocol_is_still_named_as_written() -> None:
-    found = texts.problems(texts.doc("Service", "metadata: {name: web}\nspec: {ports: [{port: 80, protocol: TPC}]}\n"))
+    found = texts.problems(
+        texts.doc("Service", "metadata: {name: web}\nspec: {ports: [{port: 80, protocol: TPC}]}\n")
+    )
     assert found[0].message == "'TPC' is not one of tcp, udp, sctp, icmp, any (did you mean 'tcp'?)"
 
 
@@ -79,7 +87,9 @@ def test_a_wrong_protocol_is_still_named_as_written() -> None:
 def test_a_kubernetes_manifest_in_a_policy_tree_gets_a_hint(api: str, kind: str) -> None:
     (problem,) = texts.problems(f"apiVersion: {api}\nkind: {kind}\nmetadata: {{name: web}}\nspec: {{}}\n")
     assert problem.field == "apiVersion"
-    assert problem.message.startswith(f"this is a Kubernetes manifest ({api} {kind}), not a microseg policy file")
+    assert problem.message.startswith(
+        f"this is a Kubernetes manifest ({api} {kind}), not a microseg policy file"
+    )
     assert "microseg k8s import" in problem.message and "microseg k8s reachability" in problem.message
 
 

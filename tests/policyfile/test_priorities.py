@@ -26,7 +26,9 @@ spec:
 """
 
 
-def write(tmp_path: Path, policy: str, name: str, action: str, source: str = "role=web", port: int = 3306) -> Path:
+def write(
+    tmp_path: Path, policy: str, name: str, action: str, source: str = "role=web", port: int = 3306
+) -> Path:
     path = tmp_path / f"{policy}.yaml"
     path.write_text(POLICY.format(policy=policy, name=name, action=action, source=source, port=port))
     return path
@@ -44,13 +46,17 @@ def test_one_priority_and_one_action_across_teams_loads(tmp_path: Path) -> None:
     [("role=app", 3306), ("role=web", 5432)],
     ids=["other-sources", "other-port"],
 )
-def test_one_priority_and_other_actions_on_flows_no_rule_shares_loads(tmp_path: Path, source: str, port: int) -> None:
+def test_one_priority_and_other_actions_on_flows_no_rule_shares_loads(
+    tmp_path: Path, source: str, port: int
+) -> None:
     write(tmp_path, "team-a", "web-to-db", "allow")
     write(tmp_path, "team-b", "block", "deny", source=source, port=port)
     assert len(policyfile.load([tmp_path]).rules) == 2
 
 
-def test_overlapping_rules_with_one_priority_and_other_actions_are_refused_naming_both(tmp_path: Path) -> None:
+def test_overlapping_rules_with_one_priority_and_other_actions_are_refused_naming_both(
+    tmp_path: Path,
+) -> None:
     write(tmp_path, "team-a", "web-to-db", "allow")
     write(tmp_path, "team-b", "no-prod-db", "deny", source="env=prod")
     with pytest.raises(errors.PolicyFileError) as caught:
@@ -62,7 +68,9 @@ def test_overlapping_rules_with_one_priority_and_other_actions_are_refused_namin
         f"rule no-prod-db (deny) and rule web-to-db (allow, {tmp_path / 'team-a.yaml'}:8) both have priority 100 "
         "in tier application and can match the same flow"
     )
-    assert at_a.message.startswith(f"rule web-to-db (allow) and rule no-prod-db (deny, {tmp_path / 'team-b.yaml'}:8)")
+    assert at_a.message.startswith(
+        f"rule web-to-db (allow) and rule no-prod-db (deny, {tmp_path / 'team-b.yaml'}:8)"
+    )
 
 
 def test_the_same_check_holds_for_api_data_without_lines() -> None:

@@ -70,14 +70,21 @@ def test_database_ingress_matches_engine(estate_lab: tuple[netns.Lab, engine.Pol
     def attempt(flow: tuple[str, int]) -> tuple[str, str | None, str]:
         src = eng.endpoint(flow[0])
         verdict = eng.evaluate(src, db, flow[1], services.Protocol.TCP)
-        return verdict.decision.value, verdict.rule, connect_from(lab, str(src.address), str(db.address), flow[1])
+        return (
+            verdict.decision.value,
+            verdict.rule,
+            connect_from(lab, str(src.address), str(db.address), flow[1]),
+        )
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         seen = dict(zip(flows, pool.map(attempt, flows), strict=True))
     mismatches = {k: v for k, v in seen.items() if (v[0] == "allow") != (v[2] == "open")}
     assert not mismatches, mismatches
     assert seen[("prod-app-1", 3306)][2] == "open" and seen[("prod-web-1", 3306)][2] == "timeout"
-    assert seen[("bastion-1", 22)][2] == "open" and seen[("dev-web-1", 3306)][1] == "security/dev-never-reaches-prod"
+    assert (
+        seen[("bastion-1", 22)][2] == "open"
+        and seen[("dev-web-1", 3306)][1] == "security/dev-never-reaches-prod"
+    )
 
 
 @pytest.mark.netns

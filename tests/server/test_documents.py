@@ -27,7 +27,9 @@ def test_encoded_documents_equal_their_dict_form_and_hash(source: str) -> None:
         assert encoder.encode(doc) is encoded
         body = {k: v for k, v in doc.to_dict().items() if k != "hash"}
         for name, members in body["addressSets"].items():
-            digest = hashlib.sha256(json.dumps(members["networks"], separators=(",", ":")).encode()).hexdigest()
+            digest = hashlib.sha256(
+                json.dumps(members["networks"], separators=(",", ":")).encode()
+            ).hexdigest()
             body["addressSets"][name] = {"description": members["description"], "sha256": "sha256:" + digest}
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
         assert doc.hash == "sha256:" + hashlib.sha256(text.encode()).hexdigest()

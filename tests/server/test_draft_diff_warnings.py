@@ -39,7 +39,10 @@ def test_the_example_draft_has_no_warnings_and_refuses_nothing(estate: Api) -> N
 
 
 def test_a_typo_in_a_draft_rule_is_warned_with_the_labels_in_use(estate: Api) -> None:
-    ok(estate.post("/rules", rule("application", "app-to-cache", 145, "role=app", "rol=cache", ["redis"])), 201)
+    ok(
+        estate.post("/rules", rule("application", "app-to-cache", 145, "role=app", "rol=cache", ["redis"])),
+        201,
+    )
     [found] = ok(estate.as_("viewer").get("/draft/diff"))["warnings"]
     assert (found["kind"], found["object"], found["name"], found["field"]) == (
         "selector-matches-nothing", "Rule", "application/app-to-cache", "to",
@@ -72,7 +75,10 @@ def test_microseg_diff_lists_the_broken_invariants_before_provision(estate: Api)
 
 
 def test_microseg_diff_prints_the_warnings(estate: Api) -> None:
-    ok(estate.post("/rules", rule("application", "app-to-cache", 145, "role=app", "rol=cache", ["redis"])), 201)
+    ok(
+        estate.post("/rules", rule("application", "app-to-cache", 145, "role=app", "rol=cache", ["redis"])),
+        201,
+    )
     code, out = cli(estate, "diff")
     assert code == 0, out
     assert "warning: Rule application/app-to-cache: selector rol=cache in `to` matches no workload" in out
@@ -80,7 +86,9 @@ def test_microseg_diff_prints_the_warnings(estate: Api) -> None:
     assert "kept: 2 invariants" in out
 
 
-def test_a_draft_full_of_findings_lists_a_bounded_number(estate: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_draft_full_of_findings_lists_a_bounded_number(
+    estate: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Many unused objects cost one line each in `warningsTotal`, not an unbounded answer."""
     monkeypatch.setattr(provisioning, "WARNING_LIMIT", 3)
     unused = [doc("Service", f"unused-{i}", {"ports": [{"port": 1000 + i}]}) for i in range(5)]

@@ -39,9 +39,9 @@ def test_a_request_allows_nothing_until_another_user_approves_it(estate: Api) ->
     assert "another user must approve it" in body["detail"]
     problem(estate.as_("viewer").post("/exceptions/migration/approve"), 403)
     approved = ok(estate.as_("editor").post("/exceptions/migration/approve"))
-    assert approved["spec"]["approver"].startswith("token:test-editor(") and approved["spec"]["approvedAt"].endswith(
-        "Z"
-    )
+    assert approved["spec"]["approver"].startswith("token:test-editor(") and approved["spec"][
+        "approvedAt"
+    ].endswith("Z")
     problem(estate.as_("admin").post("/exceptions/migration/approve"), 409)
     ok(estate.as_("editor").post("/versions", {"note": "approved"}), 201)
     assert rule_of(estate) == "exception/migration"

@@ -15,10 +15,13 @@ from microseg.cli import main
 from tests.cli.test_exact_answers import SMALL
 from tests.server.conftest import Api, ok, problem
 
-ESTATE = SMALL + """\
+ESTATE = (
+    SMALL
+    + """\
     - {name: web-to-api-admin, priority: 110, action: allow, from: [{selector: role=web}],
        to: [{selector: role=api}], services: [{port: 8443}], notAfter: "2030-01-01T00:00:00Z"}
 """
+)
 """The offline tests' estate plus a timed rule, so versions and `at` can differ."""
 FLOW = ("--from", "web-1", "--to", "api-1")
 

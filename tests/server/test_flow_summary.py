@@ -28,7 +28,9 @@ WEB, DB, OUTSIDE, PARTNER = "10.88.0.10", "10.88.0.20", "192.0.2.7", "198.51.100
 
 def enroll(api: Api, hostname: str, address: str, labels: dict[str, str]) -> Api:
     """An agent for `hostname`, with a token bound to that workload (adopted when declared)."""
-    made = ok(api.post("/enrollment-tokens", {"name": hostname, "labels": labels, "workloads": [hostname]}), 201)
+    made = ok(
+        api.post("/enrollment-tokens", {"name": hostname, "labels": labels, "workloads": [hostname]}), 201
+    )
     body = {
         "token": made["token"],
         "inventory": {"hostname": hostname, "addresses": [address], "os": "linux"},

@@ -61,7 +61,9 @@ def test_one_bad_document_in_an_apply_applies_nothing(api: Api) -> None:
 def test_a_priority_tie_is_refused_only_where_the_order_can_change_an_outcome(api: Api) -> None:
     ok(api.post("/rules", rule("application", "a", 100, "role=web", "role=db", "any")), 201)
     ok(api.post("/rules", rule("application", "b", 100, "role=app", "role=db", "any")), 201)
-    body = problem(api.post("/rules", rule("application", "c", 100, "role=app", "role=db", "any", "deny")), 422)
+    body = problem(
+        api.post("/rules", rule("application", "c", 100, "role=app", "role=db", "any", "deny")), 422
+    )
     assert sorted((p["object"], p["message"].split(" both")[0]) for p in body["problems"]) == [
         ("Rule/application/b", "rule b (allow) and rule c (deny)"),
         ("Rule/application/c", "rule c (deny) and rule b (allow)"),

@@ -42,7 +42,10 @@ def test_a_provision_reaches_an_agent_as_the_delta_to_exactly_the_new_document(a
     first = _poll(agent, None)
     assert first.headers["content-type"] == "application/json"  # nothing held yet: the whole document
     held = first.json()
-    ok(api.post("/rules", rule("application", "lb-to-web9", 991, "role=lb", "role=web", [{"port": 8080}])), 201)
+    ok(
+        api.post("/rules", rule("application", "lb-to-web9", 991, "role=lb", "role=web", [{"port": 8080}])),
+        201,
+    )
     ok(api.post("/versions", {"note": "v2"}), 201)
     answer = _poll(agent, held["hash"])
     assert answer.status_code == 200 and answer.headers["content-type"] == rulesetdelta.MEDIA_TYPE
@@ -75,7 +78,10 @@ def test_no_delta_without_asking_or_from_another_workloads_document(api: Api) ->
     provision_example(api)
     web_held = _poll(web, None).json()
     _poll(db, None)
-    ok(api.post("/rules", rule("application", "lb-to-web9", 991, "role=lb", "role=web", [{"port": 8080}])), 201)
+    ok(
+        api.post("/rules", rule("application", "lb-to-web9", 991, "role=lb", "role=web", [{"port": 8080}])),
+        201,
+    )
     ok(api.post("/versions", {"note": "v2"}), 201)
     plain = _poll(web, web_held["hash"], deltas=False)
     assert plain.headers["content-type"] == "application/json" and plain.json() == _whole(web)

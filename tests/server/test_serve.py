@@ -29,7 +29,6 @@ def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
                                 stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
 
 
-
 def test_the_first_start_hands_over_one_admin_token_and_later_starts_do_not(tmp_path: Path) -> None:
     data = tmp_path / "data"
     for start in (1, 2):

@@ -81,7 +81,9 @@ def test_json_result_and_a_clash_with_the_draft(api: Api) -> None:
     ok(api.post("/rules", {"apiVersion": "microseg.io/v1", "kind": "Rule", "metadata": {"name": "jump-rdp"},
                            "spec": jump}), 201)  # fmt: skip
     code, out = apply(api, "risky-ports", "env=dev")
-    assert code == 2 and "rule risky-ports-dev-rdp (deny) and rule jump-rdp (allow)" in " ".join(out.split()), out
+    assert code == 2 and "rule risky-ports-dev-rdp (deny) and rule jump-rdp (allow)" in " ".join(
+        out.split()
+    ), out
     names = {r["metadata"]["name"] for r in ok(api.get("/rules"))["items"]}
     assert not any(n.startswith("risky-ports-dev") for n in names)
     code, out = apply(api, "risky-ports", "env=dev", "priority=2100")

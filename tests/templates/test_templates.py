@@ -166,7 +166,9 @@ def test_applying_a_template_twice_with_other_values_does_not_collide(tmp_path: 
 
 
 def test_the_same_priority_twice_is_fine_while_the_order_cannot_change_an_outcome(tmp_path: Path) -> None:
-    est = load_with(tmp_path, render("three-tier", app="crm", env="prod"), render("three-tier", app="hr", env="prod"))
+    est = load_with(
+        tmp_path, render("three-tier", app="crm", env="prod"), render("three-tier", app="hr", env="prod")
+    )
     assert sum(r.priority == 2000 for r in est.rules) == 2
 
 

@@ -90,9 +90,16 @@ class Client:
         self._http.close()
 
     def _call(
-        self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
-        timeout: float | None = None, content: bytes | None = None, accept: str | None = None,
-    ) -> httpx.Response:  # fmt: skip
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        content: bytes | None = None,
+        accept: str | None = None,
+    ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.credential}"} if self.credential else {}
         if accept is not None:
             headers["Accept"] = accept
@@ -100,9 +107,14 @@ class Client:
             headers["Content-Type"] = "application/json"
         try:
             response = self._http.request(
-                method, path, json=body, params=params, headers=headers, content=content,
+                method,
+                path,
+                json=body,
+                params=params,
+                headers=headers,
+                content=content,
                 timeout=httpx.Timeout(timeout) if timeout else None,
-            )  # fmt: skip
+            )
         except httpx.HTTPError as exc:
             raise Unreachable(f"{self.server}: {type(exc).__name__}: {exc}") from exc
         raise_for(response, self.server, path)
@@ -110,8 +122,9 @@ class Client:
 
     def enroll(self, token: str, inventory: dict[str, Any]) -> dict[str, Any]:
         """Trade an enrollment token for a credential: {agentId, credential, workload}."""
-        found: dict[str, Any] = self._call("POST", "/api/v1/agent/enroll",
-                                           body={"token": token, "inventory": inventory}).json()  # fmt: skip
+        found: dict[str, Any] = self._call(
+            "POST", "/api/v1/agent/enroll", body={"token": token, "inventory": inventory}
+        ).json()
         self.credential = found["credential"]
         return found
 
@@ -135,8 +148,13 @@ class Client:
         params: dict[str, Any] = {"wait": wait}
         if known:
             params["known"] = known
-        response = self._call("GET", "/api/v1/agent/ruleset", params=params, timeout=wait + 15.0,
-                              accept=ACCEPT_DELTA if base is not None else None)  # fmt: skip
+        response = self._call(
+            "GET",
+            "/api/v1/agent/ruleset",
+            params=params,
+            timeout=wait + 15.0,
+            accept=ACCEPT_DELTA if base is not None else None,
+        )
         if response.status_code in (204, 304):
             return None
         if _is_delta(response):

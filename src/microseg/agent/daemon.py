@@ -223,8 +223,15 @@ class Agent:
 
     def _expired_rule(self, item: expiry.Expiry) -> None:
         with self._lock:
-            self._expired.append({"rule": item.ref, "notAfter": item.not_after, "at": item.at,
-                                  "cut": item.cut, "wouldCut": item.would_cut})  # fmt: skip
+            self._expired.append(
+                {
+                    "rule": item.ref,
+                    "notAfter": item.not_after,
+                    "at": item.at,
+                    "cut": item.cut,
+                    "wouldCut": item.would_cut,
+                }
+            )
             del self._expired[:-MAX_EXPIRED]  # a report carries so many; the log has every one
         self.report_now.set()
 
@@ -327,16 +334,20 @@ class Agent:
         except errors.MicrosegError as exc:  # the last reading stands; the next one may work
             log.debug("reading rule counters failed: %s", exc)
             return
-        counted = sorted((item for item in found.rules.items() if item[1].packets or item[1].bytes),
-                         key=lambda item: (-item[1].packets, item[0]))  # fmt: skip
+        counted = sorted(
+            (item for item in found.rules.items() if item[1].packets or item[1].bytes),
+            key=lambda item: (-item[1].packets, item[0]),
+        )
         rules = [{"rule": ref, "packets": c.packets, "bytes": c.bytes} for ref, c in counted[:MAX_COUNTED]]
         self._counters = {"epoch": found.epoch, "rules": rules}
 
     def _spool_warnings(self) -> list[str]:
         if not self.spool.dropped_batches:
             return []
-        return [f"flow spool full while the server was away: {self.spool.dropped_records} flow records "
-                f"({self.spool.dropped_batches} batches) dropped, oldest first"]  # fmt: skip
+        return [
+            f"flow spool full while the server was away: {self.spool.dropped_records} flow records "
+            f"({self.spool.dropped_batches} batches) dropped, oldest first"
+        ]
 
     def _report(self) -> None:
         looked = sent = counted = -1e18

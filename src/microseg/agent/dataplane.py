@@ -377,8 +377,10 @@ class IptablesDataplane:
         """Declaring our chains flushes them, which zeroes their counters: read them first."""
         self._read_counters()
         _run(["ipset", "restore"], rendered.ipset)
-        for tool, families in (("iptables", (rendered.v4, rendered.v4_install)),
-                               ("ip6tables", (rendered.v6, rendered.v6_install))):  # fmt: skip
+        for tool, families in (
+            ("iptables", (rendered.v4, rendered.v4_install)),
+            ("ip6tables", (rendered.v6, rendered.v6_install)),
+        ):
             jump = [
                 tool,
                 "-C",

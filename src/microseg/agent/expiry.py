@@ -141,8 +141,14 @@ class ExpiryCutter:
         if enforcing:
             log.log(level, "rule %s expired at %d: cut %d connection(s) only it allowed", ref, not_after, cut)
         else:
-            log.log(level, "rule %s expired at %d: %s mode, %d connection(s) only it allowed left open",
-                    ref, not_after, doc.mode.value, len(doomed))  # fmt: skip
+            log.log(
+                level,
+                "rule %s expired at %d: %s mode, %d connection(s) only it allowed left open",
+                ref,
+                not_after,
+                doc.mode.value,
+                len(doomed),
+            )
         return Expiry(ref, not_after, now, cut, 0 if enforcing else len(doomed))
 
 

@@ -54,8 +54,9 @@ def probes(text: str, est: estate.Estate, limit: int | None = None) -> list[reac
     found: dict[reachability.Probe, None] = {}  # ordered, without repeats across a service's specs
     for spec in services.resolve_port(text, known):
         if spec.protocol is services.Protocol.ANY:
-            raise errors.ValidationError(f"port {text!r}: service matches every protocol; name a port",
-                                         "port")  # fmt: skip
+            raise errors.ValidationError(
+                f"port {text!r}: service matches every protocol; name a port", "port"
+            )
         found.update(dict.fromkeys(reachability.probes_in(spec)))
     if limit is not None and len(found) > limit:
         raise errors.ValidationError(f"port {text!r} names {len(found)} ports; at most {limit} here", "port")

@@ -162,8 +162,23 @@ class Record(NamedTuple):
     packets: int
 
 
-FIELDS = ("bucket", "reporter", "direction", "src", "dst", "dport", "proto", "process", "verdict",
-          "rule", "firstSeen", "lastSeen", "connections", "bytes", "packets")  # fmt: skip
+FIELDS = (
+    "bucket",
+    "reporter",
+    "direction",
+    "src",
+    "dst",
+    "dport",
+    "proto",
+    "process",
+    "verdict",
+    "rule",
+    "firstSeen",
+    "lastSeen",
+    "connections",
+    "bytes",
+    "packets",
+)
 """The agreed row shape's keys, in `Record` order (a stored row may also come as a plain row of
 its values in this order: the store's bulk read, which adds one value, the number of stored rows
 folded into the row, so that a skipped row counts what it stands for). dport, process and rule may
@@ -179,14 +194,20 @@ _OUTCOMES_BY_TEXT = {o.value: o for o in verdicts.Outcome}
 _NUMBER = (int, float)  # exact types: bool is an int in Python, and a True timestamp is a bug upstream
 _INF = math.inf
 _WANTED = {
-    "bucket": "a finite number", "reporter": "a non-empty string",
-    "direction": f"one of {', '.join(Direction)}", "src": "a non-empty string",
-    "dst": "a non-empty string", "dport": "a port (0-65535) or null",
-    "proto": f"one of {', '.join(PROTOCOLS)}", "process": "a non-empty string or null",
-    "verdict": f"one of {', '.join(OUTCOMES)}", "rule": "a non-empty string or null",
-    "firstSeen": "a finite number", "lastSeen": "a finite number, not before firstSeen",
+    "bucket": "a finite number",
+    "reporter": "a non-empty string",
+    "direction": f"one of {', '.join(Direction)}",
+    "src": "a non-empty string",
+    "dst": "a non-empty string",
+    "dport": "a port (0-65535) or null",
+    "proto": f"one of {', '.join(PROTOCOLS)}",
+    "process": "a non-empty string or null",
+    "verdict": f"one of {', '.join(OUTCOMES)}",
+    "rule": "a non-empty string or null",
+    "firstSeen": "a finite number",
+    "lastSeen": "a finite number, not before firstSeen",
     **dict.fromkeys(("connections", "bytes", "packets"), "a count (integer >= 0)"),
-}  # fmt: skip
+}
 """What each field must be, for the error that names it."""
 
 
@@ -234,9 +255,23 @@ def stored_rows(row: Row) -> int:
 
 def _mapped_values(row: Mapping[str, Any]) -> tuple[Any, ...]:
     try:
-        return (row["bucket"], row["reporter"], row["direction"], row["src"], row["dst"], row.get("dport"),
-                row["proto"], row.get("process"), row["verdict"], row.get("rule"), row["firstSeen"],
-                row["lastSeen"], row["connections"], row["bytes"], row["packets"])  # fmt: skip
+        return (
+            row["bucket"],
+            row["reporter"],
+            row["direction"],
+            row["src"],
+            row["dst"],
+            row.get("dport"),
+            row["proto"],
+            row.get("process"),
+            row["verdict"],
+            row.get("rule"),
+            row["firstSeen"],
+            row["lastSeen"],
+            row["connections"],
+            row["bytes"],
+            row["packets"],
+        )
     except KeyError as missing:
         raise ValidationError(f"summary row: missing field {missing}", str(missing.args[0])) from None
 
@@ -257,8 +292,23 @@ def _bad_field(v: Sequence[Any]) -> str | None:
     """The first field of `v` (values in `FIELDS` order) that is not what it must be, or None.
 
     One straight run of tests (no call per field): this runs once per stored row."""
-    (bucket, reporter, direction, src, dst, dport, proto, process, verdict, rule,
-     first, last, connections, sent, packets) = v  # fmt: skip
+    (
+        bucket,
+        reporter,
+        direction,
+        src,
+        dst,
+        dport,
+        proto,
+        process,
+        verdict,
+        rule,
+        first,
+        last,
+        connections,
+        sent,
+        packets,
+    ) = v
     if type(bucket) not in _NUMBER or not -_INF < bucket < _INF:  # also false for NaN
         return "bucket"
     if type(reporter) is not str or not reporter:
@@ -476,8 +526,17 @@ def flow_set(rows: Iterable[Row], engine: engine_mod.PolicyEngine) -> FlowSet:
     for key, merged in _deduplicated(rows, reader):
         r = merged.record
         # flat, not nested: one tuple to build and hash per group (there are tens of thousands)
-        same = (key[1], key[2], key[3], key[4], merged.process, merged.client, r.verdict, r.rule,
-                merged.reporters)  # fmt: skip
+        same = (
+            key[1],
+            key[2],
+            key[3],
+            key[4],
+            merged.process,
+            merged.client,
+            r.verdict,
+            r.rule,
+            merged.reporters,
+        )
         index = positions.get(same)
         if index is None:
             index = positions[same] = len(totals)
@@ -648,8 +707,16 @@ class Judge:
 
     def __call__(self, flow: Flow) -> verdicts.Verdict:
         src, dst = flow.src, flow.dst
-        key = (src.version, int(src), dst.version, int(dst), flow.dport, flow.proto, flow.process,
-               flow.client_process)  # fmt: skip
+        key = (
+            src.version,
+            int(src),
+            dst.version,
+            int(dst),
+            flow.dport,
+            flow.proto,
+            flow.process,
+            flow.client_process,
+        )
         found = self._memo.get(key)
         if found is None:
             found = self._memo[key] = self.engine.evaluate(

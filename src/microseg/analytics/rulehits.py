@@ -44,14 +44,22 @@ class Hit:
     @property
     def sources(self) -> tuple[str, ...]:
         """Which sources saw the rule: `counters`, `flows`."""
-        return (*(("counters",) if self.counter_packets or self.counter_bytes else ()),
-                *(("flows",) if self.flows else ()))  # fmt: skip
+        return (
+            *(("counters",) if self.counter_packets or self.counter_bytes else ()),
+            *(("flows",) if self.flows else ()),
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"rule": self.rule, "connections": self.connections, "flows": self.flows,
-                "lastHit": self.last_hit, "verdicts": list(self.verdicts),
-                "counterPackets": self.counter_packets, "counterBytes": self.counter_bytes,
-                "sources": list(self.sources)}  # fmt: skip
+        return {
+            "rule": self.rule,
+            "connections": self.connections,
+            "flows": self.flows,
+            "lastHit": self.last_hit,
+            "verdicts": list(self.verdicts),
+            "counterPackets": self.counter_packets,
+            "counterBytes": self.counter_bytes,
+            "sources": list(self.sources),
+        }
 
 
 @dataclass(frozen=True)
@@ -64,8 +72,11 @@ class RuleHits:
     """Summary rows left out because they do not check out (`flowset`)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"rules": [h.to_json() for h in self.hits], "unused": list(self.unused),
-                "skippedRows": self.skipped_rows}  # fmt: skip
+        return {
+            "rules": [h.to_json() for h in self.hits],
+            "unused": list(self.unused),
+            "skippedRows": self.skipped_rows,
+        }
 
 
 @collecting.while_paused

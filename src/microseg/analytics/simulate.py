@@ -141,8 +141,13 @@ class Simulation:
             for g in self.groups
         ]
         widths = [max(len(r[i]) for r in (header, *body)) for i in range(len(header))]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                         for r in (header, *body)) + "\n"  # fmt: skip
+        return (
+            "\n".join(
+                "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                for r in (header, *body)
+            )
+            + "\n"
+        )
 
     def to_markdown(self) -> str:
         """Markdown for a pull-request comment: totals, then the changed groups with examples."""
@@ -196,8 +201,12 @@ def _replay(
     flow: flowset.Flow, active: verdicts.Verdict, draft: verdicts.Verdict
 ) -> tuple[_GroupKey, verdicts.Verdict, verdicts.Verdict]:
     """A distinct flow's group and both verdicts (every occurrence of it shares them)."""
-    key = (classify(active, draft), draft.rule or DEFAULT_DENY,
-           peer_labels(flow.source), peer_labels(flow.destination))  # fmt: skip
+    key = (
+        classify(active, draft),
+        draft.rule or DEFAULT_DENY,
+        peer_labels(flow.source),
+        peer_labels(flow.destination),
+    )
     return key, active, draft
 
 

@@ -19,8 +19,18 @@ import typer
 from microseg import errors
 from microseg.cli import client, output, remote
 
-OBJECT_PATHS = ("workloads", "rules", "services", "iplists", "tiers", "exceptions", "invariants",
-                "labelrules", "modescopes", "settings")  # fmt: skip
+OBJECT_PATHS = (
+    "workloads",
+    "rules",
+    "services",
+    "iplists",
+    "tiers",
+    "exceptions",
+    "invariants",
+    "labelrules",
+    "modescopes",
+    "settings",
+)
 """The kinds `delete` removes (agents are revoked, versions are history)."""
 DRAFT_PATHS = {"rules", "services", "iplists", "tiers", "exceptions", "invariants", "settings"}
 
@@ -66,9 +76,19 @@ def token_list(ctx: typer.Context, fmt: remote.Out = remote.Format.TABLE) -> Non
         remote.table(
             f"API tokens ({len(items)})",
             ["ID", "NAME", "ROLE", "OWNER", "CREATED", "BY", "REVOKED"],
-            [[t["id"], t["name"], t["role"], t["owner"], remote.when(t["created_at"]), t["created_by"],
-              remote.when(t["revoked_at"])] for t in items],
-        )  # fmt: skip
+            [
+                [
+                    t["id"],
+                    t["name"],
+                    t["role"],
+                    t["owner"],
+                    remote.when(t["created_at"]),
+                    t["created_by"],
+                    remote.when(t["revoked_at"]),
+                ]
+                for t in items
+            ],
+        )
 
 
 def token_revoke(ctx: typer.Context, ident: Annotated[str, typer.Argument(help="the token's id")]) -> None:
@@ -105,9 +125,18 @@ def agent_list(ctx: typer.Context, fmt: remote.Out = remote.Format.TABLE) -> Non
         remote.table(
             f"agents ({len(items)})",
             ["ID", "WORKLOAD", "STATE", "ONLINE", "LAST SEEN", "REVOKED"],
-            [[a["id"], a["workload"], a["state"], "yes" if a["online"] else "no", remote.when(a["lastSeen"]),
-              "yes" if a["revoked"] else "no"] for a in items],
-        )  # fmt: skip
+            [
+                [
+                    a["id"],
+                    a["workload"],
+                    a["state"],
+                    "yes" if a["online"] else "no",
+                    remote.when(a["lastSeen"]),
+                    "yes" if a["revoked"] else "no",
+                ]
+                for a in items
+            ],
+        )
 
 
 def agent_revoke(ctx: typer.Context, ident: Annotated[str, typer.Argument(help="the agent's id")]) -> None:
@@ -117,9 +146,10 @@ def agent_revoke(ctx: typer.Context, ident: Annotated[str, typer.Argument(help="
 
 
 exception_app = typer.Typer(
-    name="exception", help="Time-limited exceptions: requested by one person, approved by another.",
+    name="exception",
+    help="Time-limited exceptions: requested by one person, approved by another.",
     no_args_is_help=True,
-)  # fmt: skip
+)
 
 
 @exception_app.command("create")
@@ -140,14 +170,21 @@ def exception_create(
     fmt: remote.Out = remote.Format.TABLE,
 ) -> None:
     """Request an exception into the draft; it is in force only once another person approves it."""
-    spec: dict[str, Any] = {"owner": owner, "reason": reason, "expires": expires,
-                            "from": [_peer(p) for p in source], "to": [_peer(p) for p in destination],
-                            "services": service, **({"ticket": ticket} if ticket else {})}  # fmt: skip
+    spec: dict[str, Any] = {
+        "owner": owner,
+        "reason": reason,
+        "expires": expires,
+        "from": [_peer(p) for p in source],
+        "to": [_peer(p) for p in destination],
+        "services": service,
+        **({"ticket": ticket} if ticket else {}),
+    }
     body = {"apiVersion": "microseg.io/v1", "kind": "Exception", "metadata": {"name": name}, "spec": spec}
     made = remote.connect(ctx).post("/exceptions", body)
     if not remote.emit(made, fmt):
-        output.console.print(f"exception {name} requested: another person approves it with "
-                             f"`microseg exception approve {name}`")  # fmt: skip
+        output.console.print(
+            f"exception {name} requested: another person approves it with `microseg exception approve {name}`"
+        )
 
 
 def _peer(text: str) -> dict[str, Any]:
@@ -168,10 +205,18 @@ def exception_list(ctx: typer.Context, fmt: remote.Out = remote.Format.TABLE) ->
         remote.table(
             f"exceptions ({len(items)})",
             ["NAME", "OWNER", "EXPIRES", "REQUESTED BY", "APPROVED BY", "REASON"],
-            [[e["metadata"]["name"], str(e["spec"].get("owner")), str(e["spec"].get("expires")),
-              e["status"]["updatedBy"], e["spec"].get("approver") or "not yet", str(e["spec"].get("reason"))]
-             for e in items],
-        )  # fmt: skip
+            [
+                [
+                    e["metadata"]["name"],
+                    str(e["spec"].get("owner")),
+                    str(e["spec"].get("expires")),
+                    e["status"]["updatedBy"],
+                    e["spec"].get("approver") or "not yet",
+                    str(e["spec"].get("reason")),
+                ]
+                for e in items
+            ],
+        )
 
 
 @exception_app.command("approve")
@@ -184,5 +229,6 @@ def exception_approve(
     """Approve a requested exception (refused for its requester's own tokens); in force after provision."""
     done = remote.connect(ctx).post(client.item_path("exceptions", name, "approve"))
     if not remote.emit(done, fmt):
-        output.console.print(f"exception {name} approved by {done['spec']['approver']} "
-                             "(in force after `microseg provision`)")  # fmt: skip
+        output.console.print(
+            f"exception {name} approved by {done['spec']['approver']} (in force after `microseg provision`)"
+        )

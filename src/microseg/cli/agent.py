@@ -73,9 +73,17 @@ def agent(
     if kind not in ("host", "vm", "container", "pod"):
         raise errors.UserError(f"--kind must be host, vm, container or pod, not {kind!r}")
     settings = daemon.AgentSettings(
-        server=server, state_dir=state_dir, enroll_token=enroll_token, netns=netns, hostname=hostname,
-        kind=kind, dataplane=dataplane, interval=interval, render=render, tls_verify=tls_verify(ca_file),
-    )  # fmt: skip
+        server=server,
+        state_dir=state_dir,
+        enroll_token=enroll_token,
+        netns=netns,
+        hostname=hostname,
+        kind=kind,
+        dataplane=dataplane,
+        interval=interval,
+        render=render,
+        tls_verify=tls_verify(ca_file),
+    )
     runner = daemon.Agent(settings)
 
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -50,10 +50,22 @@ def map_(
     if fmt is MapFormat.JSON:
         output.emit_json(graph)
         return
-    rows = [[e["source"], e["destination"], ", ".join(_port(p) for p in e["ports"]), str(e["connections"]),
-             e["verdict"], e["draftVerdict"] or "-"] for e in graph["edges"]]  # fmt: skip
-    remote.table(f"map ({output.plural(len(graph['nodes']), 'node')}, {output.plural(len(rows), 'edge')})",
-                 ["FROM", "TO", "PORTS", "CONNS", "ACTIVE", "DRAFT"], rows)  # fmt: skip
+    rows = [
+        [
+            e["source"],
+            e["destination"],
+            ", ".join(_port(p) for p in e["ports"]),
+            str(e["connections"]),
+            e["verdict"],
+            e["draftVerdict"] or "-",
+        ]
+        for e in graph["edges"]
+    ]
+    remote.table(
+        f"map ({output.plural(len(graph['nodes']), 'node')}, {output.plural(len(rows), 'edge')})",
+        ["FROM", "TO", "PORTS", "CONNS", "ACTIVE", "DRAFT"],
+        rows,
+    )
 
 
 def _port(use: dict[str, Any]) -> str:
@@ -90,8 +102,9 @@ def recommend(
         if not remote.emit(done, fmt):
             buckets = ("created", "updated", "unchanged")
             applied = sum(len(done["applied"][k]) for k in buckets) if done["applied"] else 0
-            output.console.print(f"{output.plural(applied, 'object')} written into the draft; "
-                                 f"coverage {done['coverage']} %")
+            output.console.print(
+                f"{output.plural(applied, 'object')} written into the draft; coverage {done['coverage']} %"
+            )
         return
     found: dict[str, Any] = api.get("/flows/recommend", groupBy=group_by, since=since)
     if remote.emit(found, fmt):
@@ -124,7 +137,16 @@ def rule_hits(
         return
     if not unused:
         head = ["RULE", "CONNECTIONS", "FLOWS", "COUNTER PKTS", "LAST HIT", "VERDICTS"]
-        rows = [[h["rule"], str(h["connections"]), str(h["flows"]), str(h.get("counterPackets", 0)),
-                 remote.when(h["lastHit"]), ", ".join(h["verdicts"])] for h in found["rules"]]  # fmt: skip
+        rows = [
+            [
+                h["rule"],
+                str(h["connections"]),
+                str(h["flows"]),
+                str(h.get("counterPackets", 0)),
+                remote.when(h["lastHit"]),
+                ", ".join(h["verdicts"]),
+            ]
+            for h in found["rules"]
+        ]
         remote.table(f"rule hits since {since}", head, rows)
     remote.table(f"unused rules ({len(found['unused'])})", ["RULE"], [[r] for r in found["unused"]])

@@ -51,8 +51,14 @@ def create(
     fmt: remote.Out = remote.Format.TABLE,
 ) -> None:
     """Make an enrollment token; its text is shown only this once."""
-    body: dict[str, Any] = {"name": name, "labels": _labels(label or []), "mode": mode, "reusable": reusable,
-                            "workloads": workload or [], "addressRanges": address_range or []}  # fmt: skip
+    body: dict[str, Any] = {
+        "name": name,
+        "labels": _labels(label or []),
+        "mode": mode,
+        "reusable": reusable,
+        "workloads": workload or [],
+        "addressRanges": address_range or [],
+    }
     if expires_in is not None:
         body["expiresIn"] = expires_in
     made = remote.connect(ctx).post("/enrollment-tokens", body)
@@ -72,9 +78,17 @@ def listing(ctx: typer.Context, fmt: remote.Out = remote.Format.TABLE) -> None:
 
 def _cells(t: dict[str, Any]) -> list[str]:
     labels = ",".join(f"{k}={v}" for k, v in sorted(t["labels"].items())) or "-"
-    return [t["id"], t["name"], labels, t["mode"], "yes" if t["reusable"] else "no", str(t["uses"]),
-            ",".join(t["workloads"]) or "-", ",".join(t["address_ranges"]) or "any",
-            remote.when(t["revoked_at"])]  # fmt: skip
+    return [
+        t["id"],
+        t["name"],
+        labels,
+        t["mode"],
+        "yes" if t["reusable"] else "no",
+        str(t["uses"]),
+        ",".join(t["workloads"]) or "-",
+        ",".join(t["address_ranges"]) or "any",
+        remote.when(t["revoked_at"]),
+    ]
 
 
 @enrollment_app.command("revoke")

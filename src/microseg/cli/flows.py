@@ -17,8 +17,19 @@ from microseg.cli import output, remote
 
 PAGE = 1000
 """Rows asked for per request."""
-COLUMNS = ["HOUR", "REPORTER", "SOURCE", "DESTINATION", "PORT", "PROCESS", "VERDICT", "RULE", "CONNS",
-           "BYTES", "LAST SEEN"]  # fmt: skip
+COLUMNS = [
+    "HOUR",
+    "REPORTER",
+    "SOURCE",
+    "DESTINATION",
+    "PORT",
+    "PROCESS",
+    "VERDICT",
+    "RULE",
+    "CONNS",
+    "BYTES",
+    "LAST SEEN",
+]
 
 
 def _end(row: dict[str, Any], side: str) -> str:
@@ -29,9 +40,19 @@ def _end(row: dict[str, Any], side: str) -> str:
 
 def _cells(row: dict[str, Any]) -> list[str]:
     port = "-" if row["dport"] is None else str(row["dport"])
-    return [remote.when(row["bucket"]), row["reporter"], _end(row, "src"), _end(row, "dst"),
-            f"{port}/{row['proto']}", row["process"] or "-", row["verdict"], row["rule"] or "-",
-            str(row["connections"]), str(row["bytes"]), remote.when(row["lastSeen"])]  # fmt: skip
+    return [
+        remote.when(row["bucket"]),
+        row["reporter"],
+        _end(row, "src"),
+        _end(row, "dst"),
+        f"{port}/{row['proto']}",
+        row["process"] or "-",
+        row["verdict"],
+        row["rule"] or "-",
+        str(row["connections"]),
+        str(row["bytes"]),
+        remote.when(row["lastSeen"]),
+    ]
 
 
 def flows(
@@ -57,8 +78,17 @@ def flows(
     if ctx.invoked_subcommand is not None:  # as the group's callback, `flows purge` lists nothing
         return
     api = remote.connect(ctx)
-    query = {"since": since, "until": until, "selector": selector, "src": src, "dst": dst, "port": port,
-             "proto": proto, "process": process, "verdict": verdict}  # fmt: skip
+    query = {
+        "since": since,
+        "until": until,
+        "selector": selector,
+        "src": src,
+        "dst": dst,
+        "port": port,
+        "proto": proto,
+        "process": process,
+        "verdict": verdict,
+    }
     items: list[dict[str, Any]] = []
     after: int | None = 0
     while after is not None and len(items) < limit:
@@ -85,11 +115,14 @@ def purge(
 ) -> None:
     """Drop flow summaries, raw batches and rule-counter hours of a reporter and/or a window (admin;
     audited). Give at least one of --reporter, --since, --until."""
-    found = remote.connect(ctx).call("DELETE", "/flows", params={"reporter": reporter, "since": since,
-                                                                 "until": until})  # fmt: skip
+    found = remote.connect(ctx).call(
+        "DELETE", "/flows", params={"reporter": reporter, "since": since, "until": until}
+    )
     if not remote.emit(found, fmt):
         n = found["dropped"]
-        dropped = [output.plural(n["summaries"], "summary row"),
-                   output.plural(n["batches"], "batch", "batches"),
-                   output.plural(n["counterHours"], "counter hour")]  # fmt: skip
+        dropped = [
+            output.plural(n["summaries"], "summary row"),
+            output.plural(n["batches"], "batch", "batches"),
+            output.plural(n["counterHours"], "counter hour"),
+        ]
         output.console.print("dropped " + ", ".join(dropped), highlight=False)

@@ -62,9 +62,15 @@ def lab_up(
     """Make the lab: namespaces on a bridge, the control plane, services, agents, traffic."""
     top = topology.load(topology_file or topology.default_path())
     opts = options.LabOptions.from_env(
-        state_dir=state_dir, prefix=prefix, port=port, mode=mode, agents=agents, traffic=traffic,
-        traffic_lifetime=traffic_lifetime, policy=tuple(str(p) for p in policy or ()),
-    )  # fmt: skip
+        state_dir=state_dir,
+        prefix=prefix,
+        port=port,
+        mode=mode,
+        agents=agents,
+        traffic=traffic,
+        traffic_lifetime=traffic_lifetime,
+        policy=tuple(str(p) for p in policy or ()),
+    )
     lab = runner.up(top, opts, replace=replace)
     if fmt is output.Format.JSON:
         output.emit_json(lab.status())

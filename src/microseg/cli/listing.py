@@ -73,8 +73,12 @@ def rule_order(api: client.Client) -> Callable[[Item], tuple[int, str, int, str]
     def key(item: Item) -> tuple[int, str, int, str]:
         rule = Listed.of(item)
         tier, priority = str(rule.spec.get("tier")), rule.spec.get("priority")
-        return (orders.get(tier, sys.maxsize), tier, priority if isinstance(priority, int) else sys.maxsize,
-                rule.name)  # fmt: skip
+        return (
+            orders.get(tier, sys.maxsize),
+            tier,
+            priority if isinstance(priority, int) else sys.maxsize,
+            rule.name,
+        )
 
     return key
 

@@ -85,8 +85,17 @@ app.command()(_reporting(policy.diff))
 app.command()(_reporting(demo.demo))
 app.command()(_reporting(serve.server))
 app.add_typer(admin.agent_group(_reporting(agent.agent)))
-SERVER_COMMANDS = (remote.get, remote.apply, remote.provision, remote.rollback, remote.quarantine,
-                   remote.release, remote.events, remote.audit, remote.login)  # fmt: skip
+SERVER_COMMANDS = (
+    remote.get,
+    remote.apply,
+    remote.provision,
+    remote.rollback,
+    remote.quarantine,
+    remote.release,
+    remote.events,
+    remote.audit,
+    remote.login,
+)
 for command in SERVER_COMMANDS:
     app.command()(_reporting(command))
 app.add_typer(flows.flows_app)

@@ -199,5 +199,8 @@ def failure(error: errors.MicrosegError) -> dict[str, Any]:
         problems = [dataclasses.asdict(p) for p in error.problems]
     else:
         problems = [{"file": "", "line": 0, "field": getattr(error, "field", ""), "message": str(error)}]
-    return {"valid": False, "error": str(error).splitlines()[0] if str(error) else type(error).__name__,
-            "problems": problems}  # fmt: skip
+    return {
+        "valid": False,
+        "error": str(error).splitlines()[0] if str(error) else type(error).__name__,
+        "problems": problems,
+    }

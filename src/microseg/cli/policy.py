@@ -122,8 +122,9 @@ def matrix(
     cells = reachability.matrix(eng, keys, probes)
     rows = matrix_rows(cells)
     if fmt is output.Format.JSON:
-        output.emit_json({"groupBy": list(keys), "probes": [reachability.probe_text(p) for p in probes],
-                          "cells": rows})  # fmt: skip
+        output.emit_json(
+            {"groupBy": list(keys), "probes": [reachability.probe_text(p) for p in probes], "cells": rows}
+        )
         return
     output.console.print(matrix_table(rows))
 
@@ -195,8 +196,10 @@ def diff(
         return
     old, new = loading.load(sides[0]), loading.load(sides[1])
     old_eng, new_eng = engine.PolicyEngine(old), engine.PolicyEngine(new)
-    probes = sorted(set(reachability.probes_of(old_eng)) | set(reachability.probes_of(new_eng)),
-                    key=lambda p: (p[0].value, p[1] or 0))  # fmt: skip
+    probes = sorted(
+        set(reachability.probes_of(old_eng)) | set(reachability.probes_of(new_eng)),
+        key=lambda p: (p[0].value, p[1] or 0),
+    )
     changes = reachability.semantic_diff(old_eng, new_eng, probes)
     rules_changed = estate.rule_changes(old, new)
     if fmt is output.Format.JSON:

@@ -40,8 +40,13 @@ def readiness(
     fmt: Out = Format.TABLE,
 ) -> None:
     """How ready a scope is to enforce: would-block flows, coverage, agents in sync."""
-    params = {"scope": scope, "since": since, "minCoverage": min_coverage, "maxWouldBlock": max_would_block,
-              "minInSync": min_in_sync}  # fmt: skip
+    params = {
+        "scope": scope,
+        "since": since,
+        "minCoverage": min_coverage,
+        "maxWouldBlock": max_would_block,
+        "minInSync": min_in_sync,
+    }
     found = connect(ctx).get("/rollout/readiness", **{k: v for k, v in params.items() if v is not None})
     if not emit(found, fmt):
         print_report(found)

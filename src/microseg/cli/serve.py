@@ -91,8 +91,12 @@ def server(
     from microseg.store import migrate
 
     more: dict[str, object] = {"host": host, "port": port, "tls_cert": tls_cert, "tls_key": tls_key}
-    for key, values in (("control_plane", control_plane), ("streams", stream),
-                        ("hook_secrets", hook_secret), ("trusted_proxies", trusted_proxy)):  # fmt: skip
+    for key, values in (
+        ("control_plane", control_plane),
+        ("streams", stream),
+        ("hook_secrets", hook_secret),
+        ("trusted_proxies", trusted_proxy),
+    ):
         if values:
             more[key] = tuple(values)
     settings = _settings(data_dir, url, **more)
@@ -232,9 +236,12 @@ def token_create(
         with db.write() as conn:
             row, text = tokens.create_api(conn, name, role, "cli:token-create", owner or name)
             audit.record(
-                conn, "cli:token-create", "create-token", f"token/{row.id}",
+                conn,
+                "cli:token-create",
+                "create-token",
+                f"token/{row.id}",
                 {"name": name, "role": role, "owner": row.owner},
-            )  # fmt: skip
+            )
     finally:
         db.dispose()
     typer.echo(text)

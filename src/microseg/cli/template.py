@@ -148,5 +148,11 @@ def _bands(template: catalog.Template) -> list[dict[str, Any]]:
 
 def _parameter(template: catalog.Template, name: str) -> dict[str, Any]:
     p = template.parameter(name)
-    return {"name": p.name, "type": p.kind.value, "default": p.default, "required": p.required,
-            "example": p.example, "description": p.description}  # fmt: skip
+    return {
+        "name": p.name,
+        "type": p.kind.value,
+        "default": p.default,
+        "required": p.required,
+        "example": p.example,
+        "description": p.description,
+    }

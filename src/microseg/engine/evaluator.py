@@ -88,8 +88,9 @@ class Evaluator:
         self._workload = inventory.workload
         self._control_plane = control_plane
         self._selector_masks: dict[frozenset[str], tuple[int, int]] = {}
-        self._address_matches: dict[addresses.Address, tuple[int, frozenset[rulebook.PeerRef], int,
-                                                             frozenset[rulebook.PeerRef]]] = {}  # fmt: skip
+        self._address_matches: dict[
+            addresses.Address, tuple[int, frozenset[rulebook.PeerRef], int, frozenset[rulebook.PeerRef]]
+        ] = {}
         self._profiles: dict[str, tuple[Workload, addresses.Address, Profile]] = {}
         self._outside: dict[addresses.Address, Profile] = {}
         self._interned: dict[tuple[object, ...], Profile] = {}
@@ -201,8 +202,10 @@ class Evaluator:
         workload = self._workload(name)
         cached = self._profiles.get(name)
         # identity first, then `==`: ipaddress hashing and comparison are slow on the hot path
-        if cached is not None and cached[0] is workload and (
-            cached[1] is endpoint.address or cached[1] == endpoint.address
+        if (
+            cached is not None
+            and cached[0] is workload
+            and (cached[1] is endpoint.address or cached[1] == endpoint.address)
         ):
             return cached[2]
         profile = self._build_profile(endpoint, workload)

@@ -145,8 +145,11 @@ class Guard:
         got through) breaks."""
         if src.workload is not None and src.workload == dst.workload:
             return []
-        return [inv for inv in (self.declared if among is None else among)
-                if self.rules_out(inv, src, dst, port, proto)]  # fmt: skip
+        return [
+            inv
+            for inv in (self.declared if among is None else among)
+            if self.rules_out(inv, src, dst, port, proto)
+        ]
 
     def check(self, at: datetime | None = None) -> list[Violation]:
         """Every class pair and port on which the policy allows what an invariant rules out."""
@@ -177,11 +180,16 @@ class Guard:
                     probe, verdict, moment = hit
                     out.append(
                         Violation(
-                            inv.name, str(inv), _names(src_class), _names(dst_class),
-                            reachability.probe_text(probe), verdict, None if moment is moments[0] else moment,
+                            inv.name,
+                            str(inv),
+                            _names(src_class),
+                            _names(dst_class),
+                            reachability.probe_text(probe),
+                            verdict,
+                            None if moment is moments[0] else moment,
                             verdict.rule in self._quarantine,
                         )
-                    )  # fmt: skip
+                    )
         return out
 
     def _first_allow(

@@ -96,9 +96,15 @@ def unmatched_selectors(eng: engine.PolicyEngine) -> list[Finding]:
         if not matches[selector]:
             hint = _did_you_mean(selector, in_use, label_sets)
             found.append(
-                Finding(Kind.NO_MATCH, obj, name, f"selector {selector} in `{side}` matches no workload"
-                        + _why_not(selector, in_use), side, hint)
-            )  # fmt: skip
+                Finding(
+                    Kind.NO_MATCH,
+                    obj,
+                    name,
+                    f"selector {selector} in `{side}` matches no workload" + _why_not(selector, in_use),
+                    side,
+                    hint,
+                )
+            )
     return found
 
 
@@ -154,8 +160,10 @@ def _closest(req: selectors.Requirement, in_use: dict[str, set[str]]) -> selecto
         close = difflib.get_close_matches(key, in_use, n=1, cutoff=0.6)
         key = close[0] if close else key
     known = in_use.get(key, set())
-    values = tuple(v if v in known else next(iter(difflib.get_close_matches(v, known, n=1, cutoff=0.5)), v)
-                   for v in req.values)  # fmt: skip
+    values = tuple(
+        v if v in known else next(iter(difflib.get_close_matches(v, known, n=1, cutoff=0.5)), v)
+        for v in req.values
+    )
     return selectors.Requirement(key, req.operator, values)
 
 
@@ -233,18 +241,22 @@ def decisions(eng: engine.PolicyEngine, no_match: set[str]) -> list[Finding]:
 
 def _never_matches(br: rulebook.BookRule) -> Finding:
     return Finding(
-        Kind.NEVER_MATCHES, "Rule", br.rule.ref,
+        Kind.NEVER_MATCHES,
+        "Rule",
+        br.rule.ref,
         f"rule {br.rule.ref} matches no connection: nothing is on both its `from` and `to` sides "
         "except a workload talking to itself (always allowed)",
-    )  # fmt: skip
+    )
 
 
 def _enforced_nowhere(br: rulebook.BookRule) -> Finding:
     return Finding(
-        Kind.ENFORCED_NOWHERE, "Rule", br.rule.ref,
+        Kind.ENFORCED_NOWHERE,
+        "Rule",
+        br.rule.ref,
         f"rule {br.rule.ref} is enforced on no host: no managed workload is on its `from` or `to` "
         "side (it decides `explain` answers, but no agent carries it)",
-    )  # fmt: skip
+    )
 
 
 def _preempted(book: rulebook.RuleBook, br: rulebook.BookRule, by: set[int]) -> Finding:
@@ -284,4 +296,3 @@ def _user_rules(eng: engine.PolicyEngine) -> list[rulebook.BookRule]:
     """Rules of the book that the estate declares (not the built-in quarantine rules)."""
     declared = {r.ref for r in eng.estate.rules}
     return [br for br in eng.book.rules if br.rule.ref in declared]
-

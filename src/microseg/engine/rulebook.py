@@ -262,17 +262,49 @@ def _quarantine_rules(estate: Estate) -> list[rules.Rule]:
         forensics = (selectors.IpListPeer(estate.quarantine_allow),)
         kept = (selectors.SelectorPeer(FORENSICS_KEPT),)
         out += [
-            rules.Rule("allow-forensics-in", tiers.QUARANTINE, -40, rules.Action.ALLOW, forensics, kept,
-                       any_service, reason="quarantined workloads stay reachable from the forensics list"),
-            rules.Rule("allow-forensics-out", tiers.QUARANTINE, -30, rules.Action.ALLOW, kept, forensics,
-                       any_service, reason="quarantined workloads may reach the forensics list"),
-        ]  # fmt: skip
+            rules.Rule(
+                "allow-forensics-in",
+                tiers.QUARANTINE,
+                -40,
+                rules.Action.ALLOW,
+                forensics,
+                kept,
+                any_service,
+                reason="quarantined workloads stay reachable from the forensics list",
+            ),
+            rules.Rule(
+                "allow-forensics-out",
+                tiers.QUARANTINE,
+                -30,
+                rules.Action.ALLOW,
+                kept,
+                forensics,
+                any_service,
+                reason="quarantined workloads may reach the forensics list",
+            ),
+        ]
     out += [
-        rules.Rule("isolate-in", tiers.QUARANTINE, -20, rules.Action.DENY, everything, target, any_service,
-                   reason="quarantined: isolated"),
-        rules.Rule("isolate-out", tiers.QUARANTINE, -10, rules.Action.DENY, target, everything, any_service,
-                   reason="quarantined: isolated"),
-    ]  # fmt: skip
+        rules.Rule(
+            "isolate-in",
+            tiers.QUARANTINE,
+            -20,
+            rules.Action.DENY,
+            everything,
+            target,
+            any_service,
+            reason="quarantined: isolated",
+        ),
+        rules.Rule(
+            "isolate-out",
+            tiers.QUARANTINE,
+            -10,
+            rules.Action.DENY,
+            target,
+            everything,
+            any_service,
+            reason="quarantined: isolated",
+        ),
+    ]
     return out
 
 

@@ -95,8 +95,9 @@ def namespaces_in_scope(found: cluster.Cluster, options: Options) -> tuple[tuple
             raise errors.ValidationError(f"--namespace {unknown[0]}: no such namespace in the inventory")
         return tuple(sorted(set(options.namespaces))), []
     left = sorted(n for n in found.namespaces if n in SYSTEM_NAMESPACES)
-    notes = [f"namespace {n} left alone (no policy selects its pods); --namespace {n} includes it"
-             for n in left]  # fmt: skip
+    notes = [
+        f"namespace {n} left alone (no policy selects its pods); --namespace {n} includes it" for n in left
+    ]
     return tuple(sorted(n for n in found.namespaces if n not in SYSTEM_NAMESPACES)), notes
 
 
@@ -110,8 +111,9 @@ def _check_pod_cidrs(
             if not addresses.contains(cidrs, net.network_address):
                 raise errors.ValidationError(f"pod {pod.name} ({net.network_address}) is outside --pod-cidr")
     for w in est.workloads:
-        if w.kind is not workloads.WorkloadKind.POD and any(n.overlaps(c) for n in w.addresses for c in cidrs
-                                                           if n.version == c.version):  # fmt: skip
+        if w.kind is not workloads.WorkloadKind.POD and any(
+            n.overlaps(c) for n in w.addresses for c in cidrs if n.version == c.version
+        ):
             raise errors.ValidationError(f"workload {w.name} has an address inside --pod-cidr")
 
 

@@ -64,8 +64,12 @@ def write(ctx: export_base.Context) -> tuple[list[Manifest], list[str]]:
 def tier(name: str, order: int, default_action: str) -> Manifest:
     """A Tier resource."""
     meta = {"name": name, "labels": dict(export_base.MANAGED_BY)}
-    return {"apiVersion": API_VERSION, "kind": "Tier", "metadata": meta,
-            "spec": {"order": order, "defaultAction": default_action}}  # fmt: skip
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Tier",
+        "metadata": meta,
+        "spec": {"order": order, "defaultAction": default_action},
+    }
 
 
 def policy(name: str, spec: dict[str, Any], rule: str = "") -> Manifest:
@@ -88,15 +92,26 @@ def value_set(values: Sequence[str]) -> str:
 def mode_policies(pods: str) -> list[Manifest]:
     """Pods in alert or visibility mode (by their own label, or their namespace's) pass everything."""
     not_enforced = "{'alert', 'visibility'}"
-    common = {"tier": "ms-modes", "types": ["Ingress", "Egress"],
-              "ingress": [{"action": "Allow"}], "egress": [{"action": "Allow"}]}  # fmt: skip
+    common = {
+        "tier": "ms-modes",
+        "types": ["Ingress", "Egress"],
+        "ingress": [{"action": "Allow"}],
+        "egress": [{"action": "Allow"}],
+    }
     own = f"{pods} && {importer.MODE_LABEL} in {not_enforced} && quarantine != 'true'"
     inherited = f"{pods} && !has({importer.MODE_LABEL}) && quarantine != 'true'"
     return [
         policy("ms-modes.not-enforced", {**common, "order": 10, "selector": own}),
-        policy("ms-modes.not-enforced-namespaces", {**common, "order": 20, "selector": inherited,
-               "namespaceSelector": f"{importer.MODE_LABEL} in {not_enforced}"}),
-    ]  # fmt: skip
+        policy(
+            "ms-modes.not-enforced-namespaces",
+            {
+                **common,
+                "order": 20,
+                "selector": inherited,
+                "namespaceSelector": f"{importer.MODE_LABEL} in {not_enforced}",
+            },
+        ),
+    ]
 
 
 def default_deny(ctx: export_base.Context) -> Manifest:

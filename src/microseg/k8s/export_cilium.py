@@ -42,12 +42,14 @@ _FREE = Req("quarantine", Op.NOT_IN, ("true",))
 ENFORCING = (
     regions.Conj((Req("quarantine", Op.IN, ("true",)),)),
     regions.Conj((_FREE, Req(importer.MODE_LABEL, Op.IN, (workloads.Mode.ENFORCE.value,)))),
-    regions.Conj((
-        _FREE,
-        Req(importer.MODE_LABEL, Op.DOES_NOT_EXIST),
-        Req(importer.namespace_label_key(importer.MODE_LABEL), Op.NOT_IN, export_base.NOT_ENFORCED),
-    )),
-)  # fmt: skip
+    regions.Conj(
+        (
+            _FREE,
+            Req(importer.MODE_LABEL, Op.DOES_NOT_EXIST),
+            Req(importer.namespace_label_key(importer.MODE_LABEL), Op.NOT_IN, export_base.NOT_ENFORCED),
+        )
+    ),
+)
 """Pods that enforce, as disjoint conjunctions: quarantined; else mode enforce; else no mode of their
 own in a namespace that does not say alert or visibility."""
 
@@ -154,8 +156,10 @@ class RuleWriter:
             if spans == []:
                 continue
             ports = None if spans is None else to_ports(spans)
-            for direction, subject, other in (("ingress", box.destinations, box.sources),
-                                              ("egress", box.sources, box.destinations)):  # fmt: skip
+            for direction, subject, other in (
+                ("ingress", box.destinations, box.sources),
+                ("egress", box.sources, box.destinations),
+            ):
                 entries = self.entries(other, direction, ports, ref)
                 for conj in self.subjects(subject, ref):
                     sel = selector(conj)

@@ -74,8 +74,12 @@ def base_policies(
     else:
         mode = {"key": importer.MODE_LABEL, "operator": "In", "values": list(export_base.NOT_ENFORCED)}
     quarantine = {"key": "quarantine", "operator": "NotIn", "values": ["true"]}
-    allow = {"podSelector": {"matchExpressions": [mode, quarantine]}, "policyTypes": ["Ingress", "Egress"],
-             "ingress": [{}], "egress": [{}]}  # fmt: skip
+    allow = {
+        "podSelector": {"matchExpressions": [mode, quarantine]},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [{}],
+        "egress": [{}],
+    }
     return [policy(ns.name, DEFAULT_DENY, deny), policy(ns.name, NOT_ENFORCED, allow)]
 
 

@@ -29,11 +29,21 @@ from microseg.policyfile import loader, nodes
 from microseg.policyfile.reader import Reader, describe
 
 SUFFIXES = (".yaml", ".yml", ".json")
-OTHER_POLICY_KINDS = frozenset({
-    "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy", "GlobalNetworkPolicy", "AdminNetworkPolicy",
-    "BaselineAdminNetworkPolicy", "ClusterNetworkPolicy", "ClusterNetworkPolicyList", "StagedNetworkPolicy",
-    "StagedGlobalNetworkPolicy", "StagedKubernetesNetworkPolicy", "Tier",
-})  # fmt: skip
+OTHER_POLICY_KINDS = frozenset(
+    {
+        "CiliumNetworkPolicy",
+        "CiliumClusterwideNetworkPolicy",
+        "GlobalNetworkPolicy",
+        "AdminNetworkPolicy",
+        "BaselineAdminNetworkPolicy",
+        "ClusterNetworkPolicy",
+        "ClusterNetworkPolicyList",
+        "StagedNetworkPolicy",
+        "StagedGlobalNetworkPolicy",
+        "StagedKubernetesNetworkPolicy",
+        "Tier",
+    }
+)
 """Kinds that change reachability in some CNI but that this analysis does not interpret."""
 
 Object = tuple[str, Reader, dict[str, Any], list[errors.Problem]]
@@ -141,9 +151,12 @@ def _unique(r: Reader, seen: dict[str, Any], key: str, value: Any, noun: str) ->
 
 def _assemble(built: _Built) -> cluster.Cluster:
     """The cluster; duplicates are reported on the readers of the later definitions."""
-    notes = [f"{kind}: {count} object{'s' if count != 1 else ''} not analysed (this analysis reads "
-             f"{policies.API_VERSION} NetworkPolicy only)" for kind, count in sorted(built.skipped.items())
-             if kind in OTHER_POLICY_KINDS]  # fmt: skip
+    notes = [
+        f"{kind}: {count} object{'s' if count != 1 else ''} not analysed (this analysis reads "
+        f"{policies.API_VERSION} NetworkPolicy only)"
+        for kind, count in sorted(built.skipped.items())
+        if kind in OTHER_POLICY_KINDS
+    ]
     chosen = built.pods
     if built.pods and built.templates:
         notes.append(f"{len(built.templates)} controller templates ignored: the manifests hold Pod objects")

@@ -25,8 +25,12 @@ def network_policy(r: Reader, data: dict[str, Any]) -> netpol.NetworkPolicy | No
     """One NetworkPolicy object."""
     meta = pods.metadata(r, data)
     name, namespace = pods.name_and_namespace(r, meta, ("metadata",))
-    spec = r.mapping(data.get("spec"), ("spec",), ("podSelector", "policyTypes", "ingress", "egress"),
-                     required=("podSelector",))  # fmt: skip
+    spec = r.mapping(
+        data.get("spec"),
+        ("spec",),
+        ("podSelector", "policyTypes", "ingress", "egress"),
+        required=("podSelector",),
+    )
     if spec is None:
         return None
     subject = selector(r, spec.get("podSelector"), ("spec", "podSelector"))
@@ -139,8 +143,11 @@ def port(r: Reader, entry: Any, path: Path) -> netpol.PolicyPort | None:
     number: int | str | None = None
     if isinstance(value, str):
         if not pods.is_port_name(value):
-            r.error((*path, "port"), f"'{value}' is not a port number or a port name (1-15 lowercase "
-                                     "letters, digits, '-', with a letter)")  # fmt: skip
+            r.error(
+                (*path, "port"),
+                f"'{value}' is not a port number or a port name (1-15 lowercase "
+                "letters, digits, '-', with a letter)",
+            )
             return None
         number = value
     elif value is not None:

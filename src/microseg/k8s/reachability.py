@@ -178,10 +178,11 @@ class Reachability:
         self.policies = found.policies
         self.given_probes = tuple(sorted(set(probes))) if probes is not None else None
         self.probes_of: list[tuple[Probe, ...]] = [
-            self.given_probes if self.given_probes is not None
+            self.given_probes
+            if self.given_probes is not None
             else tuple(sorted({Probe(p.port, p.protocol) for p in pod.ports}))
             for pod in self.pods
-        ]  # fmt: skip
+        ]
         wanted: dict[Probe, int] = defaultdict(int)
         for i, probes_here in enumerate(self.probes_of):
             for probe in probes_here:

@@ -174,8 +174,20 @@ class _TokenJob:
     """`microseg token create --role admin` running while the network is being made."""
 
     def __init__(self, opts: options.LabOptions) -> None:
-        command = [opts.python, "-m", "microseg", "token", "create", "--role", "admin", "--name", "lab-admin",
-                   "--data-dir", str(Path(opts.state_dir, "server")), "--init"]  # fmt: skip
+        command = [
+            opts.python,
+            "-m",
+            "microseg",
+            "token",
+            "create",
+            "--role",
+            "admin",
+            "--name",
+            "lab-admin",
+            "--data-dir",
+            str(Path(opts.state_dir, "server")),
+            "--init",
+        ]
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(opts)
         )
@@ -212,8 +224,20 @@ def _make_network(lab: state.LabState, top: topology.Topology, names: options.La
 
 def _start_server(lab: state.LabState, opts: options.LabOptions, tree: cgroups.CgroupTree) -> None:
     address = str(topology.GATEWAY)
-    command = [opts.python, "-m", "microseg", "server", "--host", address, "--port", str(opts.port),
-               "--data-dir", str(Path(opts.state_dir, "server")), "--log-level", "warning"]  # fmt: skip
+    command = [
+        opts.python,
+        "-m",
+        "microseg",
+        "server",
+        "--host",
+        address,
+        "--port",
+        str(opts.port),
+        "--data-dir",
+        str(Path(opts.state_dir, "server")),
+        "--log-level",
+        "warning",
+    ]
     env = _env(opts)
     if opts.hook_secrets:
         env["MICROSEG_HOOK_SECRETS"] = ",".join(opts.hook_secrets)
@@ -244,8 +268,12 @@ def _start_services(
     spec_file.write_text(json.dumps(spec))
     done = subprocess.run(
         [opts.python, "-m", "microseg.lab.service", str(spec_file)],
-        capture_output=True, text=True, env=_env(opts), timeout=opts.startup_timeout + 30, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=_env(opts),
+        timeout=opts.startup_timeout + 30,
+        check=False,
+    )
     if done.returncode != 0:
         raise errors.PermanentError(f"the lab's services did not start: {done.stderr.strip()[-2000:]}")
     for key, pid in json.loads(done.stdout).items():
@@ -278,9 +306,22 @@ def _start_agents(lab: state.LabState, opts: options.LabOptions, tree: cgroups.C
     for host in lab.hosts:
         agent_dir = Path(opts.state_dir, "agents", host.name)
         agent_dir.mkdir(mode=0o700, exist_ok=True)
-        command = [opts.python, "-m", "microseg", "agent", "--server", lab.server, "--enroll-token",
-                   host.enroll_token, "--netns", host.netns, "--state-dir", str(agent_dir),
-                   "--hostname", host.name]  # fmt: skip
+        command = [
+            opts.python,
+            "-m",
+            "microseg",
+            "agent",
+            "--server",
+            lab.server,
+            "--enroll-token",
+            host.enroll_token,
+            "--netns",
+            host.netns,
+            "--state-dir",
+            str(agent_dir),
+            "--hostname",
+            host.name,
+        ]
         log = Path(_log(opts, f"agent-{host.name}"))
         pid = processes.spawn(
             command, env=_env(opts, host.name), log=log, cgroup_procs=tree.make(host.name, "microseg-agent")

@@ -46,8 +46,13 @@ class ServiceProcess:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form for the launch spec."""
-        return {"key": self.key, "place": self.place.to_dict(), "port": self.port,
-                "protocol": self.protocol, "counter": self.counter}  # fmt: skip
+        return {
+            "key": self.key,
+            "place": self.place.to_dict(),
+            "port": self.port,
+            "protocol": self.protocol,
+            "counter": self.counter,
+        }
 
     @staticmethod
     def of(data: dict[str, Any]) -> ServiceProcess:
@@ -81,8 +86,13 @@ class EchoService:
         now = time.monotonic()
         if not force and (self.accepted == self.written or now - self.last_flush < _FLUSH_SECONDS):
             return
-        data = {"pid": os.getpid(), "accepted": self.accepted, "port": self.spec.port,
-                "protocol": self.spec.protocol, "process": self.spec.place.name}  # fmt: skip
+        data = {
+            "pid": os.getpid(),
+            "accepted": self.accepted,
+            "port": self.spec.port,
+            "protocol": self.spec.protocol,
+            "process": self.spec.place.name,
+        }
         files.write_json(self.spec.counter, data)
         self.written, self.last_flush = self.accepted, now
 

@@ -46,8 +46,13 @@ class HostState:
 
     def status(self) -> dict[str, Any]:
         """The `status -o json` entry."""
-        return {"name": self.name, "netns": self.netns, "ip": self.ip, "labels": self.labels,
-                "services": self.services}  # fmt: skip
+        return {
+            "name": self.name,
+            "netns": self.netns,
+            "ip": self.ip,
+            "labels": self.labels,
+            "services": self.services,
+        }
 
 
 @dataclass

@@ -67,8 +67,12 @@ class Client:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form for the spec."""
-        return {"host": self.host, "place": self.place.to_dict(), "stats": self.stats,
-                "targets": [vars(t) for t in self.targets]}  # fmt: skip
+        return {
+            "host": self.host,
+            "place": self.place.to_dict(),
+            "stats": self.stats,
+            "targets": [vars(t) for t in self.targets],
+        }
 
     @staticmethod
     def of(data: dict[str, Any]) -> Client:

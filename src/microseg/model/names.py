@@ -19,9 +19,7 @@ from microseg.errors import ValidationError
 MAX_LENGTH = 253
 OBJECT_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.:-]{0,251}[A-Za-z0-9])?$")
 """What `metadata.name` may be, in a policy file and in the API."""
-GRAMMAR = (
-    f"1-{MAX_LENGTH} letters, digits, '_', '.', ':', '-', starting and ending with a letter or digit"
-)
+GRAMMAR = f"1-{MAX_LENGTH} letters, digits, '_', '.', ':', '-', starting and ending with a letter or digit"
 
 
 def check(name: str, noun: str = "name") -> str:

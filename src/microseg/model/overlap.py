@@ -42,9 +42,7 @@ def rules_overlap(one: Rule, other: Rule, ip_lists: IpLists) -> bool:
     )
 
 
-def sides_overlap(
-    one: Iterable[selectors.Peer], other: Iterable[selectors.Peer], ip_lists: IpLists
-) -> bool:
+def sides_overlap(one: Iterable[selectors.Peer], other: Iterable[selectors.Peer], ip_lists: IpLists) -> bool:
     """Whether one rule side and another can name one endpoint."""
     theirs = tuple(other)
     return any(peers_overlap(a, b, ip_lists) for a in one for b in theirs)

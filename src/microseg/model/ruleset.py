@@ -247,8 +247,12 @@ def header_value(doc: RulesetDocument, key: str) -> object:
     """The model's value behind a header member, for comparing two documents without encoding."""
     if key == "workload":
         return doc.workload, doc.addresses, doc.mode
-    return {"controlPlane": doc.control_plane, "policyVersion": doc.policy_version,
-            "schema": SCHEMA, "tiers": doc.tiers}[key]  # fmt: skip
+    return {
+        "controlPlane": doc.control_plane,
+        "policyVersion": doc.policy_version,
+        "schema": SCHEMA,
+        "tiers": doc.tiers,
+    }[key]
 
 
 _HEADER_TEXT = {

@@ -86,9 +86,16 @@ def workload(r: Reader, doc: dict[str, Any]) -> Built:
     fields = {"name": ("metadata", "name"), "addresses": ("spec", "addresses")}
     fields["attributeSources"] = ("spec", "attributeSources")
     build = functools.partial(
-        workloads.Workload, name, kind, nets, found, attrs, mode, attribute_sources=sources,
+        workloads.Workload,
+        name,
+        kind,
+        nets,
+        found,
+        attrs,
+        mode,
+        attribute_sources=sources,
         mode_declared="mode" in m,  # an unset mode stays unset: the enrolling token's mode fills it
-    )  # fmt: skip
+    )
     return name, r.guard((), build, fields)
 
 

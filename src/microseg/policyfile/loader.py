@@ -230,9 +230,7 @@ def _rules(docs: list[tuple[Reader, dict[str, Any]]], known: policies.Known) -> 
     return [item.rule for item in found if item.rule is not None]
 
 
-def _invariants(
-    docs: list[tuple[Reader, dict[str, Any]]], known: policies.Known
-) -> tuple[Invariant, ...]:
+def _invariants(docs: list[tuple[Reader, dict[str, Any]]], known: policies.Known) -> tuple[Invariant, ...]:
     found = []
     for seq, (r, data) in enumerate(docs):
         name, built = invariants.invariant(r, data, known)

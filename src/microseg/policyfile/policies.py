@@ -17,9 +17,19 @@ from microseg.policyfile import canonical, checks, kinds, nodes
 from microseg.policyfile.reader import Reader, suggest
 
 RULE_FIELDS = (
-    "name", "priority", "action", "from", "to", "services",
-    "notBefore", "notAfter", "owner", "reason", "enabled",
-)  # fmt: skip
+    "name",
+    "priority",
+    "action",
+    "from",
+    "to",
+    "services",
+    # optional from here on (RULE_REQUIRED holds the ones above)
+    "notBefore",
+    "notAfter",
+    "owner",
+    "reason",
+    "enabled",
+)
 RULE_REQUIRED = ("name", "priority", "action", "from", "to", "services")
 PEER_KINDS = ("selector", "ipList", "cidr", "any")
 
@@ -75,15 +85,34 @@ def rule(
     reason = r.text(m["reason"], (*path, "reason")) if "reason" in m else ""
     enabled = r.boolean(m.get("enabled", True), (*path, "enabled"))
     if (
-        name is None or priority is None or action is None or sources is None or destinations is None
-        or svcs is None or window is None or rule_owner is None or reason is None or enabled is None
+        name is None
+        or priority is None
+        or action is None
+        or sources is None
+        or destinations is None
+        or svcs is None
+        or window is None
+        or rule_owner is None
+        or reason is None
+        or enabled is None
         or tier is None
-    ):  # fmt: skip
+    ):
         return None
     build = functools.partial(
-        rules.Rule, name, tier, priority, action, sources, destinations, svcs,
-        *window, rule_owner, reason, policy, enabled,
-    )  # fmt: skip
+        rules.Rule,
+        name,
+        tier,
+        priority,
+        action,
+        sources,
+        destinations,
+        svcs,
+        *window,
+        rule_owner,
+        reason,
+        policy,
+        enabled,
+    )
     return r.guard(path, build)
 
 

@@ -43,7 +43,7 @@ _SERVICES: dict[str, tuple[tuple[_Port, ...], str | None, str | None]] = {  # po
     "node-exporter": (((_TCP, 9100, None),), None, None),
     "syslog": (((_UDP, 514, None), (_TCP, 6514, None)), None, None),
     "icmp": (((services.Protocol.ICMP, None, None),), None, None),
-}  # fmt: skip
+}
 _ROLE_SERVICES = {
     "lb": ("https", "http"),
     "web": ("http",),

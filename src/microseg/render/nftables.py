@@ -201,8 +201,10 @@ class NftablesRenderer:
         out = []
         for net, port in plan.control_replies(self.doc):
             proto = "ip" if net.version == 4 else "ip6"
-            out.append(f"{proto} saddr {_net(net)} tcp sport {port} tcp flags & ack == ack counter accept "
-                       f'comment "{semantics.CONTROL_PLANE_REPLY_REF}"')  # fmt: skip
+            out.append(
+                f"{proto} saddr {_net(net)} tcp sport {port} tcp flags & ack == ack counter accept "
+                f'comment "{semantics.CONTROL_PLANE_REPLY_REF}"'
+            )
         return out
 
     def _rule(self, rule: plan.PlannedRule, direction: str) -> list[str]:

@@ -120,9 +120,10 @@ def control_replies(doc: ruleset.RulesetDocument) -> tuple[tuple[addresses.Netwo
     """(network, port) of the control-plane endpoints that speak TCP: both base chains accept
     non-initial packets from them (see `semantics.CONTROL_PLANE_REPLY_REF`)."""
     found = (
-        (e.network, e.port) for e in doc.control_plane
+        (e.network, e.port)
+        for e in doc.control_plane
         if e.protocol in (services.Protocol.TCP, services.Protocol.ANY)
-    )  # fmt: skip
+    )
     return tuple(dict.fromkeys(found))
 
 

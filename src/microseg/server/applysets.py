@@ -97,9 +97,14 @@ def plan(conn: sa.Connection, apply_set: str | None, wanted: Mapping[Key, Doc], 
 
 
 def _new_document(
-    conn: sa.Connection, key: Key, old: objects.Stored | None, doc: Doc, *,
-    mine: Mapping[str, Any] | None, out: list[Conflict],
-) -> Doc:  # fmt: skip
+    conn: sa.Connection,
+    key: Key,
+    old: objects.Stored | None,
+    doc: Doc,
+    *,
+    mine: Mapping[str, Any] | None,
+    out: list[Conflict],
+) -> Doc:
     """What the apply writes for one object: the file's document, merged into a stored workload."""
     new = exceptions.unapproved(old, doc)
     if key[0] == "Workload" and old is not None:
@@ -190,8 +195,10 @@ def _merged_attributes(
     for key, value in declared_now.items():
         if key in agents_own:
             if attrs[key] != value:
-                why = (f"the agent reports {attrs[key]!r} ({sources[key]}); the file's {value!r} is not "
-                       "taken: agents own what they report")  # fmt: skip
+                why = (
+                    f"the agent reports {attrs[key]!r} ({sources[key]}); the file's {value!r} is not "
+                    "taken: agents own what they report"
+                )
                 out.append(Conflict(ref, f"spec.attributes.{key}", why))
             continue
         attrs[key] = value

@@ -172,7 +172,10 @@ class ServerSettings:
 
 
 _NUMBERS: dict[str, type[int] | type[float]] = {
-    "flow_clock_skew": float, "flow_uploads_per_minute": int, "event_retention_days": float,
-    "agent_reports_per_minute": int, "enroll_per_minute": int,
-}  # fmt: skip
+    "flow_clock_skew": float,
+    "flow_uploads_per_minute": int,
+    "event_retention_days": float,
+    "agent_reports_per_minute": int,
+    "enroll_per_minute": int,
+}
 """Numeric settings read from `MICROSEG_<NAME>` (e.g. MICROSEG_FLOW_UPLOADS_PER_MINUTE)."""

@@ -121,8 +121,13 @@ def _enroll(rt: Runtime, conn: sa.Connection, body: models.EnrollRequest, name: 
     old = _adoptable(rt, conn, token, name, body.inventory.hostname)
     name = old.name if old else name
     _free_agent_slot(conn, name, token["id"])
-    claims = _judge(name, body.inventory.addresses, token=token, old=old.doc if old else None,
-                    owners=inventory.StoredOwners(conn))  # fmt: skip
+    claims = _judge(
+        name,
+        body.inventory.addresses,
+        token=token,
+        old=old.doc if old else None,
+        owners=inventory.StoredOwners(conn),
+    )
     if not claims.kept:
         reasons = "; ".join(f"{a}: {why}" for a, why in claims.refused.items())
         raise Refused(422, f"no reported address may be claimed ({reasons})", token["id"], name, reasons)
@@ -331,11 +336,14 @@ def _refusal(
 
 def _address_events(name: str, agent: str, refused: Mapping[str, str]) -> list[dict[str, Any]]:
     return [
-        {"kind": "address-refused", "workload": name,
-         "message": f"{name}: agent {agent} claimed {address}: refused, {why}",
-         "details": {"agent": agent, "address": address, "reason": why}}
+        {
+            "kind": "address-refused",
+            "workload": name,
+            "message": f"{name}: agent {agent} claimed {address}: refused, {why}",
+            "details": {"agent": agent, "address": address, "reason": why},
+        }
         for address, why in refused.items()
-    ]  # fmt: skip
+    ]
 
 
 def _parse(text: str) -> addresses.Network:

@@ -67,10 +67,18 @@ def approve(rt: Runtime, who: Principal, name: str) -> Doc:
         doc = {**stored.doc, "spec": {**stored.doc["spec"], "approver": who.actor, "approvedAt": when}}
         objects.put(conn, "Exception", name, doc, who.actor)
         audit.record(
-            conn, who.actor, "approve-exception", f"Exception/{name}",
-            {"requestedBy": stored.updated_by, "requesterOwner": requester[0] if requester else None,
-             "approverOwner": who.owner, "before": stored.doc, "after": doc},
-        )  # fmt: skip
+            conn,
+            who.actor,
+            "approve-exception",
+            f"Exception/{name}",
+            {
+                "requestedBy": stored.updated_by,
+                "requesterOwner": requester[0] if requester else None,
+                "approverOwner": who.owner,
+                "before": stored.doc,
+                "after": doc,
+            },
+        )
     return doc
 
 

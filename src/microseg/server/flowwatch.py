@@ -124,8 +124,11 @@ class BatchGuard(invariants.Guard):
         candidates = self._open.get(key)
         if candidates is None:
             protocol = services.Protocol(proto)
-            candidates = self._open[key] = [i for i in self.declared if self.serves(i, port, protocol)
-                                            and self.can_break(i, mine, source=outgoing)]  # fmt: skip
+            candidates = self._open[key] = [
+                i
+                for i in self.declared
+                if self.serves(i, port, protocol) and self.can_break(i, mine, source=outgoing)
+            ]
         other = self.endpoint(peer) if candidates else None
         if other is None:
             return []

@@ -60,8 +60,12 @@ class Outcome:
     forged: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"batchId": self.batch_id, "stored": self.stored, "records": self.records,
-                "forged": self.forged}  # fmt: skip
+        return {
+            "batchId": self.batch_id,
+            "stored": self.stored,
+            "records": self.records,
+            "forged": self.forged,
+        }
 
 
 def ingest(rt: Runtime, who: Principal, batch: models.FlowBatch, raw: str) -> Outcome:
@@ -146,8 +150,14 @@ def _bad_time(index: int, r: models.FlowRecord, latest: float, oldest: float) ->
     else:
         field, value, why = "first_seen", first, "is older than the flow retention (it would expire at once)"
     where = f"records.{index}.{field}"
-    return Problem(422, "Invalid request", f"{where} {value} {why}; nothing was stored",
-                   field=where, record=index, errors=[{"field": where, "message": why}])  # fmt: skip
+    return Problem(
+        422,
+        "Invalid request",
+        f"{where} {value} {why}; nothing was stored",
+        field=where,
+        record=index,
+        errors=[{"field": where, "message": why}],
+    )
 
 
 # -- ends -----------------------------------------------------------------------------------------
@@ -192,13 +202,16 @@ def forged_events(who: Principal, forged: list[models.FlowRecord]) -> list[dict[
     if not forged:
         return []
     first = forged[0]
-    return [{
-        "kind": "flow-forged", "workload": who.workload,
-        "message": f"{who.workload}: agent {who.id} reported {len(forged)} flow record(s) without its "
-                   f"own address on its side, dropped; e.g. {first['src']} -> {first['dst']} "
-                   f"({first['direction']})",
-        "details": {"agent": who.id, "count": len(forged), "examples": forged[:EXAMPLES]},
-    }]  # fmt: skip
+    return [
+        {
+            "kind": "flow-forged",
+            "workload": who.workload,
+            "message": f"{who.workload}: agent {who.id} reported {len(forged)} flow record(s) without its "
+            f"own address on its side, dropped; e.g. {first['src']} -> {first['dst']} "
+            f"({first['direction']})",
+            "details": {"agent": who.id, "count": len(forged), "examples": forged[:EXAMPLES]},
+        }
+    ]
 
 
 # -- events ---------------------------------------------------------------------------------------
@@ -215,17 +228,21 @@ def flow_events(workload: str, records: list[models.FlowRecord]) -> list[dict[st
             full: dict[str, Any] = {**models.FLOW_DEFAULTS, **r}
             groups.setdefault((full["verdict"], full["rule"]), []).append(full)
     ranked = sorted(groups.items(), key=lambda g: -len(g[1]))
-    told = [_rule_event(workload, verdict, rule, found)
-            for (verdict, rule), found in ranked[:MAX_RULE_EVENTS]]  # fmt: skip
+    told = [
+        _rule_event(workload, verdict, rule, found) for (verdict, rule), found in ranked[:MAX_RULE_EVENTS]
+    ]
     return told + _rest_events(workload, ranked[MAX_RULE_EVENTS:])
 
 
 def _rule_event(workload: str, verdict: str, rule: str | None, found: list[dict[str, Any]]) -> dict[str, Any]:
     e = found[0]
-    return {"kind": verdict, "workload": workload,
-            "message": f"{workload}: {len(found)} {verdict} flow(s) by {rule or 'default deny'}, e.g. "
-                       f"{e['src']} -> {e['dst']} {e['dport']}/{e['proto']}",
-            "details": {"rule": rule, "count": len(found), "examples": found[:EXAMPLES]}}  # fmt: skip
+    return {
+        "kind": verdict,
+        "workload": workload,
+        "message": f"{workload}: {len(found)} {verdict} flow(s) by {rule or 'default deny'}, e.g. "
+        f"{e['src']} -> {e['dst']} {e['dport']}/{e['proto']}",
+        "details": {"rule": rule, "count": len(found), "examples": found[:EXAMPLES]},
+    }
 
 
 def _rest_events(workload: str, rest: list[_Group]) -> list[dict[str, Any]]:
@@ -239,7 +256,15 @@ def _rest_event(workload: str, verdict: str, groups: list[_Group]) -> dict[str, 
     count = sum(len(found) for _, found in groups)
     rules = [rule for (_, rule), _ in groups]
     examples = [found[0] for _, found in groups[:EXAMPLES]]
-    return {"kind": verdict, "workload": workload,
-            "message": f"{workload}: {count} more {verdict} flow(s) by {len(rules)} other rule(s)",
-            "details": {"rule": None, "count": count, "rules": len(rules), "ruleNames": rules[:EXAMPLES],
-                        "examples": examples}}  # fmt: skip
+    return {
+        "kind": verdict,
+        "workload": workload,
+        "message": f"{workload}: {count} more {verdict} flow(s) by {len(rules)} other rule(s)",
+        "details": {
+            "rule": None,
+            "count": count,
+            "rules": len(rules),
+            "ruleNames": rules[:EXAMPLES],
+            "examples": examples,
+        },
+    }

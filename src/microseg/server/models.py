@@ -276,8 +276,12 @@ def _ip_pattern() -> str:
     tail = f"(?:{h}:{h}|{v4})"  # the last 32 bits: two groups, or a dotted quad
     v6 = [f"(?:{h}:){{6}}{tail}", f"::(?:{h}:){{5}}{tail}", f"(?:{h})?::(?:{h}:){{4}}{tail}"]
     v6 += [f"(?:(?:{h}:){{0,{n - 1}}}{h})?::(?:{h}:){{{5 - n}}}{tail}" for n in (2, 3)]
-    v6 += [f"(?:(?:{h}:){{0,3}}{h})?::{h}:{tail}", f"(?:(?:{h}:){{0,4}}{h})?::{tail}",
-           f"(?:(?:{h}:){{0,5}}{h})?::{h}", f"(?:(?:{h}:){{0,6}}{h})?::"]  # fmt: skip
+    v6 += [
+        f"(?:(?:{h}:){{0,3}}{h})?::{h}:{tail}",
+        f"(?:(?:{h}:){{0,4}}{h})?::{tail}",
+        f"(?:(?:{h}:){{0,5}}{h})?::{h}",
+        f"(?:(?:{h}:){{0,6}}{h})?::",
+    ]
     return f"^(?:{v4}|{'|'.join(v6)})$"
 
 
@@ -312,8 +316,15 @@ class FlowRecord(TypedDict):
     rule: NotRequired[Annotated[str | None, Field(max_length=200)]]
 
 
-FLOW_DEFAULTS = {"dport": None, "process": None, "user": None, "bytes": 0, "packets": 0, "connections": 0,
-                 "rule": None}  # fmt: skip
+FLOW_DEFAULTS = {
+    "dport": None,
+    "process": None,
+    "user": None,
+    "bytes": 0,
+    "packets": 0,
+    "connections": 0,
+    "rule": None,
+}
 """What a record means when it leaves a field out."""
 
 

@@ -34,9 +34,14 @@ class Problem(Exception):  # noqa: N818 - RFC 7807 calls it a problem
     go with the response (`Retry-After` on 429 and 503)."""
 
     def __init__(
-        self, status: int, title: str, detail: str = "", *, headers: dict[str, str] | None = None,
+        self,
+        status: int,
+        title: str,
+        detail: str = "",
+        *,
+        headers: dict[str, str] | None = None,
         **extra: Any,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(detail or title)
         self.status, self.title, self.detail, self.extra = status, title, detail, extra
         self.headers = headers or {}
@@ -131,9 +136,11 @@ def from_database(exc: sa_exc.DBAPIError) -> Problem:
     if storage_full(exc):
         log.error("the database is full: %s", exc.orig)
         return Problem(
-            503, "Storage full", "the server's database has no room for this write; try again later",
+            503,
+            "Storage full",
+            "the server's database has no room for this write; try again later",
             headers={"Retry-After": str(STORAGE_RETRY_AFTER)},
-        )  # fmt: skip
+        )
     return Problem(500, "Internal error", "the server could not complete the request")
 
 

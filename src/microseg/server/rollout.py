@@ -150,9 +150,16 @@ GATES = {
 
 
 def promote(
-    rt: Runtime, who: Principal, scope: str, to: workloads.Mode, *, since: str | None, limits: Thresholds,
-    force: bool, note: str,
-) -> dict[str, Any]:  # fmt: skip
+    rt: Runtime,
+    who: Principal,
+    scope: str,
+    to: workloads.Mode,
+    *,
+    since: str | None,
+    limits: Thresholds,
+    force: bool,
+    note: str,
+) -> dict[str, Any]:
     """Set the scope's mode when it is ready for it (or when forced, audited)."""
     report = readiness(rt, scope, since, limits)
     failed = [name for name in GATES[to] if not report["checks"][name]["ok"]]
@@ -166,8 +173,12 @@ def promote(
             failed=failed,
         )
     name = scope_name(scope)
-    doc = {"apiVersion": kinds.API_VERSION, "kind": "ModeScope", "metadata": {"name": name},
-           "spec": {"selector": scope, "mode": to.value, "priority": SCOPE_PRIORITY}}  # fmt: skip
+    doc = {
+        "apiVersion": kinds.API_VERSION,
+        "kind": "ModeScope",
+        "metadata": {"name": name},
+        "spec": {"selector": scope, "mode": to.value, "priority": SCOPE_PRIORITY},
+    }
     service.save(rt, who, doc)
     details = {"scope": scope, "to": to.value, "note": note, "failed": failed, "readiness": report}
     with rt.db.write() as conn:

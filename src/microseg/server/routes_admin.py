@@ -37,9 +37,12 @@ def create_token(rt: Rt, who: Admin, body: models.TokenRequest) -> JSONResponse:
     with rt.db.write() as conn:
         row, text = tokens.create_api(conn, body.name, body.role, who.actor, owner)
         audit.record(
-            conn, who.actor, "create-token", f"token/{row.id}",
+            conn,
+            who.actor,
+            "create-token",
+            f"token/{row.id}",
             {"name": body.name, "role": body.role, "owner": owner},
-        )  # fmt: skip
+        )
     return JSONResponse({**row.__dict__, "token": text}, 201)
 
 

@@ -143,8 +143,12 @@ async def ruleset(
     return await longpoll.answer(rt, longpoll.ask(credential, known, if_none_match, accept), wait)
 
 
-FLOW_BODY = {"requestBody": {"required": True, "content": {"application/json": {
-    "schema": {"$ref": "#/components/schemas/FlowBatch"}}}}}  # fmt: skip
+FLOW_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FlowBatch"}}},
+    }
+}
 
 
 @router.post(

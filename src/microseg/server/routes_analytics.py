@@ -128,15 +128,25 @@ def _recommendation(
 
 
 @router.get("/recommend", summary="Least-privilege allow rules for the window's flows, with coverage")
-async def recommendation(rt: Rt, _: Viewer, group_by: Annotated[str, Query(alias="groupBy", max_length=500)],
-                         since: Since = None, until: Until = None) -> Response:  # fmt: skip
+async def recommendation(
+    rt: Rt,
+    _: Viewer,
+    group_by: Annotated[str, Query(alias="groupBy", max_length=500)],
+    since: Since = None,
+    until: Until = None,
+) -> Response:
     result = await run_in_threadpool(_recommendation, rt, since, until, group_by)
     return _json(result.to_json())
 
 
 @router.post("/recommend/accept", summary="Write the recommended rules into the draft (all or nothing)")
-async def accept(rt: Rt, who: Editor, group_by: Annotated[str, Query(alias="groupBy", max_length=500)],
-                 since: Since = None, until: Until = None) -> dict[str, Any]:  # fmt: skip
+async def accept(
+    rt: Rt,
+    who: Editor,
+    group_by: Annotated[str, Query(alias="groupBy", max_length=500)],
+    since: Since = None,
+    until: Until = None,
+) -> dict[str, Any]:
     result = await run_in_threadpool(_recommendation, rt, since, until, group_by)
     if not result.documents:
         return {"applied": [], "coverage": result.coverage}

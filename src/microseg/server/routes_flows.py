@@ -246,8 +246,9 @@ def purge_flows(
     dropped per table are the answer and go into the audit record."""
     what = summaries.Purge(reporter or None, parse_since(since, time.time()), until)
     if what == summaries.Purge():
-        raise errors.ValidationError("give a reporter, since or until (or several): a purge of everything "
-                                     "is refused", "reporter")  # fmt: skip
+        raise errors.ValidationError(
+            "give a reporter, since or until (or several): a purge of everything is refused", "reporter"
+        )
     with rt.db.write() as conn:
         dropped = summaries.purge(conn, what)
         asked = {"reporter": reporter, "since": what.since, "until": until, "dropped": dropped}

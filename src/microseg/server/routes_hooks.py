@@ -51,8 +51,12 @@ REMEMBERED = 2 * WINDOW
 clocks differ from the one that accepted it."""
 STAMP = re.compile(r"[0-9]{1,12}")
 SIGNATURE = re.compile(r"sha256=[0-9a-f]{64}")
-HOOK_BODY = {"requestBody": {"required": True, "content": {"application/json": {
-    "schema": {"$ref": "#/components/schemas/QuarantineHook"}}}}}  # fmt: skip
+HOOK_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/QuarantineHook"}}},
+    }
+}
 
 
 def _unauthorized(detail: str) -> Problem:

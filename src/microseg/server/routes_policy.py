@@ -96,8 +96,9 @@ def explain(rt: Rt, _: Viewer, body: models.ExplainRequest) -> dict[str, Any]:
     """`verdicts`: one per run of consecutive ports with one verdict. With a single run (always for
     a single port) also `port` and `verdict`, as before ranges and services were accepted."""
     eng = engine(rt, body.version)
-    flow = explaining.Flow(body.source, body.destination, body.port, body.process, body.client_process,
-                           body.at)  # fmt: skip
+    flow = explaining.Flow(
+        body.source, body.destination, body.port, body.process, body.client_process, body.at
+    )
     asked = explaining.probes(body.port, eng.estate, limit=EXPLAINED_PORTS)
     with rt.engine_lock:
         runs = explaining.runs(eng, flow, asked)

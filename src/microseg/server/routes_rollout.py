@@ -47,8 +47,14 @@ async def promote(rt: Rt, who: Editor, body: models.PromoteRequest) -> dict[str,
 
     def run() -> dict[str, Any]:
         return rollout.promote(
-            rt, who, body.scope, workloads.Mode(body.to), since=body.since, limits=limits, force=body.force,
+            rt,
+            who,
+            body.scope,
+            workloads.Mode(body.to),
+            since=body.since,
+            limits=limits,
+            force=body.force,
             note=body.note,
-        )  # fmt: skip
+        )
 
     return await run_in_threadpool(run)

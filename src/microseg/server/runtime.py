@@ -152,8 +152,9 @@ class Runtime:
             policy = compose.load_policy([*version.documents, *(o.doc for o in rules)])
             self.remember_policy(policy_key(key[0], rules), policy)
         etags = {o.name: o.etag for o in live if o.kind == "Workload"}
-        est = compose.compose(policy, [o.doc for o in live], self.workloads, self.control_plane,
-                              version=key[0], etags=etags)  # fmt: skip
+        est = compose.compose(
+            policy, [o.doc for o in live], self.workloads, self.control_plane, version=key[0], etags=etags
+        )
         basis = policy_key(key[0], rules)
         workloads = {w.name: w for w in est.workloads}
         with self._lock:  # the incremental path changes the engine in use

@@ -75,10 +75,16 @@ def record(conn: sa.Connection, members: Iterable[Member], actor: str) -> None:
             conn.execute(sa.delete(T).where(T.c.kind == kind, T.c.name.in_(chunk)))
     now = time.time()
     rows = [
-        {"kind": m.kind, "name": m.name, "apply_set": m.apply_set, "fields": m.fields,
-         "applied_at": now, "applied_by": actor}
+        {
+            "kind": m.kind,
+            "name": m.name,
+            "apply_set": m.apply_set,
+            "fields": m.fields,
+            "applied_at": now,
+            "applied_by": actor,
+        }
         for m in listed
-    ]  # fmt: skip
+    ]
     if rows:
         conn.execute(sa.insert(T), rows)
 

@@ -24,8 +24,15 @@ import sqlalchemy as sa
 from microseg.store import database, schema
 
 BATCHES = schema.flow_batches
-DEFAULTS = {"dport": None, "process": None, "user": None, "bytes": 0, "packets": 0, "connections": 0,
-            "rule": None}  # fmt: skip
+DEFAULTS = {
+    "dport": None,
+    "process": None,
+    "user": None,
+    "bytes": 0,
+    "packets": 0,
+    "connections": 0,
+    "rule": None,
+}
 """What a record means when it leaves a field out."""
 SPAN = 1_000_000
 """Record ids per batch (a batch holds fewer records than this)."""

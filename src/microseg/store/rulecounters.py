@@ -103,12 +103,19 @@ def _state_rows(report: Report, grown: list[Growth], previous: Mapping[str, Row]
         old = previous.get(r.rule)
         if old is not None and old["epoch"] == report.epoch and not g.grew:
             continue
-        rows.append({
-            "workload": report.workload, "rule": r.rule, "epoch": report.epoch, "reported_packets": r.packets,
-            "reported_bytes": r.bytes, "packets": (old["packets"] if old else 0) + g.packets,
-            "bytes": (old["bytes"] if old else 0) + g.bytes,
-            "last_hit": now if g.grew else (old["last_hit"] if old else None), "updated_at": now,
-        })  # fmt: skip
+        rows.append(
+            {
+                "workload": report.workload,
+                "rule": r.rule,
+                "epoch": report.epoch,
+                "reported_packets": r.packets,
+                "reported_bytes": r.bytes,
+                "packets": (old["packets"] if old else 0) + g.packets,
+                "bytes": (old["bytes"] if old else 0) + g.bytes,
+                "last_hit": now if g.grew else (old["last_hit"] if old else None),
+                "updated_at": now,
+            }
+        )
     return rows
 
 
@@ -126,8 +133,18 @@ def record(db: database.Database, conn: sa.Connection, report: Report) -> list[G
         columns = [c for c in states[0] if c not in ("workload", "rule")]
         conn.execute(_upsert(db, T, ["workload", "rule"], _replaced(columns)), states)
     bucket = summaries.bucket_of(report.at)
-    hours = [{"bucket": bucket, "workload": report.workload, "rule": g.rule, "packets": g.packets,
-              "bytes": g.bytes, "last_hit": report.at} for g in grown if g.grew]  # fmt: skip
+    hours = [
+        {
+            "bucket": bucket,
+            "workload": report.workload,
+            "rule": g.rule,
+            "packets": g.packets,
+            "bytes": g.bytes,
+            "last_hit": report.at,
+        }
+        for g in grown
+        if g.grew
+    ]
     if hours:
         conn.execute(_upsert(db, HOURS, ["bucket", "workload", "rule"], _added), hours)
     return [g for g in grown if g.grew]
@@ -147,16 +164,25 @@ def window(conn: sa.Connection, since: float | None = None, until: float | None 
         stmt = stmt.where(HOURS.c.last_hit >= since)
     if until is not None:
         stmt = stmt.where(HOURS.c.bucket < until)
-    rows = [{"rule": r.rule, "packets": int(r.packets), "bytes": int(r.bytes), "lastHit": float(r.last_hit),
-             "workloads": int(r.workloads)} for r in conn.execute(stmt)]  # fmt: skip
+    rows = [
+        {
+            "rule": r.rule,
+            "packets": int(r.packets),
+            "bytes": int(r.bytes),
+            "lastHit": float(r.last_hit),
+            "workloads": int(r.workloads),
+        }
+        for r in conn.execute(stmt)
+    ]
     return sorted(rows, key=lambda r: (-r["packets"], r["rule"]))
 
 
 def totals(conn: sa.Connection, workload: str) -> dict[str, Row]:
     """One workload's counted totals per rule: {packets, bytes, lastHit} (None: never grew)."""
     stmt = sa.select(T).where(T.c.workload == workload)
-    return {r.rule: {"packets": r.packets, "bytes": r.bytes, "lastHit": r.last_hit}
-            for r in conn.execute(stmt)}  # fmt: skip
+    return {
+        r.rule: {"packets": r.packets, "bytes": r.bytes, "lastHit": r.last_hit} for r in conn.execute(stmt)
+    }
 
 
 def expire(conn: sa.Connection, before: float) -> int:

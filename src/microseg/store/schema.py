@@ -172,12 +172,21 @@ flow_summaries = sa.Table(
     sa.Column("bytes", sa.BigInteger, nullable=False),
     sa.Column("packets", sa.BigInteger, nullable=False),
     sa.UniqueConstraint(
-        "bucket", "reporter", "direction", "src", "dst", "dport", "proto", "process", "verdict", "rule",
+        "bucket",
+        "reporter",
+        "direction",
+        "src",
+        "dst",
+        "dport",
+        "proto",
+        "process",
+        "verdict",
+        "rule",
         name="uq_flow_summaries_key",
     ),
     sa.Index("ix_flow_summaries_last_seen", "last_seen"),
     sa.Index("ix_flow_summaries_dport", "dport", "last_seen"),
-)  # fmt: skip
+)
 """Flow records summed per hour bucket and key (reporter, direction, src, dst, port, protocol,
 process, verdict, rule). The key columns are NOT NULL, with -1 / '' for "none", because a unique
 key treats NULLs as distinct on both dialects and the ingest upsert would never find its row."""

@@ -137,8 +137,12 @@ def read(
     if source == "flows":
         return _read_flows(conn, after, limit, verdicts, settle_before)
     table = _BY_ID[source]
-    rows = [r._asdict() for r in conn.execute(sa.select(table).where(table.c.id > after.position)
-                                              .order_by(table.c.id).limit(limit))]  # fmt: skip
+    rows = [
+        r._asdict()
+        for r in conn.execute(
+            sa.select(table).where(table.c.id > after.position).order_by(table.c.id).limit(limit)
+        )
+    ]
     rows = rows[: _settled([(r["id"], r["at"]) for r in rows], after.position, settle_before)]
     if not rows:
         return Page([], after.position, after.at, False)
@@ -162,8 +166,9 @@ def _read_flows(
     settle_before: float | None,
 ) -> Page:
     first = after.position // flows.SPAN
-    headers = conn.execute(sa.select(B.c.seq, B.c.received_at).where(B.c.seq >= first)
-                           .order_by(B.c.seq).limit(BATCH_HEADERS)).all()  # fmt: skip
+    headers = conn.execute(
+        sa.select(B.c.seq, B.c.received_at).where(B.c.seq >= first).order_by(B.c.seq).limit(BATCH_HEADERS)
+    ).all()
     safe = headers[: _settled([(int(h.seq), float(h.received_at)) for h in headers], first, settle_before)]
     if not safe:
         return Page([], after.position, after.at, False)
@@ -201,8 +206,11 @@ def weight(verdicts: frozenset[str] | None) -> sa.ColumnElement[int]:
     """How many records of a batch have one of `verdicts`, from its count columns."""
     if verdicts is None:
         return B.c.records
-    parts = {"blocked": B.c.blocked, "would-block": B.c.would_block,
-             "allowed": B.c.records - B.c.blocked - B.c.would_block}  # fmt: skip
+    parts = {
+        "blocked": B.c.blocked,
+        "would-block": B.c.would_block,
+        "allowed": B.c.records - B.c.blocked - B.c.would_block,
+    }
     total: sa.ColumnElement[int] = sa.literal(0)
     for verdict in sorted(verdicts):
         total = total + parts[verdict]
@@ -237,8 +245,16 @@ def backlog(
     newest = conn.execute(sa.select(sa.func.max(table.c.id))).scalar_one_or_none() or 0
     if newest - after.position <= bound:  # ids never outnumber rows: no scan needed
         return None
-    ids = conn.execute(sa.select(table.c.id).where(table.c.id > after.position)
-                       .order_by(table.c.id.desc()).limit(bound + 1)).scalars().all()  # fmt: skip
+    ids = (
+        conn.execute(
+            sa.select(table.c.id)
+            .where(table.c.id > after.position)
+            .order_by(table.c.id.desc())
+            .limit(bound + 1)
+        )
+        .scalars()
+        .all()
+    )
     if len(ids) <= bound:
         return None
     cut = int(ids[bound])
@@ -253,8 +269,9 @@ def _flow_backlog(
     conn: sa.Connection, after: Cursor, bound: int, verdicts: frozenset[str] | None
 ) -> Skip | None:
     start, w = after.position // flows.SPAN, weight(verdicts)
-    rows = conn.execute(sa.select(B.c.seq, w).where(B.c.seq > start, w > 0)
-                        .order_by(B.c.seq.desc()).limit(bound + 1)).all()  # fmt: skip
+    rows = conn.execute(
+        sa.select(B.c.seq, w).where(B.c.seq > start, w > 0).order_by(B.c.seq.desc()).limit(bound + 1)
+    ).all()
     total = 0
     for seq, count in rows:
         total += int(count)
@@ -264,6 +281,7 @@ def _flow_backlog(
     else:
         return None
     skipped_rows = (B.c.seq > start) & (B.c.seq <= cut)
-    skipped, first = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(w), 0), sa.func.min(B.c.seq))
-                                  .where(skipped_rows)).one()  # fmt: skip
+    skipped, first = conn.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(w), 0), sa.func.min(B.c.seq)).where(skipped_rows)
+    ).one()
     return Skip(_batch_end(cut), int(skipped), int(first) * flows.SPAN)

@@ -99,9 +99,18 @@ def fold(reporter: str, records: Iterable[Mapping[str, Any]]) -> Folded:
     for r in records:
         first, last = r["first_seen"], r["last_seen"]
         port, process, rule = r.get("dport"), r.get("process"), r.get("rule")
-        key = Key(bucket_of(first), reporter, r["direction"], r["src"], r["dst"],
-                  NO_PORT if port is None else port, r["proto"], process or NO_TEXT, r["verdict"],
-                  rule or NO_TEXT)  # fmt: skip
+        key = Key(
+            bucket_of(first),
+            reporter,
+            r["direction"],
+            r["src"],
+            r["dst"],
+            NO_PORT if port is None else port,
+            r["proto"],
+            process or NO_TEXT,
+            r["verdict"],
+            rule or NO_TEXT,
+        )
         connections, sent, packets = r.get("connections", 0), r.get("bytes", 0), r.get("packets", 0)
         totals = folded.get(key)
         if totals is None:
@@ -137,16 +146,20 @@ def _upsert_sql(dialect: sa.Dialect) -> str:
     table, key = quote(T.name), ", ".join(quote(c) for c in KEY)
     least, greatest = ("min", "max") if dialect.name == "sqlite" else ("LEAST", "GREATEST")
     first, last = quote("first_seen"), quote("last_seen")
-    updated = [f"{first} = {least}({table}.{first}, excluded.{first})",
-               f"{last} = {greatest}({table}.{last}, excluded.{last})",
-               *(f"{quote(s)} = {_saturating(table, quote(s))}" for s in SUMS)]  # fmt: skip
+    updated = [
+        f"{first} = {least}({table}.{first}, excluded.{first})",
+        f"{last} = {greatest}({table}.{last}, excluded.{last})",
+        *(f"{quote(s)} = {_saturating(table, quote(s))}" for s in SUMS),
+    ]
     if dialect.name == "sqlite":
         rows = f"VALUES ({', '.join('?' for _ in COLUMNS)})"
     else:
         cells = ", ".join(f"(row->>{i})::{_PG_TYPES.get(c, 'text')}" for i, c in enumerate(COLUMNS))
         rows = f"SELECT {cells} FROM jsonb_array_elements(%s::jsonb) AS row"
-    return (f"INSERT INTO {table} ({', '.join(quote(c) for c in COLUMNS)}) {rows} "
-            f"ON CONFLICT ({key}) DO UPDATE SET {', '.join(updated)}")  # fmt: skip
+    return (
+        f"INSERT INTO {table} ({', '.join(quote(c) for c in COLUMNS)}) {rows} "
+        f"ON CONFLICT ({key}) DO UPDATE SET {', '.join(updated)}"
+    )
 
 
 def _saturating(table: str, column: str) -> str:
@@ -155,8 +168,13 @@ def _saturating(table: str, column: str) -> str:
     return f"CASE WHEN {stored} > {SUM_MAX} - {added} THEN {SUM_MAX} ELSE {stored} + {added} END"
 
 
-_PG_TYPES = {"bucket": "float8", "dport": "int4", "first_seen": "float8", "last_seen": "float8",
-             **dict.fromkeys(SUMS, "int8")}  # fmt: skip
+_PG_TYPES = {
+    "bucket": "float8",
+    "dport": "int4",
+    "first_seen": "float8",
+    "last_seen": "float8",
+    **dict.fromkeys(SUMS, "int8"),
+}
 """The type of each column that is not text on PostgreSQL (JSON numbers cast back exactly: Python
 writes the shortest text that reads back as the same double)."""
 
@@ -206,8 +224,12 @@ class Filters:
     def select(self, after: int = 0) -> sa.Select[Any]:
         """The SQL part: everything but the process glob and `keep`, by id above `after`."""
         stmt = sa.select(*_COLUMNS).where(T.c.id > after)
-        for column, value in (("dport", self.port), ("proto", self.proto), ("verdict", self.verdict),
-                              ("reporter", self.reporter)):  # fmt: skip
+        for column, value in (
+            ("dport", self.port),
+            ("proto", self.proto),
+            ("verdict", self.verdict),
+            ("reporter", self.reporter),
+        ):
             if value is not None:
                 stmt = stmt.where(T.c[column] == value)
         if self.since is not None:
@@ -233,14 +255,41 @@ hundred thousand rows, and a lookup by name per field was most of the cost of sh
 def shaped(stored: sa.Row[Any]) -> Row:
     """A row selected by `Filters.select` in the agreed summary shape (None back in place of the
     -1 / '' markers)."""
-    (_, bucket, reporter, direction, src, dst, dport, proto, process, verdict, rule,
-     first_seen, last_seen, connections, sent, packets) = tuple(stored)  # fmt: skip
+    (
+        _,
+        bucket,
+        reporter,
+        direction,
+        src,
+        dst,
+        dport,
+        proto,
+        process,
+        verdict,
+        rule,
+        first_seen,
+        last_seen,
+        connections,
+        sent,
+        packets,
+    ) = tuple(stored)
     return {
-        "bucket": bucket, "reporter": reporter, "direction": direction, "src": src, "dst": dst,
-        "dport": None if dport == NO_PORT else dport, "proto": proto, "process": process or None,
-        "verdict": verdict, "rule": rule or None, "firstSeen": first_seen, "lastSeen": last_seen,
-        "connections": connections, "bytes": sent, "packets": packets,
-    }  # fmt: skip
+        "bucket": bucket,
+        "reporter": reporter,
+        "direction": direction,
+        "src": src,
+        "dst": dst,
+        "dport": None if dport == NO_PORT else dport,
+        "proto": proto,
+        "process": process or None,
+        "verdict": verdict,
+        "rule": rule or None,
+        "firstSeen": first_seen,
+        "lastSeen": last_seen,
+        "connections": connections,
+        "bytes": sent,
+        "packets": packets,
+    }
 
 
 def _scan(conn: sa.Connection, filters: Filters, after: int) -> Iterator[tuple[int, Row]]:
@@ -276,9 +325,24 @@ def query(
     return list(iterate(conn, window))
 
 
-RECORD_COLUMNS = ("bucket", "reporter", "direction", "src", "dst", "dport", "proto", "process",
-                  "verdict", "rule", "firstSeen", "lastSeen", "connections", "bytes", "packets",
-                  "rows")  # fmt: skip
+RECORD_COLUMNS = (
+    "bucket",
+    "reporter",
+    "direction",
+    "src",
+    "dst",
+    "dport",
+    "proto",
+    "process",
+    "verdict",
+    "rule",
+    "firstSeen",
+    "lastSeen",
+    "connections",
+    "bytes",
+    "packets",
+    "rows",
+)
 """What each value of a `records` row is, in order: the agreed shape's keys, then how many stored
 rows were folded into it."""
 _FOLD_KEY = KEY[1:]
@@ -308,26 +372,45 @@ def records(
     Cost: one grouped query; the rows that cross into Python are the window's distinct keys, not
     its hours (a million stored rows of a day were a fifth as many keys in bench/bench_analytics.py,
     and building a million driver rows took longer than every analysis after it)."""
-    window = Filters(since=since, until=until).select().with_only_columns(
-        *(T.c[k] for k in _FOLD_KEY), T.c.first_seen, T.c.last_seen, *(T.c[s] for s in SUMS),
-        sa.case((_good(), 1), else_=0).label("good"),
-    ).order_by(None).subquery()  # fmt: skip
+    window = (
+        Filters(since=since, until=until)
+        .select()
+        .with_only_columns(
+            *(T.c[k] for k in _FOLD_KEY),
+            T.c.first_seen,
+            T.c.last_seen,
+            *(T.c[s] for s in SUMS),
+            sa.case((_good(), 1), else_=0).label("good"),
+        )
+        .order_by(None)
+        .subquery()
+    )
     good = window.c.good == 1
     bucket = 0.0 if since is None else bucket_of(since)
     stmt = sa.select(
-        sa.literal(bucket, sa.Float), *(window.c[k] for k in ("reporter", "direction", "src", "dst")),
-        sa.func.nullif(window.c.dport, NO_PORT), window.c.proto, sa.func.nullif(window.c.process, NO_TEXT),
-        window.c.verdict, sa.func.nullif(window.c.rule, NO_TEXT),
-        sa.case((good, sa.func.min(window.c.first_seen))), sa.func.max(window.c.last_seen),
-        *(_sum(conn.dialect, window.c[s]) for s in SUMS), sa.func.count(),
-    ).group_by(*(window.c[k] for k in _FOLD_KEY), window.c.good)  # fmt: skip
+        sa.literal(bucket, sa.Float),
+        *(window.c[k] for k in ("reporter", "direction", "src", "dst")),
+        sa.func.nullif(window.c.dport, NO_PORT),
+        window.c.proto,
+        sa.func.nullif(window.c.process, NO_TEXT),
+        window.c.verdict,
+        sa.func.nullif(window.c.rule, NO_TEXT),
+        sa.case((good, sa.func.min(window.c.first_seen))),
+        sa.func.max(window.c.last_seen),
+        *(_sum(conn.dialect, window.c[s]) for s in SUMS),
+        sa.func.count(),
+    ).group_by(*(window.c[k] for k in _FOLD_KEY), window.c.good)
     return list(conn.execute(stmt).all())
 
 
 def _good() -> sa.ColumnElement[bool]:
     """A stored row whose times and counts check out (NaN, on PostgreSQL, fails the comparisons)."""
-    return sa.and_(T.c.first_seen > -_INF, T.c.first_seen <= T.c.last_seen, T.c.last_seen < _INF,
-                   *(T.c[s] >= 0 for s in SUMS))  # fmt: skip
+    return sa.and_(
+        T.c.first_seen > -_INF,
+        T.c.first_seen <= T.c.last_seen,
+        T.c.last_seen < _INF,
+        *(T.c[s] >= 0 for s in SUMS),
+    )
 
 
 def _sum(dialect: sa.Dialect, column: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
@@ -390,8 +473,9 @@ class Purge:
     since: float | None = None
     until: float | None = None
 
-    def where(self, table: sa.Table, reporter: str, first: str = "first_seen",
-              last: str = "last_seen") -> sa.ColumnElement[bool]:  # fmt: skip
+    def where(
+        self, table: sa.Table, reporter: str, first: str = "first_seen", last: str = "last_seen"
+    ) -> sa.ColumnElement[bool]:
         """The rows of `table` this purge takes (its reporter, first and last seen columns)."""
         found: list[sa.ColumnElement[bool]] = []
         if self.reporter is not None:
@@ -414,5 +498,5 @@ def purge(conn: sa.Connection, what: Purge) -> dict[str, int]:
         "counterHours": conn.execute(
             sa.delete(hours).where(what.where(hours, "workload", first="bucket", last="last_hit"))
         ),
-    }  # fmt: skip
+    }
     return {name: int(result.rowcount) for name, result in dropped.items()}

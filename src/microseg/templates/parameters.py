@@ -172,8 +172,11 @@ def resolve(template: str, declared: Sequence[Parameter], given: Mapping[str, st
     """Checked values of every parameter (given, else default); every problem at once."""
     known = {p.name: p for p in declared}
     problems = [f"unknown parameter {key!r}{_close(key, known)}" for key in given if key not in known]
-    problems += [f"missing required parameter {p.name!r} ({p.description})" for p in declared
-                 if p.required and p.name not in given]  # fmt: skip
+    problems += [
+        f"missing required parameter {p.name!r} ({p.description})"
+        for p in declared
+        if p.required and p.name not in given
+    ]
     scope: Scope = {}
     # Lists last: their items take a port parameter's value when they give none.
     for p in sorted(declared, key=lambda p: p.kind is Kind.SERVICES):

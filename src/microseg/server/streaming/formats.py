@@ -18,12 +18,24 @@ from microseg.server.streaming import items
 
 SD_ID = "microseg@32473"
 """The SD-ID: 32473 is the private enterprise number RFC 5612 reserves for documentation."""
-SEVERITIES = {"tamper": (2, 9), "invariant-violation": (3, 8), "agent-failed": (3, 7),
-              "flow-forged": (3, 7), "enroll-refused": (4, 7), "address-refused": (4, 7),
-              "override-invariants": (4, 7), "dropped": (4, 6), "quarantine": (4, 6),
-              "enroll-adopted": (5, 4), "labels-changed": (5, 4),
-              "blocked": (4, 5), "agent-offline": (4, 5), "release": (5, 4), "would-block": (5, 3),
-              "allowed": (6, 1)}  # fmt: skip
+SEVERITIES = {
+    "tamper": (2, 9),
+    "invariant-violation": (3, 8),
+    "agent-failed": (3, 7),
+    "flow-forged": (3, 7),
+    "enroll-refused": (4, 7),
+    "address-refused": (4, 7),
+    "override-invariants": (4, 7),
+    "dropped": (4, 6),
+    "quarantine": (4, 6),
+    "enroll-adopted": (5, 4),
+    "labels-changed": (5, 4),
+    "blocked": (4, 5),
+    "agent-offline": (4, 5),
+    "release": (5, 4),
+    "would-block": (5, 3),
+    "allowed": (6, 1),
+}
 """Kind -> (syslog severity 0-7, lower is worse; CEF severity 0-10, higher is worse)."""
 AUDIT_SEVERITY = (5, 3)
 """Any other change: syslog notice, CEF low."""
@@ -48,9 +60,19 @@ def timestamp(at: float) -> str:
 
 def document(item: items.Item) -> dict[str, Any]:
     """The JSON form (webhooks, JSON-lines files)."""
-    return {"id": item.uid, "source": item.source, "seq": item.number, "at": timestamp(item.at),
-            "time": item.at, "kind": item.kind, "severity": severity(item)[1], "workload": item.workload,
-            "message": item.message, **item.fields, "details": item.details}  # fmt: skip
+    return {
+        "id": item.uid,
+        "source": item.source,
+        "seq": item.number,
+        "at": timestamp(item.at),
+        "time": item.at,
+        "kind": item.kind,
+        "severity": severity(item)[1],
+        "workload": item.workload,
+        "message": item.message,
+        **item.fields,
+        "details": item.details,
+    }
 
 
 def json_line(item: items.Item) -> bytes:
@@ -61,8 +83,9 @@ def json_line(item: items.Item) -> bytes:
 # -- RFC 5424 -------------------------------------------------------------------------------------
 
 
-def rfc5424(item: items.Item, *, host: str, facility: int = 16, msg: str | None = None,
-            max_bytes: int | None = None) -> bytes:  # fmt: skip
+def rfc5424(
+    item: items.Item, *, host: str, facility: int = 16, msg: str | None = None, max_bytes: int | None = None
+) -> bytes:
     """One syslog message (no framing). `msg` replaces the item's message and drops the structured
     data (CEF is carried this way); past `max_bytes` the message is shortened at a character,
     then the structured data to its identifying part."""
@@ -120,8 +143,14 @@ def _text(value: Any) -> str:
 
 def cef(item: items.Item) -> str:
     """One CEF:0 line: `CEF:0|microseg|microseg|VERSION|SIGNATURE|NAME|SEVERITY|extension`."""
-    head = ["microseg", "microseg", __version__, f"{item.source}:{item.kind}", item.message[:512],
-            str(severity(item)[1])]  # fmt: skip
+    head = [
+        "microseg",
+        "microseg",
+        __version__,
+        f"{item.source}:{item.kind}",
+        item.message[:512],
+        str(severity(item)[1]),
+    ]
     extension = " ".join(f"{k}={cef_value(v)}" for k, v in cef_extension(item))
     return "CEF:0|" + "|".join(cef_header(h) for h in head) + "|" + extension
 
@@ -133,8 +162,13 @@ def cef_header(value: str) -> str:
 
 def cef_value(value: str) -> str:
     """An extension value: `\\` and `=` escaped, line breaks as `\\n` and `\\r`."""
-    return (value.replace("\\", "\\\\").replace("=", "\\=").replace("\r\n", "\\n")
-            .replace("\n", "\\n").replace("\r", "\\r"))  # fmt: skip
+    return (
+        value.replace("\\", "\\\\")
+        .replace("=", "\\=")
+        .replace("\r\n", "\\n")
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+    )
 
 
 def cef_extension(item: items.Item) -> list[tuple[str, str]]:

@@ -11,8 +11,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-FLOW_FIELDS = ("direction", "src", "dst", "dport", "proto", "process", "user", "verdict", "rule",
-               "bytes", "packets", "connections", "first_seen", "last_seen")  # fmt: skip
+FLOW_FIELDS = (
+    "direction",
+    "src",
+    "dst",
+    "dport",
+    "proto",
+    "process",
+    "user",
+    "verdict",
+    "rule",
+    "bytes",
+    "packets",
+    "connections",
+    "first_seen",
+    "last_seen",
+)
 """Flow record fields carried as they are."""
 
 
@@ -43,8 +57,15 @@ class Item:
 def of_row(source: str, row: dict[str, Any]) -> Item:
     """The item of one row of `source`."""
     if source == "events":
-        return Item("events", row["id"], row["at"], row["kind"], row["message"], row["workload"],
-                    details=row["details"] or {})  # fmt: skip
+        return Item(
+            "events",
+            row["id"],
+            row["at"],
+            row["kind"],
+            row["message"],
+            row["workload"],
+            details=row["details"] or {},
+        )
     if source == "audit":
         message = f"{row['actor']} {row['action']} {row['target']}"
         fields = {"actor": row["actor"], "target": row["target"]}
@@ -60,7 +81,8 @@ def _flow_message(r: dict[str, Any]) -> str:
 
 def dropped(sink: str, source: str, *, skipped: int, first: int, last: int, bound: int, at: float) -> Item:
     """The notice sent in place of items skipped because the sink fell more than `bound` behind."""
-    message = (f"{sink} fell more than {bound} {source} items behind: {skipped} skipped "
-               f"(ids {first} to {last})")  # fmt: skip
+    message = (
+        f"{sink} fell more than {bound} {source} items behind: {skipped} skipped (ids {first} to {last})"
+    )
     details = {"skipped": skipped, "first": first, "last": last, "bound": bound}
     return Item("stream", last, at, "dropped", message, None, {"of": source}, details)

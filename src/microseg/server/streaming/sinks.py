@@ -69,8 +69,9 @@ def renderer(spec: specs.SinkSpec) -> Render:
             return lambda item: formats.cef(item).encode() + b"\n"
         return lambda item: formats.rfc5424(item, host=host, facility=spec.facility) + b"\n"
     if spec.format == "cef":
-        return lambda item: formats.rfc5424(item, host=host, facility=spec.facility, msg=formats.cef(item),
-                                            max_bytes=limit)  # fmt: skip
+        return lambda item: formats.rfc5424(
+            item, host=host, facility=spec.facility, msg=formats.cef(item), max_bytes=limit
+        )
     return lambda item: formats.rfc5424(item, host=host, facility=spec.facility, max_bytes=limit)
 
 

@@ -20,12 +20,23 @@ TRANSPORTS = {"syslog+udp": 514, "syslog+tcp": 601, "syslog+tls": 6514, "http": 
 """URL schemes and their default ports."""
 FORMATS = ("rfc5424", "cef", "json")
 DEFAULT_FLOWS = frozenset({"blocked", "would-block"})
-FACILITIES = {"kern": 0, "user": 1, "daemon": 3, "auth": 4, "syslog": 5, "authpriv": 10, "audit": 13,
-              **{f"local{n}": 16 + n for n in range(8)}}  # fmt: skip
+FACILITIES = {
+    "kern": 0,
+    "user": 1,
+    "daemon": 3,
+    "auth": 4,
+    "syslog": 5,
+    "authpriv": 10,
+    "audit": 13,
+    **{f"local{n}": 16 + n for n in range(8)},
+}
 
 COMMON = {"name", "what", "flows", "bound", "start", "backoff", "backoff_max"}
-OWN = {"syslog": COMMON | {"format", "facility", "max", "ca", "cert", "key"},
-       "webhook": COMMON | {"secret_env", "ca"}, "file": COMMON | {"format"}}  # fmt: skip
+OWN = {
+    "syslog": COMMON | {"format", "facility", "max", "ca", "cert", "key"},
+    "webhook": COMMON | {"secret_env", "ca"},
+    "file": COMMON | {"format"},
+}
 """Query parameters each kind of sink understands; a webhook passes any others on to its receiver."""
 
 
@@ -103,14 +114,26 @@ def _parse(url: str, env: Mapping[str, str]) -> SinkSpec:
     backoff = _number(params, "backoff", 0.5)
     return SinkSpec(
         name=_name(params) or _default_name(parts, scheme, host, port),
-        kind=kind, transport=scheme, host=host, port=port, path=parse.unquote(parts.path), target=target,
-        format=fmt, what=_what(params), verdicts=_verdicts(params),
-        bound=int(_number(params, "bound", 100_000)), start=_choice(params, "start", ("oldest", "now")),
-        backoff=backoff, backoff_max=max(backoff, _number(params, "backoff_max", 60.0)),
-        facility=_facility(params), max_bytes=int(_number(params, "max", 2048, low=480, high=65_000)),
-        ca=_file(params, "ca"), cert=_file(params, "cert"), key=_file(params, "key"),
+        kind=kind,
+        transport=scheme,
+        host=host,
+        port=port,
+        path=parse.unquote(parts.path),
+        target=target,
+        format=fmt,
+        what=_what(params),
+        verdicts=_verdicts(params),
+        bound=int(_number(params, "bound", 100_000)),
+        start=_choice(params, "start", ("oldest", "now")),
+        backoff=backoff,
+        backoff_max=max(backoff, _number(params, "backoff_max", 60.0)),
+        facility=_facility(params),
+        max_bytes=int(_number(params, "max", 2048, low=480, high=65_000)),
+        ca=_file(params, "ca"),
+        cert=_file(params, "cert"),
+        key=_file(params, "key"),
         secret=_secret(params, env),
-    )  # fmt: skip
+    )
 
 
 def _params(query: str) -> dict[str, str]:
@@ -216,5 +239,8 @@ def _redacted(url: str) -> str:
     parts = parse.urlsplit(url)
     if parts.password is None:
         return url
-    return parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{parts.hostname}" +
-                                           (f":{parts.port}" if parts.port else "")))  # fmt: skip
+    return parse.urlunsplit(
+        parts._replace(
+            netloc=f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        )
+    )

@@ -46,8 +46,15 @@ class LeaseLostError(errors.TransientError):
 class Streamer:
     """Streams the configured sources of one sink, in id order per source."""
 
-    def __init__(self, spec: specs.SinkSpec, sink: sinks.Sink, db: database.Database, holder: str, *,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+    def __init__(
+        self,
+        spec: specs.SinkSpec,
+        sink: sinks.Sink,
+        db: database.Database,
+        holder: str,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.spec, self.sink, self.db, self.holder, self.clock = spec, sink, db, holder, clock
         self.settle = None if db.is_sqlite else SETTLE  # SQLite commits ids in order
         self.lease_until = 0.0
@@ -68,8 +75,9 @@ class Streamer:
                     failures += 1
                     delay = backoff(failures, self.spec.backoff, self.spec.backoff_max)
                     transient = isinstance(exc, errors.TransientError)
-                    log.warning("stream %s: %s; retrying in %.1fs", self.spec.name, exc, delay,
-                                exc_info=not transient)  # fmt: skip
+                    log.warning(
+                        "stream %s: %s; retrying in %.1fs", self.spec.name, exc, delay, exc_info=not transient
+                    )
                     stop.wait(delay)
                     continue
                 if not busy:
@@ -124,8 +132,9 @@ class Streamer:
                 return True
         settle_before = None if self.settle is None else self.clock() - self.settle
         with self.db.read() as conn:
-            page = streams.read(conn, source, where, limit=PAGE, verdicts=self.verdicts(source),
-                                settle_before=settle_before)  # fmt: skip
+            page = streams.read(
+                conn, source, where, limit=PAGE, verdicts=self.verdicts(source), settle_before=settle_before
+            )
         if page.position == where.position:
             return False
         if page.rows:
@@ -136,12 +145,24 @@ class Streamer:
     def catch_up(self, source: str, where: streams.Cursor, skip: streams.Skip) -> None:
         """Skip the oldest items of a source the sink fell too far behind in, and say so."""
         bound = self.spec.bound
-        notice = items.dropped(self.spec.name, source, skipped=skip.skipped, first=skip.first,
-                               last=skip.position, bound=bound, at=self.clock())  # fmt: skip
+        notice = items.dropped(
+            self.spec.name,
+            source,
+            skipped=skip.skipped,
+            first=skip.first,
+            last=skip.position,
+            bound=bound,
+            at=self.clock(),
+        )
         self.deliver([notice])
         self.commit(source, streams.Cursor(skip.position, where.at))
-        log.warning("stream %s: skipped %d %s items (more than %d behind)", self.spec.name, skip.skipped,
-                    source, bound)  # fmt: skip
+        log.warning(
+            "stream %s: skipped %d %s items (more than %d behind)",
+            self.spec.name,
+            skip.skipped,
+            source,
+            bound,
+        )
 
     def cursor(self, source: str) -> streams.Cursor:
         """The stored cursor; a new sink's starts at the oldest item or at the head (`start=now`)."""
@@ -174,8 +195,14 @@ class Streamer:
             self.sink.send(page)
         except errors.PermanentError as exc:
             self.refused += len(page)
-            log.error("stream %s: %d item(s) refused and skipped (%s to %s): %s", self.spec.name, len(page),
-                      page[0].uid, page[-1].uid, exc)  # fmt: skip
+            log.error(
+                "stream %s: %d item(s) refused and skipped (%s to %s): %s",
+                self.spec.name,
+                len(page),
+                page[0].uid,
+                page[-1].uid,
+                exc,
+            )
 
     def commit(self, source: str, where: streams.Cursor) -> None:
         """Move the cursor, in one transaction with renewing the lease (so it is still ours)."""
