@@ -69,22 +69,20 @@ def readiness(rt: Runtime, scope: str, since: str | None, limits: Thresholds) ->
     sel = _selector(scope)
     now = time.time()
     start = routes_flows.parse_since(since or DEFAULT_WINDOW, now)
-    compiled = rt.compiled()
-    eng = compiled.engine
+    eng = rt.snapshot()  # seconds of work: not under the engine lock (`Runtime.snapshot`)
     if eng is None:
         raise Problem(409, "Nothing provisioned", "readiness is measured against the active version")
     with rt.db.read() as conn:
         rows = summaries.records(conn, since=start)  # the window folded in the database
         agent_rows = {a["workload"]: a for a in agents.listing(conn)}
-    with rt.engine_lock:
-        members = [n for n in eng.workload_names() if sel.matches(eng.effective_labels(n))]
-        inside = set(members)
-        window = flowset.flow_set(rows, eng)
-        flows = [f for f in window.distinct if f.source.name in inside or f.destination.name in inside]
-        judge = flowset.Judge(eng)
-        judged = [(f, judge(f)) for f in flows]
-        managed = [n for n in members if eng.workload(n).managed]
-        modes = _modes(eng.workload(n).mode for n in members)
+    members = [n for n in eng.workload_names() if sel.matches(eng.effective_labels(n))]
+    inside = set(members)
+    window = flowset.flow_set(rows, eng)
+    flows = [f for f in window.distinct if f.source.name in inside or f.destination.name in inside]
+    judge = flowset.Judge(eng)
+    judged = [(f, judge(f)) for f in flows]
+    managed = [n for n in members if eng.workload(n).managed]
+    modes = _modes(eng.workload(n).mode for n in members)
     expected = rt.expected_hashes(list(managed))
     states = {n: status.agent_state(agent_rows.get(n), expected[n]) for n in managed}
     report = _report(

@@ -50,8 +50,18 @@ def _rows(rt: Runtime, since: str | None, until: float | None) -> list[Sequence[
         return summaries.records(conn, since=start, until=until)
 
 
+def _active(rt: Runtime) -> engines.PolicyEngine:
+    """The active version as `Runtime.snapshot` has it. An analysis takes seconds and must not
+    hold the engine lock meanwhile: the feed, and every build (a quarantine too), need it. The
+    draft's engine is built for each request, so it is the request's own."""
+    found = rt.snapshot()
+    if found is None:
+        raise errors.LookupFailedError("nothing is provisioned yet")
+    return found
+
+
 def _engines(rt: Runtime) -> tuple[engines.PolicyEngine, engines.PolicyEngine]:
-    return routes_policy.engine(rt, "active"), routes_policy.engine(rt, "draft")
+    return _active(rt), routes_policy.engine(rt, "draft")
 
 
 @router.get("/map", summary="The dependency map: nodes by workload or label group, edges with verdicts")
@@ -71,8 +81,7 @@ async def dependency_map(
     def work() -> Any:
         active, drafted = _engines(rt)
         rows = _rows(rt, since, until)
-        with rt.engine_lock:
-            return depmap.build(rows, active, drafted if draft else None, keys, scope)
+        return depmap.build(rows, active, drafted if draft else None, keys, scope)
 
     graph = await run_in_threadpool(work)
     if format == "dot":
@@ -93,8 +102,7 @@ async def simulation(
     def work() -> simulate.Simulation:
         active, drafted = _engines(rt)
         rows = _rows(rt, since, until)
-        with rt.engine_lock:
-            return simulate.simulate(rows, active, drafted)
+        return simulate.simulate(rows, active, drafted)
 
     result = await run_in_threadpool(work)
     if format == "markdown":
@@ -107,12 +115,11 @@ async def simulation(
 @router.get("/rule-hits", summary="Per rule: connections (flows), packets (counters), last hit; unused rules")
 async def rule_hits(rt: Rt, _: Viewer, since: Since = None, until: Until = None) -> Response:
     def work() -> rulehits.RuleHits:
-        active = routes_policy.engine(rt, "active")
+        active = _active(rt)
         rows = _rows(rt, since, until)
         with rt.db.read() as conn:
             counted = rulecounters.window(conn, routes_flows.parse_since(since, time.time()), until)
-        with rt.engine_lock:
-            return rulehits.rule_hits(rows, active, counted)
+        return rulehits.rule_hits(rows, active, counted)
 
     return _json((await run_in_threadpool(work)).to_json())
 
@@ -123,8 +130,7 @@ def _recommendation(
     # Against the draft: the proposal completes what is being edited, and is appended after it.
     drafted = routes_policy.engine(rt, "draft")
     rows = _rows(rt, since, until)
-    with rt.engine_lock:
-        return recommend.recommend(rows, drafted, _keys(keys, "groupBy"))
+    return recommend.recommend(rows, drafted, _keys(keys, "groupBy"))
 
 
 @router.get("/recommend", summary="Least-privilege allow rules for the window's flows, with coverage")

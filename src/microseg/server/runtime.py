@@ -71,6 +71,8 @@ class Compiled:
     """The policy it was built from (`policy_key`)."""
     workloads: Mapping[str, Workload] = field(default_factory=dict)
     """The workloads it holds, by name, as the engine has them (modes after mode scopes)."""
+    estate: estate.Estate | None = None
+    """What it was built from, whole (an engine updated in place keeps its first estate)."""
 
 
 def policy_key(version: int, label_rules: list[objects.Stored]) -> tuple[int, tuple[str, ...]]:
@@ -113,6 +115,8 @@ class Runtime:
         self._seen: tuple[int, int] = UNREAD
         self._hashes: dict[str, str] = {}
         self._hashes_key: tuple[int, int] = UNREAD
+        self._snapshot_lock = threading.Lock()
+        self._snapshot: tuple[tuple[int, int], engines.PolicyEngine | None] = (UNREAD, None)
 
     # -- the compiled engine ---------------------------------------------------------------
 
@@ -131,6 +135,23 @@ class Runtime:
             if self._compiled.key != key:
                 self._build(key)
             return self._compiled
+
+    def snapshot(self) -> engines.PolicyEngine | None:
+        """An engine of what the database says now that nothing changes in place (None before the
+        first provision), for reads that take seconds: the analyses and rollout readiness.
+
+        They must not hold the engine lock that long (the feed could not answer agents, nor a
+        quarantine reach its workload, until they end), and the engine in use is updated in place
+        under that lock. This one is built on first use after the state moved, from the same
+        estate, and shared by the analyses until it moves again (its verdict caches stay warm, as
+        the engine in use's do). Its only callers evaluate and look workloads up: two of them at
+        once fill its caches twice at worst, each fill one dictionary operation."""
+        compiled = self.compiled()
+        with self._snapshot_lock:
+            if self._snapshot[0] != compiled.key:
+                built = None if compiled.estate is None else engines.PolicyEngine(compiled.estate)
+                self._snapshot = (compiled.key, built)
+            return self._snapshot[1]
 
     def _build(self, key: tuple[int, int]) -> None:
         """The engine for `key`, with the hash of every managed workload's document, swapped in
@@ -160,9 +181,9 @@ class Runtime:
         with self._lock:  # the incremental path changes the engine in use
             changes = self._changes(basis, est)
             if changes is not None:
-                self._swap(Compiled(key, self._updated(changes, est), basis, workloads), started)
+                self._swap(Compiled(key, self._updated(changes, est), basis, workloads, est), started)
                 return
-        built = Compiled(key, engines.PolicyEngine(est), basis, workloads)
+        built = Compiled(key, engines.PolicyEngine(est), basis, workloads, est)
         hashes = _document_hashes(built)  # nobody else sees this engine yet
         with self._lock:
             self._swap(built, started, hashes)
