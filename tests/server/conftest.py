@@ -8,6 +8,7 @@ detector), middleware and serialization run as in production.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import httpx
 import pytest
 
 from microseg.server import app as server_app
-from microseg.server import config
+from microseg.server import config, runtime
 from microseg.store import database, tokens
 from tests import postgres
 from tests.server import running
@@ -93,6 +94,19 @@ def api(settings: config.ServerSettings) -> Iterator[Api]:
             for role in tokens.ROLES:
                 found[role] = tokens.create_api(conn, f"test-{role}", role, "test")[1]
         yield Api(client, db, found)
+    db.dispose()
+
+
+@contextmanager
+def second_server(
+    api: Api, settings: config.ServerSettings, timeout: float = 30
+) -> Iterator[tuple[Api, runtime.Runtime]]:
+    """Another server in this process over `api`'s database (a replica with its own runtime): a
+    client on it with the same tokens, and its runtime."""
+    db = database.Database(settings.database)
+    app = server_app.create_app(settings, db)
+    with running.serve(app) as url, httpx.Client(base_url=url, timeout=timeout) as client:
+        yield Api(client, db, api.tokens), app.state.runtime
     db.dispose()
 
 

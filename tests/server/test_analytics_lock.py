@@ -8,14 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
-from microseg.server import app as server_app
 from microseg.server import config, runtime
-from microseg.store import database
-from tests.server import running
-from tests.server.conftest import Api, ok
+from tests.server.conftest import Api, ok, second_server
 from tests.server.estates import provision_example
 from tests.server.test_analytics_api import APP, AT, DB, WEB
 from tests.server.test_flow_summary import enroll, flow, send
@@ -38,11 +34,8 @@ def replica(api: Api, settings: config.ServerSettings) -> Iterator[tuple[Api, ru
     assert send(
         agent, "b-1", flow(APP, DB, 3306, AT, process="mysqld"), flow(WEB, DB, 3306, AT, verdict="blocked")
     )
-    db = database.Database(settings.database)
-    app = server_app.create_app(settings, db)
-    with running.serve(app) as url, httpx.Client(base_url=url, timeout=10) as client:
-        yield Api(client, db, api.tokens), app.state.runtime
-    db.dispose()
+    with second_server(api, settings, timeout=10) as found:
+        yield found
 
 
 def test_the_analyses_and_readiness_answer_while_the_engine_lock_is_held(

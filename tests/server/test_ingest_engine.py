@@ -9,14 +9,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
-from microseg.server import app as server_app
 from microseg.server import config, runtime
-from microseg.store import database
-from tests.server import running
-from tests.server.conftest import Api, ok
+from tests.server.conftest import Api, ok, second_server
 from tests.server.estates import example
 from tests.server.test_flow_summary import enroll, flow, send
 
@@ -26,11 +22,8 @@ DEV_WEB, PROD_DB = "10.77.2.11", "10.77.1.31"
 @pytest.fixture
 def replica(api: Api, settings: config.ServerSettings) -> Iterator[tuple[Api, runtime.Runtime]]:
     """A second server over the same database: a client on it, and its runtime."""
-    db = database.Database(settings.database)
-    app = server_app.create_app(settings, db)
-    with running.serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
-        yield Api(client, db, api.tokens), app.state.runtime
-    db.dispose()
+    with second_server(api, settings) as found:
+        yield found
 
 
 def test_a_replica_judges_against_a_version_another_provisioned(

@@ -325,24 +325,7 @@ def query(
     return list(iterate(conn, window))
 
 
-RECORD_COLUMNS = (
-    "bucket",
-    "reporter",
-    "direction",
-    "src",
-    "dst",
-    "dport",
-    "proto",
-    "process",
-    "verdict",
-    "rule",
-    "firstSeen",
-    "lastSeen",
-    "connections",
-    "bytes",
-    "packets",
-    "rows",
-)
+RECORD_COLUMNS = (*KEY, "firstSeen", "lastSeen", *SUMS, "rows")
 """What each value of a `records` row is, in order: the agreed shape's keys, then how many stored
 rows were folded into it."""
 _FOLD_KEY = KEY[1:]
