@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -69,10 +70,13 @@ class Compiled:
     """None before the first provision: agents get nothing until then."""
     basis: tuple[int, tuple[str, ...]] = (0, ())
     """The policy it was built from (`policy_key`)."""
-    workloads: Mapping[str, Workload] = field(default_factory=dict)
-    """The workloads it holds, by name, as the engine has them (modes after mode scopes)."""
     estate: estate.Estate | None = None
     """What it was built from, whole (an engine updated in place keeps its first estate)."""
+
+    @functools.cached_property
+    def workloads(self) -> Mapping[str, Workload]:
+        """The workloads it holds, by name, as the engine has them (modes after mode scopes)."""
+        return {} if self.estate is None else {w.name: w for w in self.estate.workloads}
 
 
 def policy_key(version: int, label_rules: list[objects.Stored]) -> tuple[int, tuple[str, ...]]:
@@ -177,13 +181,12 @@ class Runtime:
             policy, [o.doc for o in live], self.workloads, self.control_plane, version=key[0], etags=etags
         )
         basis = policy_key(key[0], rules)
-        workloads = {w.name: w for w in est.workloads}
         with self._lock:  # the incremental path changes the engine in use
             changes = self._changes(basis, est)
             if changes is not None:
-                self._swap(Compiled(key, self._updated(changes, est), basis, workloads, est), started)
+                self._swap(Compiled(key, self._updated(changes, est), basis, est), started)
                 return
-        built = Compiled(key, engines.PolicyEngine(est), basis, workloads, est)
+        built = Compiled(key, engines.PolicyEngine(est), basis, est)
         hashes = _document_hashes(built)  # nobody else sees this engine yet
         with self._lock:
             self._swap(built, started, hashes)
