@@ -3,9 +3,10 @@
 An analysis over a window builds hundreds of thousands of small objects (rows, records, flows,
 verdict keys) that all live until it answers. CPython runs a full collection each time the objects
 that survived younger collections grow by a quarter of the older ones, so a bulk build pays for
-walking everything alive, the engines included, again and again. Measured with
-bench/bench_analytics.py's inputs (1,000,000 stored rows, 100,000 distinct flows, SQLite): the flow
-set took 3.8 s with the collector running and 1.8 s paused, the dependency map 10.0 s and 5.4 s.
+walking everything alive, the engines included, again and again. In one ad-hoc run on
+bench/bench_analytics.py's inputs (1,000,000 stored rows, 100,000 distinct flows, SQLite; a
+development measurement, not a bench/ figure: those are in BENCHMARKS.md), the flow set took 3.8 s
+with the collector running and 1.8 s paused, the dependency map 10.0 s and 5.4 s.
 
 The analyses make no reference cycles that matter: their objects are freed by reference counting.
 Cycles that other threads make meanwhile wait until the last running analysis ends, and the
