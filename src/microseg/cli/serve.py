@@ -88,6 +88,7 @@ def server(
     import uvicorn
 
     from microseg.server import app as server_app
+    from microseg.server import collector
     from microseg.store import migrate
 
     more: dict[str, object] = {"host": host, "port": port, "tls_cert": tls_cert, "tls_key": tls_key}
@@ -106,6 +107,7 @@ def server(
     app = server_app.create_app(settings, db, migrate_schema=False)  # refuses bad settings first
     _first_admin_token(db, settings)
     server = uvicorn.Server(uvicorn_config(app, settings, log_level=log_level))
+    collector.tune()  # this process only: see server/collector
     server.run()
     if not server.started:  # e.g. the port is taken: uvicorn has logged why
         raise typer.Exit(3)

@@ -9,7 +9,7 @@ what Prometheus expects of replicas it scrapes one by one.
 
 from __future__ import annotations
 
-from microseg.server import status
+from microseg.server import collector, status
 from microseg.server.runtime import Runtime
 from microseg.store import agents, versions
 
@@ -77,5 +77,29 @@ def render(rt: Runtime) -> str:
             "The last compile's duration.",
             [("", round(m.last_compile_seconds, 6))],
         ),
+        *_gc_families(),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _gc_families() -> list[str]:
+    """What full collections cost this process: each holds every request and the feed (see
+    `server/collector`). Counted from the serving process's start; zero elsewhere."""
+    pauses = collector.PAUSES
+    return [
+        *_family(
+            "microseg_gc_full_collection_seconds",
+            "summary",
+            "Full collections of Python's cyclic garbage collector and the seconds they held the process.",
+            [("_sum", round(pauses.seconds, 6)), ("_count", pauses.count)],
+        ),
+        *_family(
+            "microseg_gc_full_collection_longest_seconds",
+            "gauge",
+            "The longest full collection.",
+            [("", round(pauses.longest, 6))],
+        ),
+        *_family(
+            "microseg_gc_frozen_objects", "gauge", "Objects no collection walks.", [("", collector.frozen())]
+        ),
+    ]
