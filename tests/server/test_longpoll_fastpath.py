@@ -10,10 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import exc as sa_exc
 
 from microseg.model import rulesetdelta
 from microseg.server import app as server_app
-from microseg.server import config, longpoll
+from microseg.server import config, longpoll, problems
 from microseg.store import tokens
 from tests.server import running
 from tests.server.conftest import Api, ok
@@ -28,7 +29,7 @@ DELTAS = f"{rulesetdelta.MEDIA_TYPE}, application/json"
 def routed(api: Api, settings: config.ServerSettings) -> Iterator[httpx.Client]:
     """An app over the same database without the fast path: every poll goes through FastAPI."""
     app = server_app.create_app(settings, api.db, migrate_schema=False)
-    app.user_middleware = [m for m in app.user_middleware if m.cls is not longpoll.FastPath]
+    del app.build_middleware_stack  # the class's own again: no fast path (app._polls_first)
     with running.serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
         yield client
 
@@ -71,6 +72,7 @@ def test_the_fast_path_answers_every_poll_as_the_route_does(api: Api, routed: ht
         ({"wait": "3601"}, {}, 422),
         ({"wait": ""}, {}, 422),
         ({"known": "x" * 81}, {}, 422),
+        ({"known": "\x00"}, {}, 422),  # the input guard's refusal, though the fast path is outside it
         ({}, {"Accept": "a" * 1001}, 422),
         ({}, {"Authorization": "Bearer msa_unknown"}, 401),
         ({}, {"Authorization": "Basic msa_unknown"}, 401),
@@ -136,9 +138,45 @@ def test_the_fast_path_takes_well_formed_agent_polls(
         (b"", [(b"authorization", b"Bearer msk_api")], "GET"),
         (b"", [], "GET"),
         (b"", AGENT, "POST"),
+        (b"known=%00", AGENT, "GET"),  # the input guard refuses it
+        (b"", [*AGENT, (b"content-length", b"5")], "GET"),  # a body: the size limit judges it
+        (b"", [*AGENT, (b"transfer-encoding", b"chunked")], "GET"),
     ],
 )
 def test_the_fast_path_leaves_everything_else_to_the_route(
     query: bytes, headers: list[tuple[bytes, bytes]], method: str
 ) -> None:
     assert longpoll._taken(_scope(query, headers, method)) is None
+
+
+def test_a_poll_with_a_body_over_the_limit_gets_the_size_limits_413(
+    api: Api, settings: config.ServerSettings
+) -> None:
+    agent = enroll(api, "web-9", "10.77.1.99", labels=WEB)
+    body = b"x" * (settings.max_body_bytes + 1)
+    answer = api.client.request("GET", longpoll.PATH, headers=agent.headers(), content=body)
+    assert answer.status_code == 413
+    assert answer.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (RuntimeError("a bug"), 500),
+        (sa_exc.OperationalError("SELECT 1", {}, Exception("connection refused")), None),
+    ],
+)
+def test_an_error_answering_a_poll_is_problem_json_as_the_app_renders_it(
+    api: Api, monkeypatch: pytest.MonkeyPatch, error: Exception, status: int | None
+) -> None:
+    agent = enroll(api, "web-9", "10.77.1.99", labels=WEB)
+
+    async def failing(*_: Any) -> None:
+        raise error
+
+    monkeypatch.setattr(longpoll, "answer", failing)
+    answer = api.client.get(longpoll.PATH, headers=agent.headers())
+    expected = status or problems.from_database(error).status  # type: ignore[arg-type]
+    assert answer.status_code == expected >= 500
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert "a bug" not in answer.text and "connection refused" not in answer.text

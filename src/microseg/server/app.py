@@ -102,9 +102,9 @@ def create_app(
     )
     app.state.runtime = rt
     problems.install(app)
-    app.add_middleware(longpoll.FastPath, rt=rt)  # inside InputGuard: a poll's URL is checked too
     app.add_middleware(inputguard.InputGuard)  # inside BodyLimit: a body too large fails as a 413
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    _polls_first(app, rt)
     for kind in kinds.KINDS.values():
         if kind.name == "Workload":
             app.include_router(routes_objects.router)  # its /workloads/{name}/... before the generic routes
@@ -130,6 +130,18 @@ def create_app(
     app.include_router(routes_console.router)
     app.include_router(routes_console.pages)
     return app
+
+
+def _polls_first(app: FastAPI, rt: runtime.Runtime) -> None:
+    """Put `longpoll.FastPath` outside every middleware, Starlette's own included (its
+    `add_middleware` would put it inside Starlette's error handler). The stack is built on the
+    first request; deleting the instance's `build_middleware_stack` before then undoes this."""
+    build = app.build_middleware_stack
+
+    def with_fast_path() -> ASGIApp:
+        return longpoll.FastPath(build(), rt)
+
+    app.build_middleware_stack = with_fast_path  # type: ignore[method-assign]
 
 
 def _publish(app: FastAPI, **published: pydantic.TypeAdapter[Any]) -> None:

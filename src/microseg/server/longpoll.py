@@ -15,15 +15,17 @@ round up, and answers `revoked` for an unknown one), or wait itself (the feed pa
 
 from __future__ import annotations
 
+import logging
 import math
 from urllib.parse import parse_qsl
 
+from sqlalchemy import exc as sa_exc
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from microseg.model import rulesetdelta
-from microseg.server import feed, problems
+from microseg.server import feed, inputguard, problems
 from microseg.server.problems import Problem
 from microseg.server.runtime import Runtime
 from microseg.store import tokens
@@ -34,6 +36,8 @@ MAX_KNOWN = 80
 MAX_WAIT = 3600.0
 MAX_ACCEPT = 1000
 AGENT_PREFIX = "msa_"
+UNEXPECTED = "the server could not complete the request"
+log = logging.getLogger("microseg.server")
 
 
 def ask(credential: str, known: str | None, if_none_match: str | None, accept: str | None) -> feed.Ask:
@@ -56,8 +60,16 @@ async def answer(rt: Runtime, question: feed.Ask, wait: float) -> Response:
 
 
 class FastPath:
-    """Answers well-formed ruleset polls of agent credentials before the router; passes every
-    other request (and any poll it would have to refuse as malformed) to `app`."""
+    """Answers well-formed ruleset polls of agent credentials before the app and all of its
+    middleware (`app.create_app` puts it outermost); passes every other request, and any poll
+    it would have to refuse as malformed, to `app`.
+
+    Outermost, because a parked poll holds a coroutine frame in every layer it passes: with
+    10,000 agents parked the server's RSS was 21 MB lower in two fleet runs (SQLite; development
+    measurements; the fan-out's CPU moved within run-to-run noise). So it does here what the
+    layers it skips would do:
+    a poll with a body (the size limit reads it) or a URL the input guard refuses goes to the
+    app, and an error becomes problem+json as the app's handlers render it."""
 
     def __init__(self, app: ASGIApp, rt: Runtime) -> None:
         self.app, self.rt = app, rt
@@ -72,16 +84,23 @@ class FastPath:
             response = await answer(self.rt, question, wait)
         except Problem as exc:  # as the app's handler renders it (problems.install)
             response = problems.response(exc, Request(scope), {"WWW-Authenticate": "Bearer"})
+        except sa_exc.DBAPIError as exc:
+            response = problems.response(problems.from_database(exc), Request(scope))
+        except Exception:  # the app's last handler's answer; the traceback is logged
+            log.exception("unexpected error on a ruleset poll")
+            response = problems.response(problems.Problem(500, "Internal error", UNEXPECTED), Request(scope))
         await response(scope, receive, send)
 
 
 def _taken(scope: Scope) -> tuple[feed.Ask, float] | None:
     """The question and wait of a poll the route would accept as it is, or None."""
-    if scope["method"] != "GET":
+    if scope["method"] != "GET" or inputguard.url_refusal(scope) is not None:
         return None
     headers: dict[bytes, bytes] = {}
     for name, value in scope["headers"]:
         headers.setdefault(name, value)  # the first of a repeated header, as Starlette reads it
+    if b"content-length" in headers or b"transfer-encoding" in headers:
+        return None  # a body: the size limit's to judge
     scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token.startswith(AGENT_PREFIX):
