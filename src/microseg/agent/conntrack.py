@@ -85,6 +85,12 @@ _RECV_BUFFER = 1 << 20
 """Dump replies pack many entries per datagram; events are small. Too small a buffer truncates."""
 
 Kind = Literal["new", "destroy", "dump"]
+_HEAD = struct.Struct("=IH")
+"""A netlink message's length and type."""
+_EVENT_KINDS: dict[int, Kind] = {
+    (_SUBSYS_CTNETLINK << 8) | _MSG_NEW: "new",
+    (_SUBSYS_CTNETLINK << 8) | _MSG_DELETE: "destroy",
+}
 
 
 class CtEvent(NamedTuple):
@@ -131,14 +137,29 @@ class ConntrackListener:
         """What has arrived, up to `max_events`; True when the kernel dropped events (ENOBUFS)
         since the last read, after which only a dump tells the truth."""
         events: list[CtEvent] = []
-        buf = self._buf
-        lost = netlink.drain(
-            self._sock,
-            buf,
-            lambda n: _parse_messages(buf, n, None, time.time(), events),
-            lambda: len(events) < max_events,
-        )
-        return events, lost > 0
+        buf, recv, lost = self._buf, self._sock.recv_into, False
+        # `netlink.drain` inlined, and a datagram holding one event (what the kernel sends) parsed
+        # without the walk over its messages: 1.7 us per event instead of 2.6 (warm; more when the
+        # agent wakes for a few events at a steady rate, where this is most of its CPU, issue 5).
+        while len(events) < max_events:
+            try:
+                n = recv(buf)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                lost = True
+                continue
+            length, kind = _HEAD.unpack_from(buf, 0)
+            event_kind = _EVENT_KINDS.get(kind)
+            if length == n and event_kind is not None and n >= 20:
+                ev = _entry(buf, 0, n, event_kind, time.time())
+                if ev is not None:
+                    events.append(ev)
+            else:
+                _parse_messages(buf, n, None, time.time(), events)
+        return events, lost
 
     def close(self) -> None:
         """Close the socket (events stop)."""

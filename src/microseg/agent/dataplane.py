@@ -35,7 +35,7 @@ import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Protocol
 
 from microseg import errors
 from microseg import settings as config
@@ -295,22 +295,22 @@ class NftDataplane:
         if self._expected is None or not self._refs:
             return
         try:
-            listing = self.nft.list_json(f"list table inet {self.settings.table}", terse=True)
+            found = nftlib.rule_counters("inet", self.settings.table)
         except nftlib.NftError:
-            return  # deleted behind our back: the last reading stands, the restore follows
-        self._totals.on_read(_summed(_nft_counts(listing, self._refs)))
+            return  # the last reading stands; the next one may work
+        if not found:
+            return  # deleted behind our back (our table always counts): the restore follows
+        self._totals.on_read(_summed(_nft_counts(found, self._refs)))
 
 
-def _nft_counts(listing: list[dict[str, Any]], refs: Mapping[str, str]) -> Iterable[tuple[str, RuleCount]]:
-    """(ref, count) of every counted rule in a JSON listing whose comment is one of `refs`."""
-    for item in listing:
-        rule = item.get("rule")
-        if not isinstance(rule, dict) or (ref := refs.get(rule.get("comment", ""))) is None:
-            continue
-        for expr in rule.get("expr", ()):
-            counter = expr.get("counter") if isinstance(expr, dict) else None
-            if isinstance(counter, dict):
-                yield ref, RuleCount(int(counter.get("packets", 0)), int(counter.get("bytes", 0)))
+def _nft_counts(
+    found: Iterable[tuple[str, int, int]], refs: Mapping[str, str]
+) -> Iterable[tuple[str, RuleCount]]:
+    """(ref, count) of every counter whose rule's comment is one of `refs`."""
+    for comment, packets, nbytes in found:
+        ref = refs.get(comment)
+        if ref is not None:
+            yield ref, RuleCount(packets, nbytes)
 
 
 _SAVED_RULE = re.compile(r'^\[(\d+):(\d+)\] -A (\S+) .*?--comment (?:"([^"]*)"|(\S+)).* -j (\S+)')

@@ -1,6 +1,6 @@
 """What the two netfilter netlink readers (`conntrack`, `nflog`) share: the socket, the header
 layouts, attribute packing, the walk over the messages of one datagram and the non-blocking
-receive loop.
+receive loop (`nflog`'s; conntrack's event reader has its own copy, with a one-event fast path).
 
 Each reader keeps its own attribute walkers inline: they run for every connection and every logged
 packet, and a generator per attribute would cost the agent a measurable share of its budget

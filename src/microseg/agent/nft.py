@@ -16,14 +16,17 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
+import os
 import shutil
 import socket
 import struct
 import subprocess
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from microseg import errors
+from microseg.agent import heap
 
 _OUTPUT_STATELESS = 1 << 2
 _OUTPUT_JSON = 1 << 4
@@ -67,14 +70,15 @@ def _load_library() -> _Library | None:
 class Nft:
     """Runs nft commands in the calling thread's network namespace.
 
-    One context per output style (plain, stateless, JSON, terse), made on first use and reused; a lock
-    keeps calls from several threads apart (a context is not thread-safe)."""
+    A context per call, freed when it returns: a context keeps the ruleset cache it fetched (every
+    set element) until it is freed, and the contexts of the three output styles the agent uses,
+    kept for reuse, held 14 MB at 5,000 peers; a context costs about 40 us to make. A lock keeps
+    calls from several threads apart, so at most one context (one cache) exists at a time."""
 
     def __init__(self, use_library: bool = True) -> None:
         self._lib = _load_library() if use_library else None
         if self._lib is None and shutil.which("nft") is None:
             raise errors.MicrosegError("nftables is not installed (no libnftables.so.1, no nft command)")
-        self._contexts: dict[int, int] = {}
         self._lock = threading.Lock()
 
     @property
@@ -90,16 +94,17 @@ class Nft:
             if self._lib is None:
                 return _run_command(script, stateless, as_json, terse)
             lib = self._lib.lib
-            ctx = self._contexts.get(flags)
-            if ctx is None:
-                ctx = lib.nft_ctx_new(0)
+            ctx = lib.nft_ctx_new(0)
+            try:
                 lib.nft_ctx_buffer_output(ctx)
                 lib.nft_ctx_buffer_error(ctx)
                 lib.nft_ctx_output_set_flags(ctx, flags)
-                self._contexts[flags] = ctx
-            rc = lib.nft_run_cmd_from_buffer(ctx, script.encode())
-            out = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode()
-            err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode()
+                rc = lib.nft_run_cmd_from_buffer(ctx, script.encode())
+                out = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode()
+                err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode()
+            finally:
+                lib.nft_ctx_free(ctx)
+            heap.trim()  # freed, the cache would still count in the agent's RSS: glibc keeps it
         if rc != 0:
             raise NftError(err.strip() or f"nft failed ({rc})")
         return out
@@ -119,12 +124,7 @@ class Nft:
         return list(json.loads(text)["nftables"]) if text.strip() else []
 
     def close(self) -> None:
-        """Free the contexts."""
-        with self._lock:
-            if self._lib is not None:
-                for ctx in self._contexts.values():
-                    self._lib.lib.nft_ctx_free(ctx)
-            self._contexts.clear()
+        """Nothing to free (no context outlives its call); kept so that callers need not know."""
 
 
 def _run_command(script: str, stateless: bool, as_json: bool, terse: bool = False) -> str:
@@ -168,3 +168,122 @@ def generation() -> int:
             return int(struct.unpack_from("!I", data, off + _ATTR.size)[0])
         off += (size + 3) & ~3
     raise NftError("the nf_tables generation reply carried no id")
+
+
+_NFT_MSG_NEWRULE, _NFT_MSG_GETRULE = 6, 7
+_NLM_F_DUMP = 0x300
+_NLMSG_DONE = 3
+_NFPROTO = {"inet": 1, "ip": 2, "arp": 3, "netdev": 5, "bridge": 7, "ip6": 10}
+_NFTA_RULE_TABLE, _NFTA_RULE_EXPRESSIONS, _NFTA_RULE_USERDATA = 1, 4, 7
+_NFTA_LIST_ELEM = 1
+_NFTA_EXPR_NAME, _NFTA_EXPR_DATA = 1, 2
+_NFTA_COUNTER_BYTES, _NFTA_COUNTER_PACKETS = 1, 2
+_UDATA_RULE_COMMENT = 0
+"""NFTNL_UDATA_RULE_COMMENT: how nft stores a rule's comment in the rule's user data."""
+_BE64 = struct.Struct("!Q")
+
+
+def rule_counters(family: str, table: str, timeout: float = 5.0) -> list[tuple[str, int, int]]:
+    """(comment, packets, bytes) of every `counter` statement in the rules of one table of the
+    calling thread's namespace ("" for a rule without a comment). A table that does not exist
+    has none: the kernel answers a dump filtered by table with nothing, not an error.
+
+    Read with one NFT_MSG_GETRULE dump, not through libnftables: a listing, even terse, makes
+    libnftables fetch every set element first (7 MB and 13 ms at 5,000 peers, every time the
+    agent reads its counters), while rules are all this needs."""
+    request = _nla_string(_NFTA_RULE_TABLE, table)
+    body = _NFGEN.pack(_NFPROTO[family], 0, 0) + request
+    msg_type = (_NFNL_SUBSYS_NFTABLES << 8) | _NFT_MSG_GETRULE
+    found: list[tuple[str, int, int]] = []
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER) as sock:
+        sock.settimeout(timeout)
+        sock.bind((0, 0))
+        sock.send(_HEADER.pack(_HEADER.size + len(body), msg_type, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0) + body)
+        buf = bytearray(1 << 16)
+        while True:
+            try:
+                n = sock.recv_into(buf)
+            except TimeoutError as exc:
+                raise NftError("reading rule counters: no answer from the kernel") from exc
+            if _rule_messages(buf, n, table, found):
+                return found
+
+
+def _nla_string(kind: int, text: str) -> bytes:
+    payload = text.encode() + b"\0"
+    return _ATTR.pack(_ATTR.size + len(payload), kind) + payload + b"\0" * (-len(payload) % 4)
+
+
+def _attributes(buf: bytearray | bytes, pos: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(type without flags, payload start, payload end) of each attribute in buf[pos:end]."""
+    while pos + _ATTR.size <= end:
+        size, attr = _ATTR.unpack_from(buf, pos)
+        if size < _ATTR.size or pos + size > end:
+            return
+        yield attr & 0x3FFF, pos + _ATTR.size, pos + size
+        pos += (size + 3) & ~3
+
+
+def _rule_messages(buf: bytearray, n: int, table: str, out: list[tuple[str, int, int]]) -> bool:
+    """Append the counters of the rule messages in buf[:n]; True at the end of the dump."""
+    off = 0
+    rule_type = (_NFNL_SUBSYS_NFTABLES << 8) | _NFT_MSG_NEWRULE
+    while off + _HEADER.size <= n:
+        length, kind, _, _, _ = _HEADER.unpack_from(buf, off)
+        if length < _HEADER.size or off + length > n:
+            raise NftError("reading rule counters: a truncated netlink message")
+        if kind == _NLMSG_DONE:
+            return True
+        if kind == _NLMSG_ERROR:
+            code = -struct.unpack_from("=i", buf, off + _HEADER.size)[0]
+            if code:
+                raise NftError(f"reading rule counters of {table}: {os.strerror(code)}")
+        elif kind == rule_type:
+            out.extend(_rule_counts(buf, off + _HEADER.size + _NFGEN.size, off + length, table))
+        off += (length + 3) & ~3
+    return False
+
+
+def _rule_counts(buf: bytearray, pos: int, end: int, table: str) -> list[tuple[str, int, int]]:
+    """The (comment, packets, bytes) of each counter expression of one rule message."""
+    comment, counts, in_table = "", [], False
+    for attr, start, stop in _attributes(buf, pos, end):
+        if attr == _NFTA_RULE_TABLE:
+            in_table = bytes(buf[start:stop]).rstrip(b"\0").decode(errors="replace") == table
+        elif attr == _NFTA_RULE_EXPRESSIONS:
+            elements = (span for span in _attributes(buf, start, stop) if span[0] == _NFTA_LIST_ELEM)
+            counts = [c for _, a, b in elements for c in _counter(buf, a, b)]
+        elif attr == _NFTA_RULE_USERDATA:
+            comment = _comment(bytes(buf[start:stop]))
+    return [(comment, packets, nbytes) for packets, nbytes in counts] if in_table else []
+
+
+def _counter(buf: bytearray, pos: int, end: int) -> list[tuple[int, int]]:
+    """[(packets, bytes)] when the expression at buf[pos:end] is a counter, else []."""
+    name, data = b"", None
+    for attr, start, stop in _attributes(buf, pos, end):
+        if attr == _NFTA_EXPR_NAME:
+            name = bytes(buf[start:stop]).rstrip(b"\0")
+        elif attr == _NFTA_EXPR_DATA:
+            data = (start, stop)
+    if name != b"counter" or data is None:
+        return []
+    packets = nbytes = 0
+    for attr, start, _stop in _attributes(buf, *data):
+        if attr == _NFTA_COUNTER_PACKETS:
+            packets = _BE64.unpack_from(buf, start)[0]
+        elif attr == _NFTA_COUNTER_BYTES:
+            nbytes = _BE64.unpack_from(buf, start)[0]
+    return [(packets, nbytes)]
+
+
+def _comment(udata: bytes) -> str:
+    """The comment in a rule's user data (type-length-value items, one byte each for type and
+    length; nft stores the comment with its terminating NUL)."""
+    pos = 0
+    while pos + 2 <= len(udata):
+        kind, size = udata[pos], udata[pos + 1]
+        if kind == _UDATA_RULE_COMMENT:
+            return udata[pos + 2 : pos + 2 + size].rstrip(b"\0").decode(errors="replace")
+        pos += 2 + size
+    return ""
