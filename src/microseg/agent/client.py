@@ -24,6 +24,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -80,8 +81,9 @@ class Client:
         only the CA certificates in the PEM file at that path (a private CA: `--ca-file`)."""
         self.server = server.rstrip("/")
         self.credential = credential
-        trust = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
-        self._http = httpx.Client(base_url=self.server, timeout=httpx.Timeout(10.0), verify=trust)
+        self._http = httpx.Client(
+            base_url=self.server, timeout=httpx.Timeout(10.0), verify=trust_for(self.server, verify)
+        )
         self._held: dict[str, Any] | None = None
         """The JSON form of the document last handed out (or made known by `hold`)."""
         self.deltas = DeltaCounts()
@@ -196,6 +198,15 @@ class Client:
         """Upload one batch (already JSON: it comes from the spool as stored)."""
         result: dict[str, Any] = self._call("POST", "/api/v1/agent/flows", content=batch_json).json()
         return result
+
+
+def trust_for(server: str, verify: bool | str) -> ssl.SSLContext | bool:
+    """What httpx checks certificates with. httpx builds a TLS context when the client is made,
+    loading the system's CA bundle (about 1 MB); a plain-HTTP server never uses it (relative paths,
+    no redirects followed), so it gets a context that trusts no CA and thus fails any handshake."""
+    if urlsplit(server).scheme == "http":
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificates and hostnames
+    return ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
 
 
 def _is_delta(response: httpx.Response) -> bool:

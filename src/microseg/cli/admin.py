@@ -10,14 +10,13 @@ action, so `microseg agent --server URL --enroll-token T` works as before next t
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 
 from microseg import errors
-from microseg.cli import client, output, remote
+from microseg.cli import agent, client, output, remote
 
 OBJECT_PATHS = (
     "workloads",
@@ -99,20 +98,7 @@ def token_revoke(ctx: typer.Context, ident: Annotated[str, typer.Argument(help="
 
 def agent_group(run_agent: Callable[..., None]) -> typer.Typer:
     """`microseg agent [OPTIONS]` runs the host agent as before; `agent list|revoke` administer."""
-
-    def run_unless_subcommand(ctx: typer.Context, **options: Any) -> None:
-        if ctx.invoked_subcommand is None:
-            run_agent(**options)
-
-    # Typer reads the options from the signature: the agent's own, plus the context to look at.
-    own = inspect.signature(run_agent, eval_str=True)
-    context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
-    run_unless_subcommand.__signature__ = own.replace(  # type: ignore[attr-defined]
-        parameters=[context, *own.parameters.values()]
-    )
-    run_unless_subcommand.__doc__ = run_agent.__doc__
-    group = typer.Typer(name="agent", help=run_agent.__doc__)
-    group.callback(invoke_without_command=True)(run_unless_subcommand)
+    group = agent.group(run_agent)
     group.command("list")(output.reporting(agent_list))
     group.command("revoke")(output.reporting(agent_revoke))
     return group

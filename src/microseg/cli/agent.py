@@ -8,19 +8,20 @@ packaging/microseg-agent.service) until SIGTERM or SIGINT. Stopping it leaves th
 
 from __future__ import annotations
 
+import inspect
 import logging
 import signal
 import ssl
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from microseg import errors
 from microseg import settings as config
-from microseg.cli import output
 
 
 def agent(
@@ -63,6 +64,8 @@ def agent(
     )
     render = config.Settings.from_env().render
     if uninstall:
+        from microseg.cli import output  # here: Rich is no use to the running agent
+
         removed = planes.uninstall(netns, render)
         output.console.print(
             "removed: " + ", ".join(removed) if removed else "nothing of microseg was installed"
@@ -92,6 +95,26 @@ def agent(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     runner.run()
+
+
+def group(run_agent: Callable[..., None]) -> typer.Typer:
+    """The `agent` group, running `run_agent` with the agent's options when no subcommand is named
+    (the whole app adds `agent list|revoke`; the agent's own app in `main` adds nothing)."""
+
+    def run_unless_subcommand(ctx: typer.Context, **options: Any) -> None:
+        if ctx.invoked_subcommand is None:
+            run_agent(**options)
+
+    # Typer reads the options from the signature: the agent's own, plus the context to look at.
+    own = inspect.signature(run_agent, eval_str=True)
+    context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+    run_unless_subcommand.__signature__ = own.replace(  # type: ignore[attr-defined]
+        parameters=[context, *own.parameters.values()]
+    )
+    run_unless_subcommand.__doc__ = run_agent.__doc__
+    agent_group = typer.Typer(name="agent", help=run_agent.__doc__)
+    agent_group.callback(invoke_without_command=True)(run_unless_subcommand)
+    return agent_group
 
 
 def tls_verify(ca_file: Path | None) -> bool | str:
