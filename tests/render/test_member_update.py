@@ -3,6 +3,9 @@ kernel-level equivalence with a whole load is tests/agent/test_member_updates.py
 
 from __future__ import annotations
 
+import gc
+import json
+import tracemalloc
 from dataclasses import replace
 
 from microseg.model import addresses, ruleset
@@ -55,3 +58,29 @@ def test_a_description_change_changes_nothing_in_the_kernel() -> None:
     described = ruleset.AddressSet("clients", (addresses.network("10.77.1.1"),), "other words")
     new = replace(old, address_sets=(described, old.address_sets[1])).with_hash()
     assert new.hash != old.hash and nftables.render_member_update(old, new) == ""
+
+
+def _peers(first: int, count: int = 2000) -> tuple[str, ...]:
+    """`count` addresses two apart (none merge), from the `first`-th."""
+    return tuple(f"10.{60 + (first + 2 * i) // 65_536}.{(first + 2 * i) // 256 % 256}.{(first + 2 * i) % 256}"
+                 for i in range(count))  # fmt: skip
+
+
+def test_a_long_run_of_updates_keeps_only_the_last_documents_members() -> None:
+    """An agent parses a document and makes one update per provision for weeks: what parsing and
+    rendering keep between updates must not grow with their number (a large set's members hold
+    thousands of network objects)."""
+    sent = [_doc(*_peers(step)).to_json() for step in range(13)]  # another set each time
+    held: list[int] = []
+    old = ruleset.RulesetDocument.from_dict(json.loads(sent[0]))
+    tracemalloc.start()
+    try:
+        for text in sent[1:]:
+            new = ruleset.RulesetDocument.from_dict(json.loads(text))  # as the agent has it
+            assert nftables.render_member_update(old, new)
+            old = new
+            gc.collect()
+            held.append(tracemalloc.get_traced_memory()[0])
+    finally:
+        tracemalloc.stop()
+    assert held[-1] < held[1] * 1.2, held  # flat after the first updates, not one document more each

@@ -155,7 +155,7 @@ class RulesetDocument:
                 raise
             raise ValidationError(f"malformed ruleset document: {exc!r}") from exc
         check_references(doc)
-        expected = content_hash(doc)
+        expected = content_hash(doc, remember=False)  # its parts are its own: nothing to share
         given = data.get("hash")
         if given and given != expected:
             raise ValidationError(f"ruleset hash mismatch: document says {given}, content is {expected}")
@@ -182,13 +182,16 @@ def check_references(doc: RulesetDocument) -> None:
             raise ValidationError(f"entry {entry.ref}: tier {entry.tier!r} is not in the tier list")
 
 
-def content_hash(doc: RulesetDocument) -> str:
+def content_hash(doc: RulesetDocument, *, remember: bool = True) -> str:
     """sha256 over the canonical JSON of the document without its hash, sets by their digests.
 
     `workload` is the last member in key order and everything before it is shared by the documents
     of one identity, so the hash state after that shared text is kept and copied: ten thousand
-    documents cost one hash of each shared body and ten thousand hashes of a workload."""
-    state = _shared(doc, digests=True)[1].copy()
+    documents cost one hash of each shared body and ten thousand hashes of a workload. Without
+    `remember` nothing is kept: for a document whose parts no other document holds (a parsed
+    one), keeping them would only keep them alive (an agent parsing a new 5,000-peer document per
+    provision kept thousands of them)."""
+    state = _shared(doc, digests=True, remember=remember)[1].copy()
     state.update(_workload_member(doc).encode())
     return "sha256:" + str(state.hexdigest())
 
@@ -220,7 +223,7 @@ _SHARED: dict[tuple[object, ...], tuple[tuple[object, ...], str, Any]] = {}
 """(parts kept alive, text, sha256 state) of the body before `workload`, by the parts' identities."""
 
 
-def _shared(doc: RulesetDocument, *, digests: bool) -> tuple[str, Any]:
+def _shared(doc: RulesetDocument, *, digests: bool, remember: bool = True) -> tuple[str, Any]:
     """The canonical text before the `workload` member, and the sha256 state after it."""
     parts = (doc.tiers, doc.control_plane, doc.ingress, doc.egress, *doc.address_sets)
     key = (digests, doc.policy_version, *map(id, parts))
@@ -228,9 +231,11 @@ def _shared(doc: RulesetDocument, *, digests: bool) -> tuple[str, Any]:
     if found is None or any(a is not b for a, b in zip(found[0], parts, strict=True)):
         members = _members(doc, digests=digests)
         text = "{" + "".join(f"{json.dumps(k)}:{v}," for k, v in sorted(members.items()))
-        if len(_SHARED) >= 4096:
-            _SHARED.clear()
-        found = _SHARED[key] = (parts, text, hashlib.sha256(text.encode()))
+        found = (parts, text, hashlib.sha256(text.encode()))
+        if remember:
+            if len(_SHARED) >= 4096:
+                _SHARED.clear()
+            _SHARED[key] = found
     return found[1], found[2]
 
 
