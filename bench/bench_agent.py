@@ -1202,6 +1202,8 @@ def run_all(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             result["provision"]["agent_receive_to_applied_p50_ms"] = receive_to_applied_ms(
                 log, args.provisions
             )
+            # the peak once it has parsed, rendered and applied every new document as well
+            result["provision"]["agent_memory_kb"] = memory_kb(observer.pid)
             observer.stop()
             result["observer_starts"] = observer.starts
         for key, entry in setup.items():

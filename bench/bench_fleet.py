@@ -586,8 +586,10 @@ async def _change_phase(
         answer = await api.post("/api/v1/versions", json={"note": f"fleet: port {port} in every document"})
         assert answer.status_code == 201, answer.text
 
+    gc_before = await _gc_pauses(api)
     cpu, own, started = cpu_s(pid), _own_cpu_s(), time.perf_counter()
     fan_out, provision_took = await _phase(fleet, phase, fleet.count, provision, 300)
+    gc_after = await _gc_pauses(api)
     arrivals = sorted(fleet.arrivals[phase].values())
     figures = {
         "seconds_to_last_agent": round(fan_out, 3),
@@ -599,6 +601,10 @@ async def _change_phase(
         "bytes_sent_mb": round(fleet.bytes[phase] / 1e6, 3),
         "body_bytes_mb": round(fleet.body_bytes[phase] / 1e6, 3),
         "change_deltas": fleet.deltas.get(phase, 0),
+        # the server's full garbage collections from the provision to the last agent (each stops
+        # every request): their number and seconds, from /metrics
+        "fan_out_gc_full_collections": gc_after[0] - gc_before[0],
+        "fan_out_gc_full_collection_s": round(gc_after[1] - gc_before[1], 3),
     }
     if poller is not None:
         process, stop, inbox = poller
@@ -609,6 +615,16 @@ async def _change_phase(
     print(f"fleet: provision -> last of {fleet.count} in {fan_out:.2f} s, {figures['bytes_sent_mb']} MB; "
           f"API p50/p99 {figures.get('api_p50_ms')}/{figures.get('api_p99_ms')} ms", flush=True)  # fmt: skip
     return figures
+
+
+async def _gc_pauses(api: httpx.AsyncClient) -> tuple[int, float]:
+    """The server's full garbage collections so far and their seconds (its /metrics)."""
+    answer = await api.get("/metrics")
+    assert answer.status_code == 200, answer.text
+    samples = dict(line.rsplit(" ", 1) for line in answer.text.splitlines() if line and line[0] != "#")
+    return int(float(samples["microseg_gc_full_collection_seconds_count"])), float(
+        samples["microseg_gc_full_collection_seconds_sum"]
+    )
 
 
 def _api_figures(polled: dict[str, Any]) -> dict[str, Any]:
