@@ -25,6 +25,8 @@ MEDIA_TYPE = "application/problem+json"
 BASE = "https://microseg.io/problems/"
 STORAGE_RETRY_AFTER = 60
 """Seconds a client is asked to wait when the store is full (someone has to free space)."""
+UNEXPECTED = "the server could not complete the request"
+"""What a 500 says: nothing of the error, which is logged."""
 SQLITE_FULL = 13
 log = logging.getLogger("microseg.server")
 
@@ -88,7 +90,7 @@ def from_error(exc: errors.MicrosegError) -> Problem:
         return Problem(422, "Invalid request", str(exc), **named)
     if isinstance(exc, errors.TransientError):
         return Problem(503, "Try again", str(exc))
-    return Problem(500, "Internal error", "the server could not complete the request")
+    return Problem(500, "Internal error", UNEXPECTED)
 
 
 def install(app: FastAPI) -> None:
@@ -119,15 +121,25 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(sa_exc.DBAPIError)
     async def on_database(request: Request, exc: sa_exc.DBAPIError) -> JSONResponse:
-        found = from_database(exc)
-        if found.status >= 500 and found.status != 503:
-            log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return response(found, request, found.headers)
+        return unhandled(exc, request)
 
     @app.exception_handler(Exception)
     async def on_bug(request: Request, exc: Exception) -> JSONResponse:
+        return unhandled(exc, request)
+
+
+def unhandled(exc: Exception, request: Request) -> JSONResponse:
+    """The answer to an exception nothing translated: a database error as `from_database` says,
+    anything else a 500 that tells nothing of it; logged with its traceback unless it is a 503.
+    Also for `longpoll.FastPath`, which answers outside the app's handlers."""
+    found = (
+        from_database(exc)
+        if isinstance(exc, sa_exc.DBAPIError)
+        else Problem(500, "Internal error", UNEXPECTED)
+    )
+    if found.status != 503:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return response(Problem(500, "Internal error", "the server could not complete the request"), request)
+    return response(found, request, found.headers)
 
 
 def from_database(exc: sa_exc.DBAPIError) -> Problem:
@@ -141,7 +153,7 @@ def from_database(exc: sa_exc.DBAPIError) -> Problem:
             "the server's database has no room for this write; try again later",
             headers={"Retry-After": str(STORAGE_RETRY_AFTER)},
         )
-    return Problem(500, "Internal error", "the server could not complete the request")
+    return Problem(500, "Internal error", UNEXPECTED)
 
 
 def storage_full(exc: sa_exc.DBAPIError) -> bool:
