@@ -65,7 +65,7 @@ def messages(buf: bytearray, n: int) -> Iterator[tuple[int, int, int, int]]:
         off += (length + 3) & ~3
 
 
-def error_code(buf: bytearray, off: int) -> int:
+def error_code(buf: bytes | bytearray, off: int) -> int:
     """The positive errno of the NLMSG_ERROR message at `off` (0 for an acknowledgement)."""
     return int(-ERRNO.unpack_from(buf, off + 16)[0])
 

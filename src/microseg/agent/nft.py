@@ -13,6 +13,7 @@ any table of the namespace, so an unchanged id means nothing needs to be listed 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import json
@@ -26,7 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from microseg import errors
-from microseg.agent import heap
+from microseg.agent import heap, netlink
 
 _OUTPUT_STATELESS = 1 << 2
 _OUTPUT_JSON = 1 << 4
@@ -136,43 +137,39 @@ def _run_command(script: str, stateless: bool, as_json: bool, terse: bool = Fals
     return done.stdout
 
 
-_NETLINK_NETFILTER = 12
 _NFNL_SUBSYS_NFTABLES = 10
 _NFT_MSG_GETGEN = 16
-_NLM_F_REQUEST = 1
-_NLMSG_ERROR = 2
 _NFTA_GEN_ID = 1
-_HEADER = struct.Struct("=IHHII")
-_NFGEN = struct.Struct("=BBH")
-_ATTR = struct.Struct("=HH")
+
+
+@contextlib.contextmanager
+def _asked(msg_type: int, flags: int, body: bytes, timeout: float) -> Iterator[socket.socket]:
+    """A netfilter netlink socket of the calling thread's namespace that has sent one nf_tables
+    request (`msg_type` of the nftables subsystem, `body` after the header)."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink.NETLINK_NETFILTER) as sock:
+        sock.settimeout(timeout)
+        sock.bind((0, 0))
+        kind = (_NFNL_SUBSYS_NFTABLES << 8) | msg_type
+        sock.send(netlink.NLMSG.pack(netlink.NLMSG.size + len(body), kind, flags, 1, 0) + body)
+        yield sock
 
 
 def generation() -> int:
     """The nf_tables ruleset generation of the calling thread's namespace: it changes whenever
     any table, chain, rule, set or element there changes."""
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER) as sock:
-        sock.settimeout(2.0)
-        sock.bind((0, 0))
-        msg_type = (_NFNL_SUBSYS_NFTABLES << 8) | _NFT_MSG_GETGEN
-        body = _NFGEN.pack(socket.AF_UNSPEC, 0, 0)
-        sock.send(_HEADER.pack(_HEADER.size + len(body), msg_type, _NLM_F_REQUEST, 1, 0) + body)
+    body = netlink.NFGEN.pack(socket.AF_UNSPEC, 0, 0)
+    with _asked(_NFT_MSG_GETGEN, netlink.NLM_F_REQUEST, body, 2.0) as sock:
         data = sock.recv(65536)
-    length, kind, _, _, _ = _HEADER.unpack_from(data, 0)
-    if kind == _NLMSG_ERROR:
-        code = struct.unpack_from("=i", data, _HEADER.size)[0]
-        raise NftError(f"reading the nf_tables generation failed: errno {-code}")
-    off = _HEADER.size + _NFGEN.size
-    while off + _ATTR.size <= length:
-        size, attr = _ATTR.unpack_from(data, off)
-        if attr & 0x3FFF == _NFTA_GEN_ID:
-            return int(struct.unpack_from("!I", data, off + _ATTR.size)[0])
-        off += (size + 3) & ~3
+    length, kind, _, _, _ = netlink.NLMSG.unpack_from(data, 0)
+    if kind == netlink.NLMSG_ERROR:
+        raise NftError(f"reading the nf_tables generation failed: errno {netlink.error_code(data, 0)}")
+    for attr, start, _end in _attributes(data, netlink.NLMSG.size + netlink.NFGEN.size, length):
+        if attr == _NFTA_GEN_ID:
+            return int(struct.unpack_from("!I", data, start)[0])
     raise NftError("the nf_tables generation reply carried no id")
 
 
 _NFT_MSG_NEWRULE, _NFT_MSG_GETRULE = 6, 7
-_NLM_F_DUMP = 0x300
-_NLMSG_DONE = 3
 _NFPROTO = {"inet": 1, "ip": 2, "arp": 3, "netdev": 5, "bridge": 7, "ip6": 10}
 _NFTA_RULE_TABLE, _NFTA_RULE_EXPRESSIONS, _NFTA_RULE_USERDATA = 1, 4, 7
 _NFTA_LIST_ELEM = 1
@@ -191,14 +188,9 @@ def rule_counters(family: str, table: str, timeout: float = 5.0) -> list[tuple[s
     Read with one NFT_MSG_GETRULE dump, not through libnftables: a listing, even terse, makes
     libnftables fetch every set element first (7 MB and 13 ms at 5,000 peers, every time the
     agent reads its counters), while rules are all this needs."""
-    request = _nla_string(_NFTA_RULE_TABLE, table)
-    body = _NFGEN.pack(_NFPROTO[family], 0, 0) + request
-    msg_type = (_NFNL_SUBSYS_NFTABLES << 8) | _NFT_MSG_GETRULE
+    body = netlink.NFGEN.pack(_NFPROTO[family], 0, 0) + netlink.nla(_NFTA_RULE_TABLE, table.encode() + b"\0")
     found: list[tuple[str, int, int]] = []
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER) as sock:
-        sock.settimeout(timeout)
-        sock.bind((0, 0))
-        sock.send(_HEADER.pack(_HEADER.size + len(body), msg_type, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0) + body)
+    with _asked(_NFT_MSG_GETRULE, netlink.NLM_F_REQUEST | netlink.NLM_F_DUMP, body, timeout) as sock:
         buf = bytearray(1 << 16)
         while True:
             try:
@@ -209,18 +201,13 @@ def rule_counters(family: str, table: str, timeout: float = 5.0) -> list[tuple[s
                 return found
 
 
-def _nla_string(kind: int, text: str) -> bytes:
-    payload = text.encode() + b"\0"
-    return _ATTR.pack(_ATTR.size + len(payload), kind) + payload + b"\0" * (-len(payload) % 4)
-
-
 def _attributes(buf: bytearray | bytes, pos: int, end: int) -> Iterator[tuple[int, int, int]]:
     """(type without flags, payload start, payload end) of each attribute in buf[pos:end]."""
-    while pos + _ATTR.size <= end:
-        size, attr = _ATTR.unpack_from(buf, pos)
-        if size < _ATTR.size or pos + size > end:
+    while pos + netlink.NLA.size <= end:
+        size, attr = netlink.NLA.unpack_from(buf, pos)
+        if size < netlink.NLA.size or pos + size > end:
             return
-        yield attr & 0x3FFF, pos + _ATTR.size, pos + size
+        yield attr & netlink.TYPE_MASK, pos + netlink.NLA.size, pos + size
         pos += (size + 3) & ~3
 
 
@@ -228,18 +215,19 @@ def _rule_messages(buf: bytearray, n: int, table: str, out: list[tuple[str, int,
     """Append the counters of the rule messages in buf[:n]; True at the end of the dump."""
     off = 0
     rule_type = (_NFNL_SUBSYS_NFTABLES << 8) | _NFT_MSG_NEWRULE
-    while off + _HEADER.size <= n:
-        length, kind, _, _, _ = _HEADER.unpack_from(buf, off)
-        if length < _HEADER.size or off + length > n:
+    while off + netlink.NLMSG.size <= n:
+        length, kind, _, _, _ = netlink.NLMSG.unpack_from(buf, off)
+        if length < netlink.NLMSG.size or off + length > n:
             raise NftError("reading rule counters: a truncated netlink message")
-        if kind == _NLMSG_DONE:
+        if kind == netlink.NLMSG_DONE:
             return True
-        if kind == _NLMSG_ERROR:
-            code = -struct.unpack_from("=i", buf, off + _HEADER.size)[0]
+        if kind == netlink.NLMSG_ERROR:
+            code = netlink.error_code(buf, off)
             if code:
                 raise NftError(f"reading rule counters of {table}: {os.strerror(code)}")
         elif kind == rule_type:
-            out.extend(_rule_counts(buf, off + _HEADER.size + _NFGEN.size, off + length, table))
+            start = off + netlink.NLMSG.size + netlink.NFGEN.size
+            out.extend(_rule_counts(buf, start, off + length, table))
         off += (length + 3) & ~3
     return False
 
