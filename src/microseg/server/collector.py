@@ -45,7 +45,6 @@ class Pauses:
 PAUSES = Pauses()
 _started: list[float] = []
 _watching = threading.Lock()
-_installed: list[bool] = []
 
 
 def _on_collect(phase: str, info: dict[str, Any]) -> None:
@@ -64,9 +63,8 @@ def watch() -> None:
     """Count full collections and their pauses from now on (once per process; callbacks run with
     the interpreter lock held, so the counts need no lock of their own)."""
     with _watching:
-        if not _installed:
+        if _on_collect not in gc.callbacks:
             gc.callbacks.append(_on_collect)
-            _installed.append(True)
 
 
 def tune() -> None:
