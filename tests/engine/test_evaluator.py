@@ -199,3 +199,26 @@ def test_endpoint_lookup(crm: engine.PolicyEngine) -> None:
     assert crm.endpoint("db-1").address == addresses.address("10.77.1.20")
     with pytest.raises(LookupFailedError):
         crm.endpoint("no-such-thing")
+
+
+def test_each_side_and_each_end_gets_its_own_matched_labels() -> None:
+    """The labels a verdict names are remembered per rule, side and profile: one profile on both
+    sides of one rule, and two profiles through one rule, each keep their own explanation."""
+    web = (
+        wl("web-a", "10.77.5.1", app="web", env="prod"),
+        wl("web-b", "10.77.5.2", app="web", env="prod"),
+        wl("api-a", "10.77.5.3", app="api", env="prod"),
+    )
+    peers = rule(
+        "peers", "application", 1, "allow", (sel("app=web"), sel("app=api")), (sel("env=prod"),), (HTTP,)
+    )
+    eng = engine.PolicyEngine(estate.Estate(workloads=web, rules=(peers,)))
+    first = eng.evaluate(eng.endpoint("web-a"), eng.endpoint("web-b"), 80, TCP)
+    again = eng.evaluate(eng.endpoint("web-a"), eng.endpoint("web-b"), 443, TCP)
+    other = eng.evaluate(eng.endpoint("api-a"), eng.endpoint("web-b"), 443, TCP)
+    for verdict in (first, again):
+        assert (verdict.source_labels_matched, verdict.destination_labels_matched) == (
+            ("app=web",),
+            ("env=prod",),
+        )
+    assert (other.source_labels_matched, other.destination_labels_matched) == (("app=api",), ("env=prod",))

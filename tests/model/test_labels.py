@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -134,6 +136,36 @@ def test_labels_are_a_read_only_mapping() -> None:
         lab["missing"]
     with pytest.raises(TypeError):
         lab["env"] = "dev"  # type: ignore[index]
+
+
+@given(st.dictionaries(gen.label_keys, gen.label_values, max_size=6), gen.label_keys)
+def test_lookups_agree_with_the_pairs(items: dict[str, str], probe: str) -> None:
+    lab = labels.Labels(items)
+    for key in (*items, probe):
+        assert lab.get(key) == items.get(key)
+        assert lab.get(key, "fallback") == items.get(key, "fallback")
+        assert (key in lab) == (key in items)
+    assert dict(lab.items()) == items
+    assert 1 not in lab
+    assert lab.only({probe}) == labels.Labels({k: v for k, v in items.items() if k == probe})
+    assert lab.without(probe) == labels.Labels({k: v for k, v in items.items() if k != probe})
+    text = ",".join(f"{k}={v}" for k, v in sorted(items.items()))
+    assert str(lab) == text
+    assert str(lab) == text  # the second time from the cached text
+
+
+def test_an_empty_value_is_present_not_missing() -> None:
+    lab = labels.Labels({"app": ""})
+    assert lab.get("app", "fallback") == ""
+    assert "app" in lab
+
+
+def test_labels_survive_pickling() -> None:
+    lab = labels.Labels({"env": "prod", "app": "web"})
+    str(lab)  # the cached text must travel or be rebuilt, not go stale
+    again = pickle.loads(pickle.dumps(lab))
+    assert again == lab and hash(again) == hash(lab)
+    assert again.get("env") == "prod" and str(again) == "app=web,env=prod"
 
 
 def test_ordering_is_by_sorted_pairs() -> None:

@@ -34,6 +34,8 @@ DOT_PORTS_SHOWN = 6
 """Ports written on a DOT edge label before it says `+N more` (the JSON has them all)."""
 
 _SEVERITY = (verdicts.Outcome.ALLOWED, verdicts.Outcome.WOULD_BLOCK, verdicts.Outcome.BLOCKED)
+_INDEX = {outcome: index for index, outcome in enumerate(_SEVERITY)}
+"""Position of each outcome in `_SEVERITY`, which is OutcomeCounts' field order."""
 
 
 @dataclass(frozen=True)
@@ -43,14 +45,6 @@ class OutcomeCounts:
     allowed: int = 0
     would_block: int = 0
     blocked: int = 0
-
-    def add(self, outcome: verdicts.Outcome, connections: int) -> OutcomeCounts:
-        """These counts plus `connections` with `outcome`."""
-        return OutcomeCounts(
-            self.allowed + (connections if outcome is verdicts.Outcome.ALLOWED else 0),
-            self.would_block + (connections if outcome is verdicts.Outcome.WOULD_BLOCK else 0),
-            self.blocked + (connections if outcome is verdicts.Outcome.BLOCKED else 0),
-        )
 
     def merged(self, other: OutcomeCounts) -> OutcomeCounts:
         """Sum of two counts."""
@@ -203,17 +197,18 @@ def _total(counts: Iterable[OutcomeCounts]) -> OutcomeCounts:
 # -- building ----------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _PortAcc:
-    """Mutable accumulator for one PortUse while the flows stream in."""
+    """Mutable accumulator for one PortUse while the flows stream in; outcome counts are lists
+    indexed like `_SEVERITY` (an immutable OutcomeCounts per flow was a tenth of a map's time)."""
 
     processes: set[str] = field(default_factory=set)
     clients: set[str] = field(default_factory=set)
     connections: int = 0
     bytes: int = 0
     packets: int = 0
-    active: OutcomeCounts = OutcomeCounts()
-    draft: OutcomeCounts | None = None
+    active: list[int] = field(default_factory=lambda: [0, 0, 0])
+    draft: list[int] | None = None
 
 
 @collecting.while_paused
@@ -264,10 +259,11 @@ def _account(
     acc.connections += flow.connections
     acc.bytes += flow.bytes
     acc.packets += flow.packets
-    acc.active = acc.active.add(active(flow).outcome, flow.connections)
+    acc.active[_INDEX[active(flow).outcome]] += flow.connections
     if draft_judge is not None:
-        draft = acc.draft or OutcomeCounts()
-        acc.draft = draft.add(draft_judge(flow).outcome, flow.connections)
+        if acc.draft is None:
+            acc.draft = [0, 0, 0]
+        acc.draft[_INDEX[draft_judge(flow).outcome]] += flow.connections
 
 
 def _edge(src: str, dst: str, accs: dict[tuple[str, int | None], _PortAcc]) -> Edge:
@@ -282,8 +278,8 @@ def _edge(src: str, dst: str, accs: dict[tuple[str, int | None], _PortAcc]) -> E
                 connections=acc.connections,
                 bytes=acc.bytes,
                 packets=acc.packets,
-                active=acc.active,
-                draft=acc.draft,
+                active=OutcomeCounts(*acc.active),
+                draft=None if acc.draft is None else OutcomeCounts(*acc.draft),
             )
         )
     return Edge(src, dst, tuple(uses))

@@ -98,6 +98,7 @@ class Evaluator:
         self._verdicts: dict[VerdictKey, verdicts.Verdict] = {}
         self._defaults: dict[tuple[object, ...], verdicts.Verdict] = {}
         self._reasons: dict[tuple[int, services.Service], str] = {}
+        self._matches: dict[tuple[int, bool, Profile], tuple[str, ...]] = {}
 
     def evaluate(
         self,
@@ -307,12 +308,28 @@ class Evaluator:
             tier=rule.tier,
             rule=rule.ref,
             reason=reason,
-            source_labels_matched=_matched(br.sources, sp.labels, sp.src_peers),
-            destination_labels_matched=_matched(br.destinations, dp.labels, dp.dst_peers),
+            source_labels_matched=self._matched(br, True, sp),
+            destination_labels_matched=self._matched(br, False, dp),
             source_mode=sp.mode,
             destination_mode=dp.mode,
             notes=notes,
         )
+
+    def _matched(self, br: rulebook.BookRule, source: bool, profile: Profile) -> tuple[str, ...]:
+        """`_matched` for one side of a rule, once per (rule, side, profile): a profile stands for
+        every endpoint with its labels and lists, and a verdict cache miss was mostly this (selector
+        matching per peer) when one profile pair is asked about many ports or processes."""
+        key = (br.index, source, profile)
+        found = self._matches.get(key)
+        if found is None:
+            if len(self._matches) >= VERDICT_CACHE_LIMIT:
+                self._matches.clear()
+            if source:
+                found = _matched(br.sources, profile.labels, profile.src_peers)
+            else:
+                found = _matched(br.destinations, profile.labels, profile.dst_peers)
+            self._matches[key] = found
+        return found
 
     def _default_verdict(self, sp: Profile, dp: Profile, passed: Sequence[str]) -> verdicts.Verdict:
         key = (sp.mode, dp.mode, tuple(passed))

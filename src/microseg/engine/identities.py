@@ -33,7 +33,7 @@ class IdentityTable:
 
     def identity_for(self, effective: labels.Labels) -> labels.Labels:
         """The security-relevant part of a label set."""
-        return labels.Labels((k, v) for k, v in effective.pairs if k in self._keys)
+        return effective.only(self._keys)
 
     def assign(self, workload: str, effective: labels.Labels) -> tuple[labels.Labels | None, labels.Labels]:
         """Put `workload` in the identity of `effective`; return (old identity or None, new identity)."""

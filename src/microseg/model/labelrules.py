@@ -107,4 +107,5 @@ def effective_labels(workload: Workload, rules: Iterable[LabelRule]) -> Labels:
         if rule.matches(workload):
             for key, value in rule.labels.items():
                 result.setdefault(key, value)
-    return Labels(result)
+    # the workload's own set when no rule added a key: no second copy per workload to check
+    return workload.labels if len(result) == len(workload.labels) else Labels(result)

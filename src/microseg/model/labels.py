@@ -8,9 +8,12 @@ rule. Labels are kept as a sorted tuple of pairs so they hash, compare and print
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
+from typing import TypeVar, overload
 
 from microseg.errors import ValidationError
+
+T = TypeVar("T")
 
 _NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -42,15 +45,31 @@ def check_value(key: str, value: str) -> str:
 
 
 class Labels(Mapping[str, str]):
-    """An immutable, hashable, validated label set."""
+    """An immutable, hashable, validated label set.
 
-    __slots__ = ("_hash", "_items")
+    Lookups go to a dict beside the sorted pairs, and the text is made once: selectors look keys
+    up, and the analytics print label sets, once per flow (a million times in a window)."""
+
+    __slots__ = ("_by_key", "_hash", "_items", "_text")
 
     def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
         pairs = items.items() if isinstance(items, Mapping) else items
         checked = {check_key(k): check_value(k, v) for k, v in pairs}
-        self._items: tuple[tuple[str, str], ...] = tuple(sorted(checked.items()))
-        self._hash = hash(self._items)
+        self._fill(tuple(sorted(checked.items())))
+
+    def _fill(self, items: tuple[tuple[str, str], ...]) -> None:
+        self._items = items
+        self._by_key = dict(items)
+        self._hash = hash(items)
+        self._text: str | None = None
+
+    @classmethod
+    def _of(cls, items: tuple[tuple[str, str], ...]) -> Labels:
+        """Labels of pairs taken from other Labels (valid and sorted already: not checked again,
+        since a compile derives an identity from every workload's labels)."""
+        made = cls.__new__(cls)
+        made._fill(items)
+        return made
 
     @classmethod
     def parse(cls, text: str) -> Labels:
@@ -64,10 +83,20 @@ class Labels(Mapping[str, str]):
         return cls(pairs)
 
     def __getitem__(self, key: str) -> str:
-        for k, v in self._items:
-            if k == key:
-                return v
-        raise KeyError(key)
+        return self._by_key[key]
+
+    @overload
+    def get(self, key: str, /) -> str | None: ...
+
+    @overload
+    def get(self, key: str, default: str | T, /) -> str | T: ...
+
+    def get(self, key: str, default: object = None, /) -> object:
+        """The value of `key`, else `default` (without the KeyError `Mapping.get` goes through)."""
+        return self._by_key.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._by_key
 
     def __iter__(self) -> Iterator[str]:
         return (k for k, _ in self._items)
@@ -90,7 +119,9 @@ class Labels(Mapping[str, str]):
         return f"Labels({self})"
 
     def __str__(self) -> str:
-        return ",".join(f"{k}={v}" for k, v in self._items)
+        if self._text is None:
+            self._text = ",".join(f"{k}={v}" for k, v in self._items)
+        return self._text
 
     @property
     def pairs(self) -> tuple[tuple[str, str], ...]:
@@ -103,4 +134,8 @@ class Labels(Mapping[str, str]):
 
     def without(self, *keys: str) -> Labels:
         """A new label set without `keys`."""
-        return Labels((k, v) for k, v in self._items if k not in keys)
+        return Labels._of(tuple(p for p in self._items if p[0] not in keys))
+
+    def only(self, keys: Container[str]) -> Labels:
+        """A new label set of the labels whose key is in `keys`."""
+        return Labels._of(tuple(p for p in self._items if p[0] in keys))
