@@ -93,18 +93,27 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:
-        """A transaction that commits when the block ends normally and rolls back otherwise."""
-        with self._queued(), self.engine.connect().execution_options(**{WRITE: True}) as conn, conn.begin():
-            yield conn
-        if self._writers is not None and next(self._writes) % CHECKPOINT_EVERY == 0:
-            self._checkpoint()
+        """A transaction that commits when the block ends normally and rolls back otherwise
+        (SQLite: every `CHECKPOINT_EVERY`-th one is followed by a checkpoint, before the next
+        writer's turn)."""
+        with self._queued():
+            with self.engine.connect().execution_options(**{WRITE: True}) as conn, conn.begin():
+                yield conn
+            if self._writers is not None and next(self._writes) % CHECKPOINT_EVERY == 0:
+                self._checkpoint()
 
     def _checkpoint(self) -> None:
         """Copy the write-ahead log into the database file, as far as readers allow, without
-        waiting for anyone. Done here, after the commit and outside the writers' queue, rather
-        than inside whichever commit crosses SQLite's own threshold (its automatic checkpoint is
-        off, `_configure_sqlite`): the copy and its fsync no longer hold up the next writer, and a
-        page rewritten by several transactions is copied once. A checkpoint that fails is logged
+        waiting for any reader. Done here, after the commit, rather than inside whichever commit
+        crosses SQLite's own threshold (its automatic checkpoint is off, `_configure_sqlite`): a
+        page rewritten by several transactions is copied once.
+
+        It runs while the writers' queue is still held: a checkpoint that races the next writer
+        never finds the log fully copied, and SQLite starts the log over only when it is, so under
+        a steady stream of writes (flow ingest from four agents) the log grew by every commit
+        (500 MB for 200,000 flow records) and each commit appended to an ever larger file. Queued,
+        the copy usually completes and the next writer starts the log from its beginning (30 MB in
+        the same run, at no measurable cost to its throughput). A checkpoint that fails is logged
         and left to the next one: the write it follows has committed."""
         try:
             with self.engine.connect() as conn:
