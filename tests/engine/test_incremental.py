@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from microseg.engine import engine
 from microseg.model import addresses, estate, labels, services, workloads
-from tests.engine.estates import TCP, UDP, estates, label_sets
+from tests.engine.estates import HTTP, TCP, UDP, estates, label_sets, rule, sel, wl
 
 PROBES = ((80, TCP), (3306, TCP), (22, TCP), (53, UDP), (8000, TCP))
 
@@ -151,3 +151,19 @@ def test_relabel_to_known_identity_compiles_nothing() -> None:
     assert delta.new_identities == 0
     delta = eng.upsert_workload(web.with_labels(labels.Labels({"role": "brand-new"})))
     assert delta.new_identities == 1
+
+
+def test_identities_matching_the_same_selectors_share_one_compile_until_the_last_goes() -> None:
+    web_rule = rule("to-web", "application", 1, "allow", (sel("env=prod"),), (sel("app=web"),), (HTTP,))
+    dev, test = (
+        wl("web-dev", "10.77.6.1", app="web", env="dev"),
+        wl("web-test", "10.77.6.2", app="web", env="test"),
+    )
+    eng = engine.PolicyEngine(estate.Estate(workloads=(dev, test), rules=(web_rule,)))
+    first, second = eng.identity("web-dev"), eng.identity("web-test")
+    assert first != second  # env is relevant (a selector names it) ...
+    assert eng.rulesets[first] is eng.rulesets[second]  # ... but both match only app=web
+    eng.remove_workload("web-dev")
+    assert len(eng.compiler._compiled) == 1  # still held by web-test's identity
+    eng.remove_workload("web-test")
+    assert eng.compiler._compiled == {}  # nothing kept for identities no workload carries

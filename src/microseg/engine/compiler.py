@@ -42,9 +42,10 @@ class IdentityRuleset:
         """`set_names` in name order, as documents list their sets (asked once per document)."""
         return tuple(sorted(self.set_names))
 
-    @property
+    @functools.cached_property
     def set_names(self) -> frozenset[str]:
-        """Every address set the entries refer to."""
+        """Every address set the entries refer to (asked when the identity is added and removed,
+        and per document)."""
         names: set[str] = set()
         for entry in (*self.ingress, *self.egress):
             names.update(entry.peer_sets or ())
@@ -114,12 +115,31 @@ class RulesetCompiler:
     def __init__(self, book: rulebook.RuleBook) -> None:
         self._book = book
         self._entry_cache: dict[tuple[int, bool, bool], tuple[ruleset.Entry, ...]] = {}
+        self._compiled: dict[frozenset[str], tuple[IdentityRuleset, int]] = {}
+        """Identities that match the same selectors enforce the same entries: one compile (and one
+        ruleset object) for all of them (4,401 compiles for 5,000 identities in the large bench
+        estate), with the number of identities holding it, so that it goes with the last."""
         self._dst_addr = _or(bit for _, bit in book.dst_by_address)
         self._src_addr = _or(bit for _, bit in book.src_by_address)
         """The rules with an address peer on each side (the same for every identity)."""
 
     def compile(self, matched_selectors: frozenset[str]) -> IdentityRuleset:
-        """The ordered entries for an identity matching `matched_selectors`."""
+        """The ordered entries for an identity matching `matched_selectors`; `release` them when
+        the identity goes."""
+        found = self._compiled.get(matched_selectors)
+        compiled = self._compile(matched_selectors) if found is None else found[0]
+        self._compiled[matched_selectors] = (compiled, 1 if found is None else found[1] + 1)
+        return compiled
+
+    def release(self, matched_selectors: frozenset[str]) -> None:
+        """An identity matching `matched_selectors` is gone: forget its entries with the last one."""
+        compiled, holders = self._compiled[matched_selectors]
+        if holders == 1:
+            del self._compiled[matched_selectors]
+        else:
+            self._compiled[matched_selectors] = (compiled, holders - 1)
+
+    def _compile(self, matched_selectors: frozenset[str]) -> IdentityRuleset:
         book = self._book
         dst_sel = _or(book.dst_by_selector.get(k, 0) for k in matched_selectors)
         src_sel = _or(book.src_by_selector.get(k, 0) for k in matched_selectors)

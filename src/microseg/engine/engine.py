@@ -157,6 +157,7 @@ class PolicyEngine:
             users.discard(identity)
             if not users:
                 del self._identities_by_set[name]
+        self.compiler.release(self.index.matching(identity))
         self.index.on_identity_removed(identity)
 
     def _sets_used(self, identity: labels.Labels, compiled: compiler.IdentityRuleset) -> frozenset[str]:
