@@ -87,7 +87,7 @@ def test_an_empty_batch_writes_nothing(db: database.Database) -> None:
 def test_a_key_lists_the_unique_key_columns_in_order() -> None:
     """The folded rows are written by position: a key's fields must be the table's key columns."""
     assert summaries.Key._fields == summaries.KEY
-    assert ("key_hash", *summaries.KEY, "first_seen", "last_seen", *summaries.SUMS) == summaries.COLUMNS
+    assert (*summaries.KEY, "first_seen", "last_seen", *summaries.SUMS) == summaries.COLUMNS
 
 
 def test_sums_saturate_at_the_column_limit_instead_of_failing(db: database.Database) -> None:

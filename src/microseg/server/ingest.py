@@ -70,10 +70,9 @@ class Outcome:
 
 def ingest(rt: Runtime, who: Principal, batch: models.FlowBatch, raw: str) -> Outcome:
     """Check, trim and store one batch. Cost: a pass over the records (times, ends), one read of
-    the workload, a fold of the summaries in memory (with a digest per summary key), then one
-    INSERT for the batch and one upsert of its folded summaries in a write transaction; invariants
-    are judged and the upsert's parameters made before it, so the write lock is not held while
-    computing."""
+    the workload, a fold of the summaries in memory, then one INSERT for the batch and one upsert
+    of its folded summaries in a write transaction; invariants are judged and summaries folded
+    before it, so the write lock is not held while computing."""
     now = time.time()
     records = batch["records"]
     check_times(records, now + rt.settings.flow_clock_skew, now - rt.settings.flow_retention_days * DAY)
@@ -84,12 +83,11 @@ def ingest(rt: Runtime, who: Principal, batch: models.FlowBatch, raw: str) -> Ou
     # the batch as sent when nothing was dropped: re-encoding would cost as much as parsing again
     data = json.dumps(kept) if forged else raw
     stored_form = _stored_form(who, batch["batch_id"], kept, data)
-    # folded, digested and encoded before the transaction: SQLite writers queue for it
-    upsert = summaries.upsert(rt.db.engine.dialect, summaries.fold(who.workload, kept))
+    folded = summaries.fold(who.workload, kept)  # before the transaction: SQLite writers queue
     with rt.db.write() as conn:
         stored = flows.store_batch(rt.db, conn, stored_form)
         if stored:  # in the batch's own transaction: a batch sent twice is never summed twice
-            summaries.write(conn, upsert)
+            summaries.write(conn, folded)
             events.add_many(conn, told)
     if stored:
         rt.metrics.ingested(len(kept))

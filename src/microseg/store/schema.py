@@ -152,14 +152,10 @@ events = sa.Table(
 )
 """Tamper, blocked, would-block, agent offline and agent failed events."""
 
-KeyHash = sa.LargeBinary(16).with_variant(postgresql.UUID(as_uuid=False), "postgresql")
-"""A 128-bit digest: 16 bytes on SQLite, a uuid on PostgreSQL (fixed size, compared as bytes)."""
-
 flow_summaries = sa.Table(
     "flow_summaries",
     metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("key_hash", KeyHash, nullable=False),
     sa.Column("bucket", Time, nullable=False),
     sa.Column("reporter", sa.String(300), nullable=False),
     sa.Column("direction", sa.String(3), nullable=False),
@@ -175,14 +171,25 @@ flow_summaries = sa.Table(
     sa.Column("connections", sa.BigInteger, nullable=False),
     sa.Column("bytes", sa.BigInteger, nullable=False),
     sa.Column("packets", sa.BigInteger, nullable=False),
-    sa.UniqueConstraint("key_hash", name="uq_flow_summaries_key_hash"),
+    sa.UniqueConstraint(
+        "bucket",
+        "reporter",
+        "direction",
+        "src",
+        "dst",
+        "dport",
+        "proto",
+        "process",
+        "verdict",
+        "rule",
+        name="uq_flow_summaries_key",
+    ),
     sa.Index("ix_flow_summaries_last_seen", "last_seen"),
     sa.Index("ix_flow_summaries_dport", "dport", "last_seen"),
 )
 """Flow records summed per hour bucket and key (reporter, direction, src, dst, port, protocol,
-process, verdict, rule). The key columns are NOT NULL, with -1 / '' for "none", so that one key
-has one spelling. Rows are unique by `key_hash`, the key's digest (`summaries.key_hash`): the
-ingest upsert finds its row through one 16-byte index entry rather than a ten-column one."""
+process, verdict, rule). The key columns are NOT NULL, with -1 / '' for "none", because a unique
+key treats NULLs as distinct on both dialects and the ingest upsert would never find its row."""
 
 rule_counters = sa.Table(
     "rule_counters",

@@ -1,19 +1,16 @@
 """Flow summaries: agents' flow records summed per hour bucket and summary key.
 
-Fed by the agent flow ingest (`fold` and `upsert` before, `write` in the transaction that stored a
-new batch, so a batch sent twice is counted once; `add_batch` does all three); feeds
-`GET /flows/summary`, the CLI's `microseg flows` and the analytics (map, recommend, simulate, rule
-hits), which read a time window as plain value rows with `records` (`query` / `iterate` give
-dicts, for the API and the CLI).
+Fed by the agent flow ingest (`add_batch`, in the transaction that stored a new batch, so a batch
+sent twice is counted once); feeds `GET /flows/summary`, the CLI's `microseg flows` and the
+analytics (map, recommend, simulate, rule hits), which read a time window as plain value rows
+with `records` (`query` / `iterate` give dicts, for the API and the CLI).
 
 The summary key is (hour bucket, reporter, direction, src, dst, dport, proto, process, verdict,
 rule): one row per key, whose connections, bytes and packets add up and whose first/last seen
-widen with every batch. A row is found by its key's digest (`key_hash`, the one unique column),
-not by the ten columns themselves. A batch is folded in Python first (so one statement never
-touches a row twice, which PostgreSQL refuses), its keys digested and its parameters made (the
-ingest does all that before its write transaction), and then upserted with one INSERT ... ON
-CONFLICT DO UPDATE: on PostgreSQL one statement over the whole batch, sent as one JSON array, on
-SQLite one executemany.
+widen with every batch. A batch is folded in Python first (so one statement never touches a row
+twice, which PostgreSQL refuses; the ingest folds before its write transaction) and then upserted
+with one INSERT ... ON CONFLICT DO UPDATE: on PostgreSQL one statement over the whole batch, sent
+as one JSON array, on SQLite one executemany.
 Both ends of a connection between managed workloads report it; the rows keep `reporter` and
 `direction` so that readers can tell the two reports apart (this module does not merge them).
 
@@ -26,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import functools
-import hashlib
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -35,7 +31,6 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from microseg import errors
 from microseg.store import database, flows, schema
 
 T = schema.flow_summaries
@@ -125,7 +120,7 @@ def fold(reporter: str, records: Iterable[Mapping[str, Any]]) -> Folded:
     return folded
 
 
-COLUMNS = ("key_hash", *KEY, "first_seen", "last_seen", *SUMS)
+COLUMNS = (*KEY, "first_seen", "last_seen", *SUMS)
 """The columns one folded row fills, in the order `_values` lists them."""
 
 
@@ -134,80 +129,24 @@ SUM_MAX = 2**63 - 1
 (PostgreSQL would refuse the overflow with an error, SQLite would turn the sum into a float)."""
 
 
-def key_hash(key: Key) -> bytes:
-    """The key's 128-bit BLAKE2b digest: the unique, indexed column the upsert finds its row by.
-
-    One 16-byte index entry instead of ten columns makes each probe and insert cheaper and the
-    index a fraction of the size (fewer pages written per commit). Every text field is prefixed
-    with its length, so no two keys encode alike whatever their text holds; two keys with one
-    digest are then a BLAKE2b collision, which no agent can make for a key of another reporter (a
-    second preimage). Should one happen anyway, `write` refuses the batch rather than adding to
-    the other key's row (see `_upsert_sql`). The encoding is stored, in effect, for good: change it
-    and every stored row needs a migration (migration 0009 holds its own frozen copy)."""
-    bucket, reporter, direction, src, dst, dport, proto, process, verdict, rule = key
-    text = (
-        f"{float(bucket)!r}|{dport}|{len(reporter)}:{reporter}|{len(direction)}:{direction}|"
-        f"{len(src)}:{src}|{len(dst)}:{dst}|{len(proto)}:{proto}|{len(process)}:{process}|"
-        f"{len(verdict)}:{verdict}|{len(rule)}:{rule}"
-    )
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
-
-def _values(folded: Folded, *, hexed: bool = False) -> list[tuple[Any, ...]]:
-    """Each folded row's parameters in `COLUMNS` order; `hexed`: the digest as hex text (JSON has
-    no bytes; PostgreSQL reads the hex as a uuid)."""
+def _values(folded: Folded) -> list[tuple[Any, ...]]:
     return [
-        (
-            key_hash(key).hex() if hexed else key_hash(key),
-            *key,
-            t.first_seen,
-            t.last_seen,
-            t.connections if t.connections <= SUM_MAX else SUM_MAX,
-            t.bytes if t.bytes <= SUM_MAX else SUM_MAX,
-            t.packets if t.packets <= SUM_MAX else SUM_MAX,
-        )
+        (*key, t.first_seen, t.last_seen, *(min(n, SUM_MAX) for n in (t.connections, t.bytes, t.packets)))
         for key, t in folded.items()
     ]
 
 
-@dataclass(frozen=True, slots=True)
-class Upsert:
-    """A fold as the statement that stores it: the SQL and its parameters, made before the write
-    transaction (by `upsert`), so that the transaction (on SQLite, the one writer's lock) lasts
-    only as long as the database works."""
-
-    sql: str
-    parameters: list[tuple[Any, ...]] | tuple[str]
-    """SQLite: one parameter set per row (executemany); PostgreSQL: the rows as one JSON array."""
-    rows: int
-    """Distinct keys: the summary rows the statement inserts or adds to."""
-
-
-def upsert(dialect: sa.Dialect, folded: Folded) -> Upsert:
-    """The upsert of a fold on `dialect`. Cost: a digest per key and, on PostgreSQL, one JSON
-    encoding of the rows; no database work."""
-    if dialect.name == "sqlite":
-        return Upsert(_upsert_sql(dialect), _values(folded), len(folded))
-    return Upsert(_upsert_sql(dialect), (json.dumps(_values(folded, hexed=True)),), len(folded))
-
-
 @functools.lru_cache(maxsize=8)  # per engine's dialect: in practice one
 def _upsert_sql(dialect: sa.Dialect) -> str:
-    """INSERT ... ON CONFLICT (key_hash) DO UPDATE adding the sums and widening first/last seen, in
-    the driver's own SQL. SQLite takes one parameter set per row (executemany binds them in C);
+    """INSERT ... ON CONFLICT (key) DO UPDATE adding the sums and widening first/last seen, in the
+    driver's own SQL. SQLite takes one parameter set per row (executemany binds them in C);
     PostgreSQL takes the whole batch as one JSON array of rows, so a batch is one statement and one
-    round trip (psycopg's array parameters cost more to encode, in Python, than the upsert).
-
-    The row found by its digest must hold the same key: if it does not (a digest collision),
-    `bucket` is set to NULL, which its NOT NULL refuses, so the batch fails whole rather than
-    adding one key's counts to another's row. The comparison runs only for keys already stored."""
+    round trip (psycopg's array parameters cost more to encode, in Python, than the upsert)."""
     quote = dialect.identifier_preparer.quote
-    table = quote(T.name)
+    table, key = quote(T.name), ", ".join(quote(c) for c in KEY)
     least, greatest = ("min", "max") if dialect.name == "sqlite" else ("LEAST", "GREATEST")
-    first, last, bucket = quote("first_seen"), quote("last_seen"), quote("bucket")
-    same = " AND ".join(f"{table}.{quote(c)} = excluded.{quote(c)}" for c in KEY)
+    first, last = quote("first_seen"), quote("last_seen")
     updated = [
-        f"{bucket} = CASE WHEN {same} THEN {table}.{bucket} END",
         f"{first} = {least}({table}.{first}, excluded.{first})",
         f"{last} = {greatest}({table}.{last}, excluded.{last})",
         *(f"{quote(s)} = {_saturating(table, quote(s))}" for s in SUMS),
@@ -219,7 +158,7 @@ def _upsert_sql(dialect: sa.Dialect) -> str:
         rows = f"SELECT {cells} FROM jsonb_array_elements(%s::jsonb) AS row"
     return (
         f"INSERT INTO {table} ({', '.join(quote(c) for c in COLUMNS)}) {rows} "
-        f"ON CONFLICT ({quote('key_hash')}) DO UPDATE SET {', '.join(updated)}"
+        f"ON CONFLICT ({key}) DO UPDATE SET {', '.join(updated)}"
     )
 
 
@@ -230,7 +169,6 @@ def _saturating(table: str, column: str) -> str:
 
 
 _PG_TYPES = {
-    "key_hash": "uuid",
     "bucket": "float8",
     "dport": "int4",
     "first_seen": "float8",
@@ -241,19 +179,17 @@ _PG_TYPES = {
 writes the shortest text that reads back as the same double)."""
 
 
-def write(conn: sa.Connection, prepared: Upsert) -> None:
-    """Run an upsert made by `upsert`: new keys are inserted (ids in the order keys first
-    appeared), existing ones grow. Keys must be distinct (a fold's are), since PostgreSQL refuses
-    a statement that touches one row twice. A digest shared by two keys raises PermanentError and
-    nothing of the statement is stored (the caller's transaction must not commit)."""
-    if not prepared.rows:
+def write(conn: sa.Connection, folded: Folded) -> None:
+    """Upsert folded rows: new keys are inserted (ids in the order keys first appeared), existing
+    ones grow. Keys must be distinct (a fold's are), since PostgreSQL refuses a statement that
+    touches one row twice."""
+    if not folded:
         return
-    try:
-        conn.exec_driver_sql(prepared.sql, prepared.parameters)
-    except sa.exc.IntegrityError as exc:
-        raise errors.PermanentError(
-            "flow summaries: two summary keys share one key digest; the batch was not stored"
-        ) from exc
+    sql, rows = _upsert_sql(conn.dialect), _values(folded)
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(sql, rows)
+    else:
+        conn.exec_driver_sql(sql, (json.dumps(rows),))
 
 
 def add_batch(
@@ -261,9 +197,9 @@ def add_batch(
 ) -> int:
     """Fold a newly stored batch into the summaries; the number of summary rows it touched. Cost: a
     pass over the records, then one statement (PostgreSQL) or one executemany (SQLite)."""
-    prepared = upsert(conn.dialect, fold(reporter, records))
-    write(conn, prepared)
-    return prepared.rows
+    folded = fold(reporter, records)
+    write(conn, folded)
+    return len(folded)
 
 
 # -- queries --------------------------------------------------------------------------------------
