@@ -149,6 +149,35 @@ def test_a_bound_token_adopts_its_workload_keeping_the_operator_labels_audited(a
     assert listed[bound["id"]]["workloads"] == ["prod-db-1"]
 
 
+def test_a_workload_with_a_live_agent_is_refused_and_a_revoked_agent_makes_room(api: Api) -> None:
+    first = enrolled(api, token(api)["token"], "dev-web-1", "10.77.1.41")
+    bound = token(api, workloads=["dev-web-1"])
+    refused = problem(attempt(api, bound["token"], "dev-web-1", "10.77.1.41"), 409)
+    assert "already has an agent" in refused["detail"]
+    record = ok(api.get("/audit", target="Workload/dev-web-1", actor=f"enrollment:{bound['id']}"))["items"]
+    assert [(r["action"], r["details"]["reason"]) for r in record] == [("enroll-refused", "has an agent")]
+    old_id = ok(api.get("/agents"))["items"][0]["id"]
+    ok(api.delete(f"/agents/{old_id}"), 204)
+    second = enrolled(api, bound["token"], "dev-web-1", "10.77.1.41")
+    listed = ok(api.get("/agents"))["items"]
+    assert [a["workload"] for a in listed] == ["dev-web-1"] and listed[0]["id"] != old_id
+    problem(first.get("/agent/ruleset"), 401)
+    assert ok(second.post("/agent/heartbeat", {"hostname": "dev-web-1", "addresses": ["10.77.1.41"],
+                                               "os": "linux"}))["workload"] == "dev-web-1"  # fmt: skip
+
+
+def test_a_hostname_whose_workload_was_deleted_enrolls_again_with_a_new_agent(api: Api) -> None:
+    secret = token(api)["token"]
+    first = enrolled(api, secret, "dev-web-2", "10.77.1.42")
+    ok(api.delete("/workloads/dev-web-2"), 204)  # revokes its agent, whose row stays
+    second = enrolled(api, secret, "dev-web-2", "10.77.1.42")
+    problem(first.get("/agent/ruleset"), 401)
+    assert workload(api, "dev-web-2")["spec"]["addresses"] == ["10.77.1.42"]
+    assert [a["revoked"] for a in ok(api.get("/agents"))["items"]] == [False]
+    assert ok(second.post("/agent/heartbeat", {"hostname": "dev-web-2", "addresses": ["10.77.1.42"],
+                                               "os": "linux"}))["workload"] == "dev-web-2"  # fmt: skip
+
+
 # --- attributes and labels -----------------------------------------------------------------------
 
 

@@ -14,9 +14,12 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from microseg.store import schema, tokens
+from microseg.store import database, schema, tokens
 
 T = schema.agents
+_INSERT = sa.insert(T)
+_BY_WORKLOAD = sa.select(T).where(T.c.workload == sa.bindparam("workload"))
+"""Built once: every enrollment runs both (a kept statement keeps its memoised cache key)."""
 
 
 def create(
@@ -24,28 +27,49 @@ def create(
 ) -> tuple[str, str]:
     """Enroll: (agent id, credential). The credential is shown to the agent once; the enrollment
     token's id is kept because its grants (address ranges) bound the agent for its whole life."""
+    ident, credential, row = _new_row(workload, inventory, enrollment_token)
+    conn.execute(_INSERT, row)
+    return ident, credential
+
+
+def create_unless_taken(
+    db: database.Database,
+    conn: sa.Connection,
+    workload: str,
+    inventory: dict[str, Any],
+    enrollment_token: str | None = None,
+) -> tuple[str, str] | None:
+    """`create`, or None (nothing written) when the workload has an agent row already, live or
+    revoked: one statement where `by_workload` then `create` take two."""
+    ident, credential, row = _new_row(workload, inventory, enrollment_token)
+    done = conn.execute(db.insert_ignoring_duplicates(T).returning(T.c.id), row).first()
+    return None if done is None else (ident, credential)
+
+
+def _new_row(
+    workload: str, inventory: dict[str, Any], enrollment_token: str | None
+) -> tuple[str, str, dict[str, Any]]:
+    """(id, credential, row) of a new agent; the row keeps only the credential's digest."""
     ident = secrets.token_hex(8)
     credential = f"msa_{ident}_{secrets.token_urlsafe(32)}"
     now = time.time()
-    conn.execute(
-        sa.insert(T).values(
-            id=ident,
-            workload=workload,
-            secret_hash=tokens.digest(credential),
-            enrolled_at=now,
-            last_seen=now,
-            online=True,
-            inventory=inventory,
-            applied_hash=None,
-            dataplane=None,
-            errors=[],
-            warnings=[],
-            tampered=False,
-            revoked_at=None,
-            enrollment_token=enrollment_token,
-        )
-    )
-    return ident, credential
+    row = {
+        "id": ident,
+        "workload": workload,
+        "secret_hash": tokens.digest(credential),
+        "enrolled_at": now,
+        "last_seen": now,
+        "online": True,
+        "inventory": inventory,
+        "applied_hash": None,
+        "dataplane": None,
+        "errors": [],
+        "warnings": [],
+        "tampered": False,
+        "revoked_at": None,
+        "enrollment_token": enrollment_token,
+    }
+    return ident, credential, row
 
 
 def find(conn: sa.Connection, credential: str) -> dict[str, Any] | None:
@@ -57,7 +81,7 @@ def find(conn: sa.Connection, credential: str) -> dict[str, Any] | None:
 
 def by_workload(conn: sa.Connection, workload: str) -> dict[str, Any] | None:
     """The agent of a workload."""
-    row = conn.execute(sa.select(T).where(T.c.workload == workload)).first()
+    row = conn.execute(_BY_WORKLOAD, {"workload": workload}).first()
     return None if row is None else row._asdict()
 
 

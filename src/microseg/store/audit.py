@@ -14,13 +14,14 @@ import sqlalchemy as sa
 from microseg.store import schema
 
 T = schema.audit
+_INSERT = sa.insert(T)
+"""Built once: every change records through it (a kept statement keeps its memoised cache key)."""
 
 
 def record(conn: sa.Connection, actor: str, action: str, target: str, details: dict[str, Any]) -> None:
     """Append one record."""
-    conn.execute(
-        sa.insert(T).values(at=time.time(), actor=actor, action=action, target=target, details=details)
-    )
+    values = {"at": time.time(), "actor": actor, "action": action, "target": target, "details": details}
+    conn.execute(_INSERT, values)
 
 
 def query(

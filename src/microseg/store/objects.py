@@ -4,8 +4,8 @@ The draft's policy objects and the live inventory share this one table; which ki
 which are live is the server's knowledge (`microseg.server.kinds`). The ETag is a digest of the
 document, so it changes exactly when the content does.
 
-Writing a Workload also writes its addresses into `workload_addresses` and its lower-case name
-into `workload_names` (same transaction), so who
+Writing a Workload (`put`, `create`) also writes its addresses into `workload_addresses` and its
+lower-case name into `workload_names` (same transaction), so who
 holds an address (`address_holder`) and a name in another case (`named_in_any_case`) are indexed
 reads: enrollment costs the same at 10 and at 10,000 workloads.
 """
@@ -28,6 +28,34 @@ T = schema.objects
 A = schema.workload_addresses
 N = schema.workload_names
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+# --- statements built once: enrollment runs each at every enrollment, and a statement object
+# kept keeps its memoised cache key, so it is neither rebuilt nor re-keyed per call --------------
+
+_INSERT = sa.insert(T)
+_INSERT_NAME = sa.insert(N)
+_NAMED_IN_ANY_CASE = (
+    sa.select(N.c.name)
+    .where(N.c.folded == sa.bindparam("folded"))
+    .order_by(N.c.name != sa.bindparam("name"), N.c.name)  # the name as it is first
+    .limit(1)
+)
+
+
+def _holder_query() -> sa.Select[Any]:
+    """The first host address inside [low, high] held by a workload other than `me`, else the
+    first network overlapping it: two indexed reads (scalar subqueries, each with its LIMIT) in
+    one round trip; COALESCE runs the second only when the first finds nothing."""
+    low, high = sa.bindparam("low", type_=A.c.low.type), sa.bindparam("high", type_=A.c.high.type)
+    same = sa.and_(A.c.version == sa.bindparam("version"), A.c.workload != sa.bindparam("me"))
+    hosts = sa.select(A.c.workload).where(A.c.is_host.is_(True), same, A.c.low >= low, A.c.low <= high)
+    networks = sa.select(A.c.workload).where(A.c.is_host.is_(False), same, A.c.low <= high, A.c.high >= low)
+    first = [q.order_by(A.c.low).limit(1).scalar_subquery() for q in (hosts, networks)]
+    return sa.select(sa.func.coalesce(*first))
+
+
+_HOLDER = _holder_query()
 
 
 @dataclass(frozen=True)
@@ -79,11 +107,39 @@ def put(conn: sa.Connection, kind: str, name: str, doc: dict[str, Any], actor: s
     values = {"doc": doc, "etag": stored.etag, "updated_at": stored.updated_at, "updated_by": actor}
     done = conn.execute(sa.update(T).where(T.c.kind == kind, T.c.name == name).values(**values))
     if done.rowcount == 0:
-        conn.execute(sa.insert(T).values(kind=kind, name=name, **values))
+        conn.execute(_INSERT, {"kind": kind, "name": name, **values})
     if kind == "Workload":
         _index_addresses(conn, [(name, doc)], replace=True)
         if done.rowcount == 0:
-            conn.execute(sa.insert(N).values(folded=name.lower(), name=name))
+            conn.execute(_INSERT_NAME, {"folded": name.lower(), "name": name})
+    return stored
+
+
+def create(conn: sa.Connection, kind: str, name: str, doc: dict[str, Any], actor: str) -> Stored:
+    """Create an object the caller knows is not stored (it looked, under a lock that keeps it so):
+    what `put` does for a new one without its UPDATE and, for a workload, without deleting
+    address rows a new name cannot have. An IntegrityError when it exists after all.
+
+    Cost: one statement; a workload on SQLite three (the object, its addresses, its name), which
+    PostgreSQL takes as one (data-modifying CTEs): enrollment creates workloads while it holds
+    the `address-claims` lock, so every round trip saved there is saved for every enroller."""
+    stored = Stored(kind, name, doc, etag(doc), time.time(), actor)
+    values = {"doc": doc, "etag": stored.etag, "updated_at": stored.updated_at, "updated_by": actor}
+    row = {"kind": kind, "name": name, **values}
+    if kind != "Workload":
+        conn.execute(_INSERT, row)
+        return stored
+    addresses, folded = address_rows(name, doc), {"folded": name.lower(), "name": name}
+    if conn.dialect.name != "postgresql":
+        conn.execute(_INSERT, row)
+        if addresses:
+            conn.execute(sa.insert(A), addresses)
+        conn.execute(_INSERT_NAME, folded)
+        return stored
+    together = sa.insert(N).values(folded).add_cte(sa.insert(T).values(row).cte("created"))
+    if addresses:
+        together = together.add_cte(sa.insert(A).values(addresses).cte("addresses"))
+    conn.execute(together)
     return stored
 
 
@@ -121,30 +177,25 @@ def replace_kinds(
 
 def named_in_any_case(conn: sa.Connection, kind: str, name: str) -> str | None:
     """The stored name of the object of `kind` called `name` in any case (names are ASCII, so
-    lower() is casefold()): `name` itself when it exists, else the first such by name. Indexed
-    for workloads; other kinds are few and scanned."""
+    lower() is casefold()): `name` itself when it exists, else the first such by name. One indexed
+    read for workloads (`workload_names` holds every workload's name, `name` itself too); other
+    kinds are few and scanned."""
+    if kind == "Workload":
+        found: str | None = conn.execute(_NAMED_IN_ANY_CASE, {"folded": name.lower(), "name": name}).scalar()
+        return found
     if get(conn, kind, name) is not None:
         return name
-    if kind != "Workload":
-        query = sa.select(T.c.name).where(T.c.kind == kind, sa.func.lower(T.c.name) == name.lower())
-    else:  # indexed: `workload_names`
-        query = sa.select(N.c.name).where(N.c.folded == name.lower())
-    found: str | None = conn.execute(query.order_by(query.selected_columns[0]).limit(1)).scalar()
+    query = sa.select(T.c.name).where(T.c.kind == kind, sa.func.lower(T.c.name) == name.lower())
+    found = conn.execute(query.order_by(T.c.name).limit(1)).scalar()
     return found
 
 
 def address_holder(conn: sa.Connection, net: Network, me: str) -> str | None:
     """The workload other than `me` holding an address that overlaps `net` (a host address in
-    it, or a network overlapping it), if any: two indexed reads."""
+    it, else a network overlapping it), if any: one statement of two indexed reads."""
+    bounds = {"version": net.version, "me": me}
     low, high = _bound(net.network_address), _bound(net.broadcast_address)
-    same = sa.and_(A.c.version == net.version, A.c.workload != me)
-    hosts = sa.select(A.c.workload).where(A.c.is_host.is_(True), same, A.c.low >= low, A.c.low <= high)
-    found: str | None = conn.execute(hosts.order_by(A.c.low).limit(1)).scalar()
-    if found is None:
-        networks = sa.select(A.c.workload).where(
-            A.c.is_host.is_(False), same, A.c.low <= high, A.c.high >= low
-        )
-        found = conn.execute(networks.order_by(A.c.low).limit(1)).scalar()
+    found: str | None = conn.execute(_HOLDER, {**bounds, "low": low, "high": high}).scalar()
     return found
 
 

@@ -153,21 +153,28 @@ def create_enrollment(
     return row, token
 
 
+_CONSUME = (
+    sa.update(ENROLL)
+    .where(
+        ENROLL.c.secret_hash == sa.bindparam("digest"),
+        ENROLL.c.revoked_at.is_(None),
+        sa.or_(ENROLL.c.reusable.is_(True), ENROLL.c.uses == 0),
+        sa.or_(ENROLL.c.expires_at.is_(None), ENROLL.c.expires_at > sa.bindparam("now")),
+    )
+    .values(uses=ENROLL.c.uses + 1)
+    .returning(*ENROLL.c)
+)
+"""Built once: enrollment runs it at every enrollment (its cache key is memoised with it)."""
+
+
 def consume_enrollment(conn: sa.Connection, token: str) -> dict[str, Any] | None:
     """Use an enrollment token once; None when it is unknown, revoked, expired or used up.
 
-    One conditional UPDATE, so two agents racing for a one-time token cannot both win."""
+    One conditional UPDATE ... RETURNING the row (one round trip), so two agents racing for a
+    one-time token cannot both win."""
     now = time.time()
-    usable = sa.and_(
-        ENROLL.c.secret_hash == digest(token),
-        ENROLL.c.revoked_at.is_(None),
-        sa.or_(ENROLL.c.reusable.is_(True), ENROLL.c.uses == 0),
-        sa.or_(ENROLL.c.expires_at.is_(None), ENROLL.c.expires_at > now),
-    )
-    if conn.execute(sa.update(ENROLL).where(usable).values(uses=ENROLL.c.uses + 1)).rowcount != 1:
-        return None
-    row = conn.execute(sa.select(ENROLL).where(ENROLL.c.secret_hash == digest(token))).one()
-    return {k: v for k, v in row._asdict().items() if k != "secret_hash"}
+    row = conn.execute(_CONSUME, {"digest": digest(token), "now": now}).first()
+    return None if row is None else {k: v for k, v in row._asdict().items() if k != "secret_hash"}
 
 
 def enrollment_by_id(conn: sa.Connection, ident: str) -> dict[str, Any] | None:
