@@ -200,7 +200,8 @@ def _total(counts: Iterable[OutcomeCounts]) -> OutcomeCounts:
 @dataclass(slots=True)
 class _PortAcc:
     """Mutable accumulator for one PortUse while the flows stream in; outcome counts are lists
-    indexed like `_SEVERITY` (an immutable OutcomeCounts per flow was a tenth of a map's time)."""
+    indexed like `_SEVERITY` (a new OutcomeCounts per flow and engine cost about 5 % of a map
+    in an A/B over 100,000 flows)."""
 
     processes: set[str] = field(default_factory=set)
     clients: set[str] = field(default_factory=set)

@@ -308,14 +308,14 @@ class Evaluator:
             tier=rule.tier,
             rule=rule.ref,
             reason=reason,
-            source_labels_matched=self._matched(br, True, sp),
-            destination_labels_matched=self._matched(br, False, dp),
+            source_labels_matched=self._labels_matched(br, True, sp),
+            destination_labels_matched=self._labels_matched(br, False, dp),
             source_mode=sp.mode,
             destination_mode=dp.mode,
             notes=notes,
         )
 
-    def _matched(self, br: rulebook.BookRule, source: bool, profile: Profile) -> tuple[str, ...]:
+    def _labels_matched(self, br: rulebook.BookRule, source: bool, profile: Profile) -> tuple[str, ...]:
         """`_matched` for one side of a rule, once per (rule, side, profile): a profile stands for
         every endpoint with its labels and lists, and a verdict cache miss was mostly this (selector
         matching per peer) when one profile pair is asked about many ports or processes."""
