@@ -119,34 +119,3 @@ def test_a_failed_checkpoint_does_not_fail_the_write_it_follows(
             assert [e["workload"] for e in events.query(conn)] == ["kept"]
     finally:
         engine.dispose()
-
-
-def test_the_write_ahead_log_starts_over_under_a_steady_stream_of_writes(tmp_path: Path) -> None:
-    """Writers from several threads back to back, with readers in between (as flow ingest runs):
-    each checkpoint runs before the next writer's turn, so it copies the whole log and the log
-    starts over instead of growing by every commit."""
-    db = database.Database(database.sqlite_url(tmp_path))
-    migrate.upgrade(db)
-    wal = tmp_path / "microseg.db-wal"
-    writes, size, failures = 12 * database.CHECKPOINT_EVERY, 100_000, []
-
-    def write_and_read(name: str) -> None:
-        try:
-            for i in range(writes // 4):
-                with db.read() as conn:
-                    events.query(conn, limit=1)
-                with db.write() as conn:
-                    events.add(conn, "test", f"{name}-{i}", "x" * size)
-        except BaseException as exc:
-            failures.append(exc)
-
-    try:
-        threads = [threading.Thread(target=write_and_read, args=(f"t{n}",)) for n in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert failures == []
-        assert wal.stat().st_size < writes * size / 3
-    finally:
-        db.dispose()
